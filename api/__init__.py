@@ -1,0 +1,1 @@
+"""The public API process: OpenAI-compatible, stateless, any number of workers."""

@@ -1,0 +1,29 @@
+"""``python -m api``: run API workers with settings from ``.env.api``."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from loguru import logger
+
+from .settings import load
+
+
+def main() -> None:
+    settings = load()
+    logger.remove()
+    logger.add(sys.stderr, level=settings.log_level.upper())
+    uvicorn.run(
+        "api.app:create_app_from_env",
+        factory=True,
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=settings.api_workers,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The API worker: FastAPI app, its lifespan, and its routers.
+
+Every worker is stateless: keys live in the store, the miner directory comes
+from the validator (last good copy kept), and what miners answered leaves for
+the validator in the background. Start any number of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+from loguru import logger
+
+from shared.auth import Signer
+from shared.signed_http import SignedClient
+from shared.wallet import load_hotkey
+
+from .directory_client import DirectoryClient
+from .errors import install_error_handlers
+from .forwarder import ScoringForwarder
+from .keys import KeyStore
+from .routers import api_management, chat, health
+from .settings import ApiSettings, load
+
+
+async def stop(tasks: list[asyncio.Task]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: ApiSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        signer = Signer(load_hotkey(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path))
+        validator_hotkey = settings.validator_hotkey or signer.hotkey
+        client = SignedClient(signer)
+        state = app.state
+        state.settings = settings
+        state.client = client
+        state.rng = random.Random()
+        state.admin_key_digest = settings.admin_key_digest()
+        state.keys = KeyStore(settings.sqlite_path)
+        state.background = set()
+        state.directory = DirectoryClient(client, settings.validator_url, validator_hotkey,
+                                          Path(settings.data_dir).expanduser() / "directory-cache.json",
+                                          settings.directory_refresh_seconds)
+        state.directory.load_cached()
+        state.forwarder = ScoringForwarder(client, settings.validator_url, validator_hotkey,
+                                           batch_size=settings.forward_batch_size,
+                                           interval=settings.forward_interval_seconds,
+                                           max_buffer=settings.forward_buffer_max)
+        with contextlib.suppress(Exception):
+            await state.directory.refresh()
+        if not state.admin_key_digest:
+            logger.warning("no ADMIN_KEY set: /api_management refuses every call")
+        tasks = [asyncio.create_task(state.directory.run(), name="directory"),
+                 asyncio.create_task(state.forwarder.run(), name="forwarder")]
+        logger.info("API worker up; validator {} at {}", validator_hotkey, settings.validator_url)
+        try:
+            yield
+        finally:
+            await stop(tasks)
+            if state.background:
+                await asyncio.wait(state.background, timeout=5.0)
+            await state.forwarder.drain(timeout=3.0)
+            await client.close()
+            state.keys.close()
+
+    app = FastAPI(title="Subnet API", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(chat.router)
+    app.include_router(api_management.router)
+    app.include_router(health.router)
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (several workers: each builds its own app)."""
+    return create_app(load())

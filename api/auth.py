@@ -1,0 +1,48 @@
+"""Who may call: API keys for the public routes, the admin key for ``/api_management``.
+
+Clients send ``Authorization: Bearer <key>`` (what the ``openai`` SDK sends)
+or ``api-key: <key>`` (what the subnet's docs show). The admin key is compared
+as a sha256 digest with ``hmac.compare_digest``: constant time, and the plain
+key is never kept in memory after start-up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Optional
+
+from fastapi import Request
+
+from .errors import ApiError
+from .keys import KeyRecord
+
+
+def presented_key(request: Request) -> Optional[str]:
+    key = request.headers.get("api-key")
+    if key:
+        return key.strip()
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+async def require_api_key(request: Request) -> KeyRecord:
+    key = presented_key(request)
+    if key is None:
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header",
+                       "missing_api_key")
+    record = request.app.state.keys.lookup(key)
+    if record is None or not record.enabled:
+        raise ApiError(401, "invalid API key", "invalid_api_key")
+    return record
+
+
+async def require_admin(request: Request) -> None:
+    expected: bytes = request.app.state.admin_key_digest
+    given = request.headers.get("admin-key", "")
+    digest = hashlib.sha256(given.encode()).digest()
+    if not expected or not given or not hmac.compare_digest(digest, expected):
+        raise ApiError(403, "Invalid admin key", "invalid_admin_key")

@@ -1,0 +1,87 @@
+"""Shape what a miner answered into OpenAI's response objects.
+
+Every object names the miner that answered (``miner_uid``, ``miner_hotkey``,
+and ``responder_hotkey`` as the subnet's first gateway called it); the
+``openai`` SDK keeps such extra fields on the parsed object.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+from .miner_call import MinerCall
+
+
+def count_words(text: str) -> int:
+    return len(text.split())
+
+
+def prompt_words(messages: list[Any]) -> int:
+    total = 0
+    for message in messages:
+        content = message.content if hasattr(message, "content") else message.get("content")
+        total += count_words(content if isinstance(content, str) else json.dumps(content))
+    return total
+
+
+def usage_of(call: MinerCall, prompt_tokens: int) -> dict:
+    if call.usage and isinstance(call.usage.get("completion_tokens"), int):
+        usage = dict(call.usage)
+        usage.setdefault("prompt_tokens", prompt_tokens)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return usage
+    completion = sum(count_words("".join(parts)) for parts in call.texts.values())
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+            "total_tokens": prompt_tokens + completion}
+
+
+def miner_fields(call: MinerCall) -> dict:
+    return {"miner_uid": call.miner.uid, "miner_hotkey": call.miner.hotkey, "responder_hotkey": call.miner.hotkey}
+
+
+def completion_object(call: MinerCall, *, request_id: str, created: int, model: Optional[str],
+                      prompt_tokens: int) -> dict:
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": "".join(call.texts[index])},
+            "finish_reason": call.finish_reasons.get(index, "stop"),
+            "logprobs": None,
+        }
+        for index in sorted(call.texts)
+    ]
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model or call.model or "default",
+        "choices": choices,
+        "usage": usage_of(call, prompt_tokens),
+        **miner_fields(call),
+    }
+
+
+def sse(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+def chunk_event(chunk: dict, call: MinerCall, *, request_id: str, created: int, model: Optional[str]) -> bytes:
+    chunk.update(id=request_id, object="chat.completion.chunk", created=created,
+                 model=model or chunk.get("model") or "default", **miner_fields(call))
+    chunk.pop("usage", None)
+    return sse(chunk)
+
+
+def usage_event(call: MinerCall, *, request_id: str, created: int, model: Optional[str],
+                prompt_tokens: int) -> bytes:
+    return sse({"id": request_id, "object": "chat.completion.chunk", "created": created,
+                "model": model or call.model or "default", "choices": [],
+                "usage": usage_of(call, prompt_tokens), **miner_fields(call)})
+
+
+def error_event(message: str, status: int = 502) -> bytes:
+    return sse({"error": {"message": message, "type": "upstream_error", "code": status}})

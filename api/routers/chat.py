@@ -1,0 +1,124 @@
+"""``POST /v1/chat/completions``: OpenAI-compatible, streamed or not, answered by miners."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
+
+from ..auth import require_api_key
+from ..errors import ApiError
+from ..keys import KeyRecord
+from ..miner_call import END, MinerCall
+from ..race import describe_failures, race
+from ..responses import SSE_DONE, chunk_event, completion_object, error_event, prompt_words, usage_event
+from ..schemas import ChatCompletionRequest
+from ..selection import select_candidates
+
+router = APIRouter()
+
+UNSUPPORTED_YET = "is not available on this gateway yet"
+
+
+def reject_unsupported(body: ChatCompletionRequest) -> None:
+    if body.mixture or body.inference_mode == "Mixture-of-Agents":
+        raise ApiError(400, f"mixture of miners {UNSUPPORTED_YET}", "unsupported_mode")
+    if body.test_time_inference or body.inference_mode == "Chain-of-Thought":
+        raise ApiError(400, f"test-time inference {UNSUPPORTED_YET}", "unsupported_mode")
+
+
+async def forward_when_done(forwarder, calls: list[MinerCall], request_id: str, request: MinerChatRequest) -> None:
+    """Wait for every miner of the request to finish, then queue their answers for the validator."""
+    await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
+    if calls:
+        forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
+                                     created_at=time.time(), request=request,
+                                     responses=[c.response_record() for c in calls]))
+
+
+def keep_running(request: Request, coroutine) -> None:
+    tasks: set = request.app.state.background
+    task = asyncio.create_task(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           key: KeyRecord = Depends(require_api_key)):
+    reject_unsupported(body)
+    state = request.app.state
+    settings = state.settings
+    if state.directory.directory is None:
+        raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
+    candidates, width = select_candidates(
+        state.directory.directory, task=body.task, model=body.requested_model, uids=body.uids,
+        top_n=body.top_n, top_pool=settings.top_pool, rng=state.rng,
+    )
+    miner_request = body.to_miner_request()
+    payload = miner_request.model_dump_json(exclude_none=True).encode()
+    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    created = int(time.time())
+
+    def launch(miner: MinerRecord) -> MinerCall:
+        call = MinerCall(miner)
+        call.start(state.client, payload, connect_timeout=settings.miner_connect_timeout,
+                   read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout)
+        return call
+
+    calls: list[MinerCall] = []
+    try:
+        winner = await race(candidates, fanout=width or settings.fanout,
+                            max_attempts=max(settings.max_attempts, width), launch=launch, calls=calls)
+    finally:
+        keep_running(request, forward_when_done(state.forwarder, calls, request_id, miner_request))
+
+    prompt_tokens = prompt_words(body.messages)
+    if body.stream:
+        return StreamingResponse(
+            relay(winner, request_id=request_id, created=created, model=body.model,
+                  include_usage=body.include_usage, prompt_tokens=prompt_tokens),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Request-Id": request_id},
+        )
+    answer = await complete(winner, calls)
+    return JSONResponse(completion_object(answer, request_id=request_id, created=created, model=body.model,
+                                          prompt_tokens=prompt_tokens), headers={"X-Request-Id": request_id})
+
+
+async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
+    """The winner's whole answer; if it broke mid-way, another miner's complete one."""
+    await asyncio.wait([winner.task])
+    if winner.status == "ok":
+        return winner
+    others = [c for c in calls if c is not winner]
+    await asyncio.gather(*(c.task for c in others), return_exceptions=True)
+    for call in others:
+        if call.status == "ok":
+            return call
+    raise ApiError(502, f"no miner finished its answer: {describe_failures(calls)}", "miners_failed")
+
+
+async def relay(winner: MinerCall, *, request_id: str, created: int, model, include_usage: bool,
+                prompt_tokens: int) -> AsyncIterator[bytes]:
+    """Relay the winner's chunks; a failure now can only be told in-band."""
+    queue = winner.become_winner()
+    try:
+        while (chunk := await queue.get()) is not END:
+            if chunk.get("choices"):
+                yield chunk_event(chunk, winner, request_id=request_id, created=created, model=model)
+        if winner.status != "ok":
+            yield error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}")
+        elif include_usage:
+            yield usage_event(winner, request_id=request_id, created=created, model=model,
+                              prompt_tokens=prompt_tokens)
+        yield SSE_DONE
+    finally:
+        if winner.task is not None and not winner.task.done():
+            winner.task.cancel()  # the client went away: stop the miner's work

@@ -1,0 +1,105 @@
+"""The public chat request: OpenAI's fields plus the subnet's ``extra_body`` fields.
+
+OpenAI's own sampling fields are honoured, never dropped: they are folded over
+``sampling_parameters`` (defaults ← ``sampling_parameters`` ← ``temperature``,
+``top_p``, ``max_tokens``/``max_completion_tokens``), so a client that only
+knows the ``openai`` SDK gets what it asked for.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters
+
+DEFAULT_MODEL_NAMES = {None, "", "default", "Default"}
+INFERENCE_MODES = {"Reasoning-Fast", "Chain-of-Thought", "Mixture-of-Agents"}
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: Optional[str] = None
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    temperature: Optional[float] = Field(None, ge=0.0, le=2.0)
+    top_p: Optional[float] = Field(None, gt=0.0, le=1.0)
+    max_tokens: Optional[int] = Field(None, ge=1, le=32768)
+    max_completion_tokens: Optional[int] = Field(None, ge=1, le=32768)
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
+    n: int = Field(1, ge=1, le=8)
+
+    # The subnet's fields, sent through the SDK's extra_body.
+    task: str = "InferenceTask"
+    uids: Optional[list[int]] = Field(None, min_length=1, max_length=64)
+    top_n: Optional[int] = Field(None, ge=1, le=256)
+    sampling_parameters: Optional[SamplingParameters] = None
+    mixture: bool = False
+    test_time_inference: bool = False
+    inference_mode: Optional[str] = None
+    json_format: bool = False
+
+    @field_validator("task")
+    @classmethod
+    def known_task(cls, task: str) -> str:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
+        return task
+
+    @field_validator("inference_mode")
+    @classmethod
+    def known_mode(cls, mode: Optional[str]) -> Optional[str]:
+        if mode is not None and mode not in INFERENCE_MODES:
+            raise ValueError(f"unknown inference_mode {mode!r}; one of {', '.join(sorted(INFERENCE_MODES))}")
+        return mode
+
+    @model_validator(mode="after")
+    def uids_are_distinct(self) -> "ChatCompletionRequest":
+        if self.uids is not None and len(set(self.uids)) != len(self.uids):
+            raise ValueError("uids must be distinct")
+        return self
+
+    @property
+    def requested_model(self) -> Optional[str]:
+        return None if self.model in DEFAULT_MODEL_NAMES else self.model
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+    def sampling(self) -> SamplingParameters:
+        merged: dict[str, Any] = (self.sampling_parameters or SamplingParameters()).model_dump()
+        if self.temperature is not None:
+            merged["temperature"] = self.temperature
+            merged["do_sample"] = self.temperature > 0
+        if self.top_p is not None:
+            merged["top_p"] = self.top_p
+        limit = self.max_completion_tokens or self.max_tokens
+        if limit is not None:
+            merged["max_new_tokens"] = limit
+        return SamplingParameters.model_validate(merged)
+
+    def to_miner_request(self) -> MinerChatRequest:
+        """The body every miner of this request receives (one seed, so their answers compare)."""
+        known = set(type(self).model_fields)
+        passthrough = {k: v for k, v in (self.model_extra or {}).items() if k not in known}
+        return MinerChatRequest(
+            messages=self.messages,
+            model=self.requested_model,
+            task=self.task,
+            seed=self.seed if self.seed is not None else secrets.randbelow(2**32),
+            n=self.n,
+            stream=True,
+            sampling_parameters=self.sampling(),
+            stream_options={"include_usage": True},
+            json_format=self.json_format,
+            **passthrough,
+        )

@@ -1,0 +1,54 @@
+"""The API worker's settings, read from ``.env.api`` (or ``API_ENV_FILE``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from shared.settings import CommonSettings, load_settings
+
+
+class ApiSettings(CommonSettings):
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_workers: int = 1
+
+    validator_url: str = "http://127.0.0.1:8092"
+    # The validator's hotkey; empty means our own (API workers sign with the validator's hotkey).
+    validator_hotkey: str = ""
+    directory_refresh_seconds: float = 5.0
+
+    # Admin key for /api_management: plain (hashed at load) or its sha256 hex digest.
+    admin_key: SecretStr = SecretStr("")
+    admin_key_sha256: str = ""
+    database_url: str = ""  # empty: SQLite under DATA_DIR
+
+    fanout: int = Field(3, ge=1, le=32)
+    top_pool: int = Field(400, ge=1)
+    max_attempts: int = Field(6, ge=1)
+    miner_connect_timeout: float = 2.0
+    first_chunk_timeout: float = 15.0
+    miner_read_timeout: float = 30.0
+
+    forward_batch_size: int = 64
+    forward_interval_seconds: float = 0.5
+    forward_buffer_max: int = 10_000
+
+    def admin_key_digest(self) -> bytes:
+        """The admin key's sha256; the plain key is not kept once this is computed."""
+        if self.admin_key_sha256:
+            return bytes.fromhex(self.admin_key_sha256)
+        plain = self.admin_key.get_secret_value()
+        return hashlib.sha256(plain.encode()).digest() if plain else b""
+
+    @property
+    def sqlite_path(self) -> Path:
+        if self.database_url.startswith("sqlite:///"):
+            return Path(self.database_url.removeprefix("sqlite:///")).expanduser()
+        return Path(self.data_dir).expanduser() / "api.sqlite"
+
+
+def load() -> ApiSettings:
+    return load_settings(ApiSettings, "API_ENV_FILE", ".env.api")

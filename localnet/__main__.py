@@ -1,0 +1,76 @@
+"""``python -m localnet``: run a whole subnet on this machine until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .launcher import DEFAULT_BEHAVIOURS, LocalSubnet
+
+
+def banner(net: LocalSubnet, key: str) -> str:
+    miners = "\n".join(f"    uid {m.uid}: {m.behaviour:<7} {m.axon}" for m in net.members if m.role == "miner")
+    return f"""
+Local subnet is up (state in {net.directory}, logs in {net.directory}/logs).
+  validator  uid 0  {net.validator_url}
+  API        {net.api_url}  ({net.api_workers} workers)
+  miners (reference miner, builtin backend):
+{miners}
+
+Demo API key: {key}
+Admin key:    stored in {net.directory}/admin-key
+
+Try it:
+  curl -s {net.api_url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
+       -H "Content-Type: application/json" \\
+       -d '{{"messages": [{{"role": "user", "content": "What is Bittensor?"}}], "stream": false}}'
+
+  python - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url="{net.api_url}/v1", api_key="{key}")
+stream = client.chat.completions.create(model="default", stream=True,
+    messages=[{{"role": "user", "content": "What is Bittensor?"}}], extra_body={{"top_n": 2}})
+for chunk in stream:
+    print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()
+PY
+
+Ctrl-C stops everything.
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--dir", default=".localnet", help="where wallets, the subnet file, data and logs go")
+    parser.add_argument("--api-port", type=int, default=8000)
+    parser.add_argument("--validator-port", type=int, default=8092)
+    parser.add_argument("--miner-base-port", type=int, default=8101)
+    parser.add_argument("--api-workers", type=int, default=2)
+    parser.add_argument("--miners", default=",".join(DEFAULT_BEHAVIOURS),
+                        help="one reference miner per behaviour: good, noisy, slow, broken")
+    args = parser.parse_args()
+
+    behaviours = [b.strip() for b in args.miners.split(",") if b.strip()]
+    net = LocalSubnet(Path(args.dir), api_port=args.api_port, validator_port=args.validator_port,
+                      miner_ports=[args.miner_base_port + i for i in range(len(behaviours))],
+                      behaviours=behaviours, api_workers=args.api_workers)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        print("starting the local subnet…", flush=True)
+        net.start()
+        print(banner(net, net.create_api_key()), flush=True)
+        while all(p.poll() is None for p in net.processes.values()):
+            time.sleep(0.5)
+        print("a process exited; stopping the local subnet", flush=True)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+    finally:
+        net.stop()
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()

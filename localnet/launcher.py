@@ -1,0 +1,183 @@
+"""Start and stop the processes of a local subnet.
+
+    net = LocalSubnet(Path(".localnet"), api_port=8000)
+    net.start()              # wallets, subnet file, miners, validator, API workers; waits until ready
+    key = net.create_api_key()
+    net.stop()               # SIGTERM to everything, SIGKILL after a grace period
+
+Each process is the real entry point (``python -m miner|validator|api``) with
+its settings passed as environment variables, logging to ``<dir>/logs``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+from .topology import Member, create_members, write_subnet
+
+DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, headers: Optional[dict] = None, method: str = "GET", timeout: float = 3.0) -> dict:
+    request = urllib.request.Request(url, headers=headers or {}, method=method)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class LocalSubnet:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        api_port: int = 8000,
+        validator_port: int = 8092,
+        miner_ports: Optional[list[int]] = None,
+        behaviours: Optional[list[str]] = None,
+        api_workers: int = 2,
+        admin_key: Optional[str] = None,
+        extra_env: Optional[dict[str, str]] = None,
+    ):
+        self.directory = directory.resolve()
+        self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
+        self.api_port = api_port
+        self.validator_port = validator_port
+        self.miner_ports = miner_ports or [8101 + i for i in range(len(self.behaviours))]
+        self.api_workers = api_workers
+        self.admin_key = admin_key or self._stored_admin_key()
+        self.extra_env = extra_env or {}
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.members: list[Member] = []
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def wallet_path(self) -> Path:
+        return self.directory / "wallets"
+
+    @property
+    def subnet_file(self) -> Path:
+        return self.directory / "subnet.json"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def validator_url(self) -> str:
+        return f"http://127.0.0.1:{self.validator_port}"
+
+    def member(self, role: str, behaviour: Optional[str] = None) -> Member:
+        return next(m for m in self.members if m.role == role and (behaviour is None or m.behaviour == behaviour))
+
+    def _stored_admin_key(self) -> str:
+        path = self.directory / "admin-key"
+        if path.exists():
+            return path.read_text().strip()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        key = "admin-" + secrets.token_urlsafe(24)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+    # -- processes ------------------------------------------------------------------------------
+    def _env(self, member: Member, **settings: object) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_ENV_FILE")}
+        env.update(
+            WALLET_NAME=member.name, WALLET_HOTKEY="default", WALLET_PATH=str(self.wallet_path),
+            CHAIN="local", SUBNET_FILE=str(self.subnet_file), DATA_DIR=str(self.directory / "data" / member.name),
+            API_ENV_FILE="/nonexistent", VALIDATOR_ENV_FILE="/nonexistent", MINER_ENV_FILE="/nonexistent",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update({key.upper(): str(value) for key, value in settings.items()})
+        env.update(self.extra_env)
+        return env
+
+    def spawn(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen:
+        logs = self.directory / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log = open(logs / f"{name}.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+        log.close()
+        self.processes[name] = process
+        return process
+
+    def start_miner(self, member: Member) -> subprocess.Popen:
+        return self.spawn(f"miner-{member.uid}-{member.behaviour}", "miner", self._env(
+            member, miner_port=member.port, miner_behaviour=member.behaviour, metagraph_refresh_seconds=2))
+
+    def start_validator(self) -> subprocess.Popen:
+        return self.spawn("validator", "validator", self._env(
+            self.member("validator"), validator_port=self.validator_port, metagraph_sync_seconds=2,
+            availability_poll_seconds=3))
+
+    def start_api(self) -> subprocess.Popen:
+        validator = self.member("validator")
+        env = self._env(validator, api_port=self.api_port, api_workers=self.api_workers,
+                        validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1)
+        env["DATA_DIR"] = str(self.directory / "data" / "api")
+        return self.spawn("api", "api", env)
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.members = create_members(self.wallet_path, self.behaviours, self.validator_port, self.miner_ports)
+        write_subnet(self.subnet_file, self.members)
+        for member in self.members:
+            if member.role == "miner":
+                self.start_miner(member)
+        self.start_validator()
+        self.start_api()
+        self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float) -> None:
+        """Until the API routes: the validator answered and at least one miner is available."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None and name in ("validator", "api"):
+                    raise RuntimeError(f"{name} exited with {process.returncode}; see {self.directory}/logs/{name}.log")
+            try:
+                health = get_json(self.api_url + "/health")
+                if health.get("available_miners", 0) >= 1 and health.get("validator_reachable"):
+                    return
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"local subnet not ready after {timeout:.0f}s; logs in {self.directory}/logs")
+
+    def stop_process(self, name: str, grace: float = 5.0) -> None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def stop(self) -> None:
+        for name in ["api", "validator", *[n for n in self.processes if n.startswith("miner")]]:
+            self.stop_process(name)
+
+    # -- admin ----------------------------------------------------------------------------------
+    def create_api_key(self, name: str = "demo") -> str:
+        answer = get_json(f"{self.api_url}/api_management/create-api-key/?name={name}",
+                          headers={"admin-key": self.admin_key}, method="POST")
+        return answer["api_key"]

@@ -1,0 +1,119 @@
+"""Wire schemas: every JSON body that crosses a process boundary inside the subnet.
+
+Miners receive ``MinerChatRequest``; the validator answers API workers with a
+``Directory`` and accepts ``ScoringBatch`` at ``POST /scoring``. Public API
+bodies live in ``api/`` because only the API speaks them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TASKS = (
+    "InferenceTask",
+    "WebQuestionAnsweringTask",
+    "ProgrammingTask",
+    "WebRetrievalTask",
+    "MultiStepReasoningTask",
+)
+DEFAULT_TASK = "InferenceTask"
+
+
+class SamplingParameters(BaseModel):
+    """The subnet's sampling fields; OpenAI's own fields are folded in by the API."""
+
+    model_config = ConfigDict(extra="allow")
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    top_k: int = Field(50, ge=0)
+    max_new_tokens: int = Field(1024, ge=1, le=32768)
+    do_sample: bool = True
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: Any = ""
+
+
+class MinerChatRequest(BaseModel):
+    """What a validator or API worker sends to a miner's ``/v1/chat/completions``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    model: Optional[str] = None
+    task: str = DEFAULT_TASK
+    seed: int = 0
+    n: int = Field(1, ge=1, le=8)
+    stream: bool = True
+    sampling_parameters: SamplingParameters = Field(default_factory=SamplingParameters)
+
+
+class Availability(BaseModel):
+    """What one miner says it can serve (the subnet's availability shape)."""
+
+    task_availabilities: dict[str, bool] = Field(default_factory=dict)
+    llm_model_availabilities: dict[str, bool] = Field(default_factory=dict)
+
+    def serves(self, task: str, model: Optional[str]) -> bool:
+        if not self.task_availabilities.get(task, False):
+            return False
+        if model is None:
+            return True
+        return self.llm_model_availabilities.get(model, False)
+
+
+class MinerRecord(BaseModel):
+    """One miner in the validator's directory."""
+
+    uid: int
+    hotkey: str
+    address: Optional[str]
+    incentive: float
+    stake: float
+    validator_permit: bool = False
+    availability: Optional[Availability] = None  # None: not reachable at the last poll
+    checked_at: Optional[float] = None
+
+
+class Directory(BaseModel):
+    """What API workers need to route: every neuron with where it is and what it serves."""
+
+    netuid: int
+    block: int
+    validator_hotkey: str
+    generated_at: float
+    miners: list[MinerRecord]
+
+
+class MinerResponse(BaseModel):
+    """Everything one miner answered to one request, attributed to its uid."""
+
+    uid: int
+    hotkey: str
+    status: Literal["ok", "error", "timeout", "cancelled"]
+    chunks: list[str] = Field(default_factory=list)  # text of choice 0, in arrival order
+    timings: list[float] = Field(default_factory=list)  # seconds from send to each chunk
+    finish_reason: Optional[str] = None
+    error: Optional[str] = None
+    completion_tokens: Optional[int] = None
+
+
+class ScoringItem(BaseModel):
+    """One request and all its miners' answers, forwarded to the validator once."""
+
+    request_id: str = Field(min_length=1, max_length=128)
+    source: Literal["organic", "synthetic"] = "organic"
+    task: str = DEFAULT_TASK
+    created_at: float
+    request: MinerChatRequest
+    responses: list[MinerResponse] = Field(min_length=1)
+
+
+class ScoringBatch(BaseModel):
+    items: list[ScoringItem] = Field(min_length=1, max_length=1000)

@@ -1,0 +1,40 @@
+"""What every process is configured with: its wallet, the chain, logging.
+
+Each process has one pydantic-settings class that extends ``CommonSettings``
+and reads its own ``.env`` file (``.env.api``, ``.env.validator``,
+``.env.miner``); the process's ``*_ENV_FILE`` variable points elsewhere.
+Variables in the environment win over the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, TypeVar
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+
+    wallet_name: str = "validator"
+    wallet_hotkey: str = "default"
+    wallet_path: str = "~/.bittensor/wallets"
+
+    chain: Literal["local", "bittensor"] = "local"
+    subnet_file: str = ".localnet/subnet.json"
+    network: str = "finney"
+    netuid: int = 1
+
+    redis_url: str = ""
+    data_dir: str = ".data"
+    log_level: str = "INFO"
+
+
+S = TypeVar("S", bound=CommonSettings)
+
+
+def load_settings(cls: type[S], env_file_variable: str, default_env_file: str) -> S:
+    """Instantiate ``cls`` from the environment and the process's ``.env`` file."""
+    env_file = os.environ.get(env_file_variable, default_env_file)
+    return cls(_env_file=env_file if os.path.exists(env_file) else None)

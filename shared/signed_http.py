@@ -1,0 +1,88 @@
+"""Signed HTTP calls between our processes, over one pooled aiohttp session.
+
+    client = SignedClient(Signer(keypair))            # once per process, in the lifespan
+    directory = await client.get_json("http://127.0.0.1:8092", "/directory", receiver=vali_hotkey)
+    async with client.post_stream(miner_url, "/v1/chat/completions", body, receiver=miner_hotkey) as resp:
+        async for line in resp.content: ...
+
+Each call is signed for its receiver with a fresh nonce, and the exact bytes
+that were signed are the bytes sent.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Optional
+
+import aiohttp
+
+from .auth import Signer
+
+
+class SignedCallError(Exception):
+    """A signed call failed: connection error, timeout, or a non-2xx answer."""
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+
+
+def base_url(address: str) -> str:
+    """``ip:port`` from the metagraph, or a full URL from the settings → a URL without a trailing slash."""
+    address = address.rstrip("/")
+    return address if "://" in address else f"http://{address}"
+
+
+class SignedClient:
+    def __init__(self, signer: Signer, *, limit: int = 512):
+        self.signer = signer
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300),
+            json_serialize=json.dumps,
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _headers(self, method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
+        headers = self.signer.headers(method, path, body, receiver=receiver)
+        if body:
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    async def request_json(
+        self, method: str, address: str, path: str, *, receiver: str, body: bytes = b"", timeout: float = 10.0
+    ) -> Any:
+        url = base_url(address) + path
+        headers = self._headers(method, path, body, receiver)
+        try:
+            async with self.session.request(
+                method, url, data=body or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                payload = await response.read()
+                if response.status >= 300:
+                    raise SignedCallError(
+                        f"{method} {path} → {response.status}: {payload[:300].decode('utf-8', 'replace')}",
+                        response.status,
+                    )
+                return json.loads(payload) if payload else None
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SignedCallError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
+
+    async def get_json(self, address: str, path: str, *, receiver: str, timeout: float = 10.0) -> Any:
+        return await self.request_json("GET", address, path, receiver=receiver, timeout=timeout)
+
+    async def post_json(self, address: str, path: str, payload: Any, *, receiver: str, timeout: float = 10.0) -> Any:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        return await self.request_json("POST", address, path, receiver=receiver, body=body, timeout=timeout)
+
+    @asynccontextmanager
+    async def post_stream(
+        self, address: str, path: str, body: bytes, *, receiver: str, connect_timeout: float, read_timeout: float
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """Open a streamed POST; the caller reads ``response.content`` line by line."""
+        headers = self._headers("POST", path, body, receiver)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        async with self.session.post(base_url(address) + path, data=body, headers=headers, timeout=timeout) as resp:
+            yield resp

@@ -1,0 +1,1 @@
+"""The validator process: metagraph, availability, the miner directory and the scoring queue."""

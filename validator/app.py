@@ -1,0 +1,139 @@
+"""The validator's internal HTTP server and the loops it runs.
+
+Only hotkeys on the allow-list (default: the validator's own, which its API
+workers sign with) may call it; every route but ``/health`` is signed::
+
+    GET  /directory        → shared.schemas.Directory: who is where, what they serve
+    POST /scoring          ← shared.schemas.ScoringBatch from API workers
+    GET  /scoring/stats    → counts per uid, queue depth, drops
+    GET  /scoring/pending  → the items waiting to be scored
+    GET  /health           → liveness and what the validator knows
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from loguru import logger
+from pydantic import ValidationError
+
+from shared.auth import Caller, RequestVerifier, Signer
+from shared.chain import open_chain
+from shared.nonce_store import open_nonce_store
+from shared.schemas import Directory, ScoringBatch
+from shared.signed_http import SignedClient
+from shared.wallet import load_hotkey
+
+from .availability import AvailabilityPoller
+from .directory import build_directory
+from .metagraph_cache import MetagraphCache
+from .scoring_queue import ScoringQueue
+from .settings import ValidatorSettings
+
+
+async def availability_loop(app: FastAPI) -> None:
+    state = app.state
+    while True:
+        if state.metagraph.state is not None:
+            answered = await state.poller.poll_all(state.metagraph.state, state.signer.hotkey)
+            logger.debug("availability: {} miners answered", answered)
+        await asyncio.sleep(state.settings.availability_poll_seconds)
+
+
+def create_app(settings: ValidatorSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keypair = load_hotkey(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+        signer = Signer(keypair)
+        chain = open_chain(
+            settings.chain,
+            hotkey=signer.hotkey,
+            subnet_file=settings.subnet_file,
+            network=settings.network,
+            netuid=settings.netuid,
+            keypair=keypair,
+        )
+        allowed = settings.allowed_hotkeys(signer.hotkey)
+        nonces = open_nonce_store(
+            redis_url=settings.redis_url,
+            sqlite_path=f"{settings.data_dir}/validator-nonces.sqlite",
+            namespace=signer.hotkey,
+        )
+        client = SignedClient(signer)
+        app.state.settings = settings
+        app.state.signer = signer
+        app.state.chain = chain
+        app.state.verifier = RequestVerifier(
+            signer.hotkey, nonces, allowed.__contains__, why_forbidden="hotkey is not on the validator's allow-list"
+        )
+        app.state.metagraph = MetagraphCache(chain, settings.metagraph_sync_seconds)
+        app.state.poller = AvailabilityPoller(client, settings.availability_timeout)
+        app.state.queue = ScoringQueue(settings.database_path, settings.scoring_queue_max)
+        logger.info("validator {} on {}:{} (chain={})", signer.hotkey, settings.validator_host,
+                    settings.validator_port, settings.chain)
+        tasks = [
+            asyncio.create_task(app.state.metagraph.run(), name="metagraph"),
+            asyncio.create_task(availability_loop(app), name="availability"),
+        ]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await client.close()
+            await chain.close()
+            app.state.queue.close()
+
+    app = FastAPI(title="validator (internal)", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    async def signed(request: Request) -> Caller:
+        return await request.app.state.verifier(request)
+
+    @app.get("/health")
+    async def health(request: Request) -> dict:
+        state = request.app.state
+        graph = state.metagraph.state
+        return {
+            "status": "ok",
+            "hotkey": state.signer.hotkey,
+            "block": graph.block if graph else None,
+            "neurons": len(graph.neurons) if graph else 0,
+            "available_miners": sum(1 for r in state.poller.records.values() if r.availability is not None),
+        }
+
+    @app.get("/directory", response_model=Directory)
+    async def directory(request: Request, caller: Caller = Depends(signed)) -> Directory:
+        state = request.app.state
+        if state.metagraph.state is None:
+            raise HTTPException(503, "the metagraph has not been read yet")
+        return build_directory(state.metagraph.state, state.poller, state.signer.hotkey)
+
+    @app.post("/scoring")
+    async def scoring(request: Request, caller: Caller = Depends(signed)) -> dict:
+        try:
+            batch = ScoringBatch.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise HTTPException(422, f"not a scoring batch: {exc.error_count()} errors, first: {exc.errors()[0]['msg']}")
+        result = await request.app.state.queue.put(batch.items)
+        if result.dropped:
+            logger.warning("scoring queue full: dropped the {} oldest items", result.dropped)
+        return {"accepted": result.accepted, "duplicates": result.duplicates, "dropped": result.dropped}
+
+    @app.get("/scoring/stats")
+    async def scoring_stats(request: Request, caller: Caller = Depends(signed)) -> dict:
+        return await request.app.state.queue.stats()
+
+    @app.get("/scoring/pending")
+    async def scoring_pending(
+        request: Request, limit: int = Query(100, ge=1, le=1000), caller: Caller = Depends(signed)
+    ) -> list[dict]:
+        return [item.model_dump() for item in await request.app.state.queue.pending(limit)]
+
+    return app

@@ -1,0 +1,59 @@
+"""Ask every serving miner what it can do, signed, and remember the answers.
+
+A miner that does not answer (or answers garbage) is recorded as unavailable
+for everything — never as available for everything. Answers are keyed by uid
+and hotkey together, so a uid re-registered under a new hotkey starts unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from loguru import logger
+from pydantic import ValidationError
+
+from shared.chain import Neuron, SubnetState
+from shared.schemas import Availability
+from shared.signed_http import SignedCallError, SignedClient
+
+
+@dataclass(frozen=True)
+class AvailabilityRecord:
+    hotkey: str
+    availability: Optional[Availability]
+    checked_at: float
+
+
+class AvailabilityPoller:
+    def __init__(self, client: SignedClient, timeout: float):
+        self.client = client
+        self.timeout = timeout
+        self.records: dict[int, AvailabilityRecord] = {}
+
+    def get(self, neuron: Neuron) -> Optional[AvailabilityRecord]:
+        record = self.records.get(neuron.uid)
+        return record if record is not None and record.hotkey == neuron.hotkey else None
+
+    async def poll_one(self, neuron: Neuron) -> AvailabilityRecord:
+        availability: Optional[Availability] = None
+        try:
+            raw = await self.client.get_json(neuron.axon, "/availability", receiver=neuron.hotkey, timeout=self.timeout)
+            availability = Availability.model_validate(raw)
+        except (SignedCallError, ValidationError, ValueError) as exc:
+            logger.debug("availability of uid {} unknown: {}", neuron.uid, exc)
+        record = AvailabilityRecord(neuron.hotkey, availability, time.time())
+        self.records[neuron.uid] = record
+        return record
+
+    async def poll_all(self, state: SubnetState, self_hotkey: str) -> int:
+        """Poll every neuron that serves an address; returns how many answered."""
+        targets = [n for n in state.neurons if n.axon and n.hotkey != self_hotkey]
+        current = {n.uid for n in state.neurons}
+        for uid in list(self.records):
+            if uid not in current:
+                del self.records[uid]
+        results = await asyncio.gather(*(self.poll_one(n) for n in targets))
+        return sum(1 for r in results if r.availability is not None)

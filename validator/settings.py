@@ -1,0 +1,30 @@
+"""The validator's settings, read from ``.env.validator`` (or ``VALIDATOR_ENV_FILE``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.settings import CommonSettings, load_settings
+
+
+class ValidatorSettings(CommonSettings):
+    validator_host: str = "127.0.0.1"
+    validator_port: int = 8092
+    # Hotkeys allowed on the internal channel besides our own (comma-separated).
+    allowed_api_hotkeys: str = ""
+    metagraph_sync_seconds: float = 12.0
+    availability_poll_seconds: float = 30.0
+    availability_timeout: float = 3.0
+    scoring_queue_max: int = 100_000
+
+    def allowed_hotkeys(self, own_hotkey: str) -> frozenset[str]:
+        extra = {h.strip() for h in self.allowed_api_hotkeys.split(",") if h.strip()}
+        return frozenset(extra | {own_hotkey})
+
+    @property
+    def database_path(self) -> Path:
+        return Path(self.data_dir).expanduser() / "validator.sqlite"
+
+
+def load() -> ValidatorSettings:
+    return load_settings(ValidatorSettings, "VALIDATOR_ENV_FILE", ".env.validator")
