@@ -1,0 +1,37 @@
+"""``python -m miner [--env-file PATH]``: run one reference miner with uvicorn.
+
+Configured by ``.env.miner`` (or ``MINER_ENV_FILE``, or ``--env-file``) and the
+environment; see ``.env.miner.example``. With ``MINER_WORKERS`` > 1 each
+worker process builds its own app from the environment, and they share one
+nonce store (SQLite under ``DATA_DIR``, or Redis).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import uvicorn
+
+from .app import configure_logging, create_app
+from .settings import load_miner_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m miner", description="Run a reference miner.")
+    parser.add_argument("--env-file", help="settings file to read instead of .env.miner (sets MINER_ENV_FILE)")
+    args = parser.parse_args(argv)
+    if args.env_file:
+        os.environ["MINER_ENV_FILE"] = args.env_file  # workers inherit it
+
+    settings = load_miner_settings()
+    configure_logging(settings.log_level)
+    common = dict(host=settings.miner_host, port=settings.miner_port, log_level=settings.log_level.lower())
+    if settings.miner_workers > 1:
+        uvicorn.run("miner.app:create_app_from_env", factory=True, workers=settings.miner_workers, **common)
+    else:
+        uvicorn.run(create_app(settings), **common)
+
+
+if __name__ == "__main__":
+    main()

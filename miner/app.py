@@ -1,0 +1,139 @@
+"""The miner's HTTP server: ``create_app(settings)`` builds it, the lifespan wires it.
+
+::
+
+    POST /v1/chat/completions  signed; MinerChatRequest → chat.completion(.chunk)s
+    GET  /availability         signed; which tasks and models this miner serves
+    GET  /health               unsigned; liveness and the miner's hotkey
+
+At start the lifespan loads the hotkey once, opens the chain, advertises the
+miner's address (``MINER_SERVE_ON_START``), reads the metagraph and keeps
+refreshing it, and opens the nonce store that replay protection shares across
+workers. Everything lives on ``app.state``; nothing is global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+import aiohttp
+from fastapi import Depends, FastAPI, Request
+from loguru import logger
+
+from shared.auth import Caller, RequestVerifier
+from shared.chain import open_chain
+from shared.nonce_store import open_nonce_store
+from shared.schemas import TASKS, Availability
+from shared.wallet import load_hotkey
+
+from .access import FORBIDDEN, caller_policy, verified_caller
+from .backends import open_backend
+from .behaviours import Behaviour
+from .chat import router as chat_router
+from .errors import install_error_handlers
+from .metagraph import MetagraphCache
+from .settings import MinerSettings, load_miner_settings
+
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+
+
+async def advertise(app: FastAPI) -> None:
+    """Put this miner's ip:port on the metagraph; a failure is logged, not fatal."""
+    settings = app.state.settings
+    if settings.external_ip in ("0.0.0.0", "::", ""):
+        logger.error("not advertising {}: set MINER_EXTERNAL_IP to an address validators can reach",
+                     settings.external_ip)
+        return
+    try:
+        await app.state.chain.serve(settings.external_ip, settings.miner_port)
+        logger.info("serving {}:{} on the metagraph", settings.external_ip, settings.miner_port)
+    except Exception as exc:
+        logger.error("could not advertise {}:{} on the chain: {}", settings.external_ip, settings.miner_port, exc)
+
+
+def create_app(settings: MinerSettings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keypair = load_hotkey(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+        hotkey = keypair.ss58_address
+        chain = open_chain(
+            settings.chain,
+            hotkey=hotkey,
+            subnet_file=settings.subnet_file,
+            network=settings.network,
+            netuid=settings.netuid,
+            keypair=keypair,
+        )
+        nonces = open_nonce_store(
+            redis_url=settings.redis_url,
+            sqlite_path=f"{settings.data_dir}/miner-nonces-{hotkey}.sqlite",
+            namespace=hotkey,
+        )
+        session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT) if settings.miner_backend == "upstream" else None
+        metagraph = MetagraphCache(chain, settings.metagraph_refresh_seconds)
+
+        app.state.settings = settings
+        app.state.hotkey = hotkey
+        app.state.chain = chain
+        app.state.metagraph = metagraph
+        app.state.verifier = RequestVerifier(
+            hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
+        )
+        app.state.backend = open_backend(settings, session)
+        app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)
+
+        if settings.miner_serve_on_start:
+            await advertise(app)
+        await metagraph.refresh()
+        refresher = asyncio.create_task(metagraph.run(), name="metagraph-refresh")
+        logger.info(
+            "miner {} on {}:{} (backend={}, behaviour={}, models={}, chain={})",
+            hotkey, settings.miner_host, settings.miner_port, settings.miner_backend,
+            settings.miner_behaviour, ",".join(settings.models), settings.chain,
+        )
+        try:
+            yield
+        finally:
+            refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refresher
+            await app.state.backend.close()
+            if session is not None:
+                await session.close()
+            await chain.close()
+            nonces.close()
+
+    app = FastAPI(title="Reference miner", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+    app.include_router(chat_router)
+
+    @app.get("/availability")
+    async def availability(request: Request, caller: Caller = Depends(verified_caller)) -> Availability:
+        served = request.app.state.settings
+        return Availability(
+            task_availabilities={task: task in served.tasks for task in TASKS},
+            llm_model_availabilities={model: True for model in served.models},
+        )
+
+    @app.get("/health")
+    async def health(request: Request) -> dict[str, str]:
+        return {"status": "ok", "hotkey": request.app.state.hotkey}
+
+    return app
+
+
+def configure_logging(level: str) -> None:
+    """Loguru to stderr at ``LOG_LEVEL``. Nothing logged here carries keys or signatures."""
+    logger.remove()
+    logger.add(sys.stderr, level=level.upper())
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn's workers import (``miner.app:create_app_from_env``)."""
+    settings = load_miner_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,28 @@
+"""Where the miner's text comes from: ``builtin`` (deterministic, offline) or ``upstream``.
+
+``miner.backends.builtin`` imports only the standard library, so the validator
+can import ``generate_tokens`` from it without pulling in aiohttp.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .base import Backend, ChoiceStream, Outcome
+from .builtin import BuiltinBackend
+
+
+def open_backend(settings: Any, session: Optional[Any] = None) -> Backend:
+    """The backend ``MINER_BACKEND`` names; ``upstream`` needs the app's aiohttp session."""
+    if settings.miner_backend == "upstream":
+        from .upstream import UpstreamBackend
+
+        if session is None:
+            raise ValueError("the upstream backend needs an aiohttp.ClientSession")
+        return UpstreamBackend(
+            session, settings.upstream_url, api_key=settings.upstream_api_key, model=settings.upstream_model
+        )
+    return BuiltinBackend()
+
+
+__all__ = ["Backend", "BuiltinBackend", "ChoiceStream", "Outcome", "open_backend"]

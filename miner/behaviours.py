@@ -1,0 +1,100 @@
+"""How well a reference miner answers: the demo runs one of each.
+
+- ``good``: exactly what the backend produced.
+- ``noisy``: the same stream with about 30% of its words swapped, chosen
+  deterministically from the request, so it always differs from ``good``.
+- ``slow``: waits ``SLOW_FIRST_CHUNK_SECONDS`` before the first chunk.
+- ``broken``: per request (deterministically, from its seed and messages)
+  either answers 500 at once, or sends the first chunk and then cuts the
+  connection. A non-streamed request gets a 500 in both cases.
+
+``MINER_CHUNK_DELAY`` spaces chunks out for every behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+from typing import Any, AsyncIterator
+
+from .backends.base import ChoiceStream
+from .backends.builtin import VOCABULARY, DigestNumbers
+from .errors import MinerError
+from .sse import CutConnection
+
+BEHAVIOURS = ("good", "noisy", "slow", "broken")
+SLOW_FIRST_CHUNK_SECONDS = 1.5
+NOISE_PERCENT = 30
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+def request_key(request: Any, model: str) -> bytes:
+    """sha256 of the request's model, seed and messages: what deterministic choices hang on."""
+    payload = {
+        "model": model,
+        "seed": request.seed,
+        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).digest()
+
+
+def broken_mode(request: Any, model: str) -> str:
+    """``"error"`` (500 before anything is sent) or ``"cut"`` (dies after the first chunk)."""
+    return "error" if request_key(request, model)[0] % 2 == 0 else "cut"
+
+
+def swap_word(piece: str, numbers: DigestNumbers) -> str:
+    """``piece`` with its first word replaced by a different vocabulary word, spacing kept."""
+    match = _WORD.search(piece)
+    if match is None:
+        return piece
+    original = match.group(0).lower()
+    replacement = VOCABULARY[numbers.below(len(VOCABULARY))]
+    if replacement == original:
+        replacement = VOCABULARY[(VOCABULARY.index(replacement) + 1) % len(VOCABULARY)]
+    return piece[: match.start()] + replacement + piece[match.end() :]
+
+
+class Behaviour:
+    def __init__(self, name: str, chunk_delay: float = 0.0, slow_first_chunk: float = SLOW_FIRST_CHUNK_SECONDS):
+        if name not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {name!r}; use one of {BEHAVIOURS}")
+        self.name = name
+        self.chunk_delay = chunk_delay
+        self.slow_first_chunk = slow_first_chunk
+
+    def check(self, request: Any, model: str) -> None:
+        """Called before anything is sent: a broken miner may fail the request here."""
+        if self.name == "broken" and broken_mode(request, model) == "error":
+            raise MinerError(500, "the miner failed to generate an answer", code="broken_miner")
+
+    def wrap(self, stream: ChoiceStream, request: Any, model: str, index: int) -> ChoiceStream:
+        key = request_key(request, model) + index.to_bytes(2, "big")
+        cut = self.name == "broken" and broken_mode(request, model) == "cut"
+        return ChoiceStream(self._shape(stream.pieces, key, index, cut), stream.outcome)
+
+    async def _shape(self, pieces: AsyncIterator[str], key: bytes, index: int, cut: bool) -> AsyncIterator[str]:
+        numbers = DigestNumbers(key)
+        sent = 0
+        swapped = False
+        try:
+            async for piece in pieces:
+                if sent == 0 and self.name == "slow" and index == 0:
+                    await asyncio.sleep(self.slow_first_chunk)
+                elif sent > 0 and self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+                if self.name == "noisy" and _WORD.search(piece):
+                    # the first word always, then ~30%: a noisy answer never equals the good one
+                    if not swapped or numbers.below(100) < NOISE_PERCENT:
+                        piece = swap_word(piece, numbers)
+                        swapped = True
+                yield piece
+                sent += 1
+                if cut:
+                    raise CutConnection()
+        finally:
+            close = getattr(pieces, "aclose", None)
+            if close is not None:
+                await close()

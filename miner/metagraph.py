@@ -1,0 +1,42 @@
+"""The miner's copy of the metagraph: who holds a validator permit right now.
+
+Refreshed every ``METAGRAPH_REFRESH_SECONDS``; a failed read keeps the last
+good copy, so a chain hiccup does not lock validators out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Optional
+
+from loguru import logger
+
+from shared.chain import Chain, SubnetState
+
+
+class MetagraphCache:
+    def __init__(self, chain: Chain, every_seconds: float):
+        self.chain = chain
+        self.every_seconds = every_seconds
+        self.state: Optional[SubnetState] = None
+        self.failures = 0
+
+    async def refresh(self) -> bool:
+        """Read the metagraph once; on failure keep the previous copy and say so."""
+        try:
+            self.state = await self.chain.metagraph()
+        except Exception as exc:  # a chain or file error must never stop the miner
+            self.failures += 1
+            logger.warning("metagraph refresh failed ({} in a row), keeping the last good copy: {}", self.failures, exc)
+            return False
+        self.failures = 0
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_seconds)
+            await self.refresh()
+
+    def has_validator_permit(self, hotkey: str) -> bool:
+        neuron = self.state.by_hotkey(hotkey) if self.state is not None else None
+        return neuron is not None and neuron.validator_permit

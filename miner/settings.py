@@ -1,0 +1,75 @@
+"""The miner's configuration: one pydantic-settings class, read from ``.env.miner``.
+
+Variables are the upper-case field names without a prefix (``MINER_PORT``,
+``UPSTREAM_URL``…); ``MINER_ENV_FILE`` points at another file. Lists are
+comma-separated strings so that they read naturally in a ``.env`` file.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from shared.schemas import TASKS
+from shared.settings import CommonSettings, load_settings
+
+
+def split_list(value: str) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+class MinerSettings(CommonSettings):
+    miner_host: str = "127.0.0.1"
+    miner_port: int = 8091
+    miner_external_ip: str = ""  # what the metagraph advertises; empty: miner_host
+    miner_serve_on_start: bool = True
+    miner_workers: int = 1
+
+    miner_backend: Literal["builtin", "upstream"] = "builtin"
+    upstream_url: str = ""  # e.g. http://127.0.0.1:8000/v1
+    upstream_api_key: str = ""
+    upstream_model: str = ""  # empty: forward the requested model name
+
+    miner_models: str = "builtin-small"
+    miner_tasks: str = "InferenceTask"
+    miner_behaviour: Literal["good", "noisy", "slow", "broken"] = "good"
+    miner_chunk_delay: float = 0.0
+
+    require_validator_permit: bool = True
+    allowed_hotkeys: str = ""
+    metagraph_refresh_seconds: float = 10.0
+
+    @model_validator(mode="after")
+    def _check(self) -> "MinerSettings":
+        unknown = [task for task in self.tasks if task not in TASKS]
+        if unknown:
+            raise ValueError(f"MINER_TASKS has unknown tasks {unknown}; known: {list(TASKS)}")
+        if not self.models:
+            raise ValueError("MINER_MODELS must name at least one model")
+        if self.miner_backend == "upstream" and not self.upstream_url:
+            raise ValueError("MINER_BACKEND=upstream needs UPSTREAM_URL (e.g. http://127.0.0.1:8000/v1)")
+        if self.miner_workers < 1:
+            raise ValueError("MINER_WORKERS must be at least 1")
+        return self
+
+    @property
+    def models(self) -> list[str]:
+        return split_list(self.miner_models)
+
+    @property
+    def tasks(self) -> list[str]:
+        return split_list(self.miner_tasks)
+
+    @property
+    def extra_allowed_hotkeys(self) -> frozenset[str]:
+        return frozenset(split_list(self.allowed_hotkeys))
+
+    @property
+    def external_ip(self) -> str:
+        return self.miner_external_ip or self.miner_host
+
+
+def load_miner_settings() -> MinerSettings:
+    return load_settings(MinerSettings, "MINER_ENV_FILE", ".env.miner")

@@ -1,0 +1,57 @@
+"""Fixtures that start real processes on 127.0.0.1.
+
+``local_subnet`` is one whole subnet per test session (wallets, subnet file,
+four reference miners of different quality, the validator, two API workers),
+started through the same launcher as the demo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from localnet.launcher import LocalSubnet, free_port
+from shared.auth import Signer
+from shared.wallet import load_hotkey
+
+
+def start_subnet(directory: Path, **kwargs) -> LocalSubnet:
+    behaviours = kwargs.pop("behaviours", ["good", "noisy", "slow", "broken"])
+    net = LocalSubnet(directory, api_port=free_port(), validator_port=free_port(),
+                      miner_ports=[free_port() for _ in behaviours], behaviours=behaviours, **kwargs)
+    try:
+        net.start(timeout=60)
+    except Exception:
+        net.stop()
+        raise
+    return net
+
+
+@pytest.fixture(scope="session")
+def subnet_factory():
+    """``subnet_factory(directory, **kwargs)``: start another subnet; the caller stops it."""
+    return start_subnet
+
+
+@pytest.fixture(scope="session")
+def local_subnet(tmp_path_factory) -> LocalSubnet:
+    net = start_subnet(tmp_path_factory.mktemp("localnet"))
+    yield net
+    net.stop()
+
+
+@pytest.fixture(scope="session")
+def api_key(local_subnet) -> str:
+    return local_subnet.create_api_key("tests")
+
+
+@pytest.fixture(scope="session")
+def signer_for():
+    """``signer_for(net, role, behaviour=None)``: a Signer with that member's hotkey, loaded from its wallet."""
+
+    def load(net: LocalSubnet, role: str, behaviour: str | None = None) -> Signer:
+        member = net.member(role, behaviour)
+        return Signer(load_hotkey(member.name, "default", str(net.wallet_path)))
+
+    return load

@@ -1,0 +1,141 @@
+"""Helpers for tests/test_miner.py: real servers in background threads, signed requests, SSE parsing.
+
+Servers run on their own event loop in a daemon thread, so a module-scoped
+server outlives each test's (function-scoped) event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import urllib.request
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import uvicorn
+from aiohttp import web
+
+from shared.auth import Signer
+
+
+def bound_socket() -> socket.socket:
+    """A listening-ready socket on a free 127.0.0.1 port (no race between picking and binding)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextmanager
+def uvicorn_thread(app: Any, sock: socket.socket, timeout: float = 10.0) -> Iterator[str]:
+    """Run ``app`` with uvicorn on ``sock``; yield its base URL once ``/health`` answers."""
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if not thread.is_alive():
+            raise RuntimeError("the server thread exited during start-up (see the captured log)")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base}/health did not answer within {timeout}s")
+        if server.started:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=1) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+        time.sleep(0.02)
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+def signed(signer: Signer, method: str, path: str, body: Any, receiver: str) -> tuple[bytes, dict[str, str]]:
+    """The exact bytes to send and their ``btauth/1`` headers."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode() if body is not None else b""
+    headers = signer.headers(method, path, raw, receiver=receiver)
+    if raw:
+        headers["Content-Type"] = "application/json"
+    return raw, headers
+
+
+def sse_events(text: str) -> list[str]:
+    """The ``data`` of each event in a ``text/event-stream`` body."""
+    events = []
+    for block in text.split("\n\n"):
+        lines = [line[len("data: "):] for line in block.split("\n") if line.startswith("data: ")]
+        if lines:
+            events.append("\n".join(lines))
+    return events
+
+
+def upstream_sse(payload: Any) -> bytes:
+    return b"data: " + (payload if isinstance(payload, str) else json.dumps(payload)).encode() + b"\n\n"
+
+
+class FakeUpstream:
+    """A tiny OpenAI-compatible server (aiohttp) that records what it was sent.
+
+    Model ``up-fail`` answers 503; ``up-midfail`` sends one piece, then an error event.
+    """
+
+    PIECES = ["Hello", " from", " upstream"]
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        payload = await request.json()
+        self.requests.append((dict(request.headers), payload))
+        model = payload.get("model")
+        if model == "up-fail":
+            return web.json_response({"error": {"message": "model overloaded", "type": "server_error"}}, status=503)
+        if not payload.get("stream"):
+            message = {"role": "assistant", "content": "".join(self.PIECES)}
+            return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for i, piece in enumerate(self.PIECES):
+            if model == "up-midfail" and i == 1:
+                await response.write(upstream_sse({"error": {"message": "GPU fell over"}}))
+                await response.write(upstream_sse("[DONE]"))
+                return response
+            chunk = {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
+            await response.write(upstream_sse(chunk))
+        await response.write(upstream_sse({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+        if (payload.get("stream_options") or {}).get("include_usage"):
+            usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+            await response.write(upstream_sse({"choices": [], "usage": usage}))
+        await response.write(upstream_sse("[DONE]"))
+        return response
+
+
+@contextmanager
+def aiohttp_thread(app: web.Application) -> Iterator[str]:
+    """Serve an aiohttp app on a free port in a background loop; yield its base URL."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    runner = web.AppRunner(app)
+    sock = bound_socket()
+
+    async def start() -> None:
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+
+    asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        loop.close()
