@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
-from loguru import logger
+
+from shared.settings import configure_logging
 
 from .settings import load
 
 
 def main() -> None:
     settings = load()
-    logger.remove()
-    logger.add(sys.stderr, level=settings.log_level.upper())
+    configure_logging(settings.log_level)
     uvicorn.run(
         "api.app:create_app_from_env",
         factory=True,

@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from shared.auth import Signer
+from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 
@@ -85,4 +86,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (several workers: each builds its own app)."""
-    return create_app(load())
+    settings = load()
+    configure_logging(settings.log_level)
+    return create_app(settings)

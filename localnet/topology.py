@@ -34,7 +34,9 @@ class Member:
         return f"127.0.0.1:{self.port}" if self.port else None
 
 
-def create_members(wallet_path: Path, behaviours: list[str], validator_port: int, miner_ports: list[int]) -> list[Member]:
+def create_members(
+    wallet_path: Path, behaviours: list[str], validator_port: int, miner_ports: list[int]
+) -> list[Member]:
     members = []
     coldkey, hotkey = ensure_wallet("localnet-validator", "default", str(wallet_path))
     members.append(Member("localnet-validator", "validator", 0, coldkey, hotkey, validator_port))

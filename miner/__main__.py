@@ -13,7 +13,9 @@ import os
 
 import uvicorn
 
-from .app import configure_logging, create_app
+from shared.settings import configure_logging
+
+from .app import create_app
 from .settings import load_miner_settings
 
 

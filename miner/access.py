@@ -12,8 +12,8 @@ from typing import Callable
 from fastapi import Request
 
 from shared.auth import Caller
+from shared.chain.cache import MetagraphCache
 
-from .metagraph import MetagraphCache
 from .settings import MinerSettings
 
 FORBIDDEN = "caller is not a permitted validator on this subnet"

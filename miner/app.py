@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -26,8 +25,10 @@ from loguru import logger
 
 from shared.auth import Caller, RequestVerifier
 from shared.chain import open_chain
+from shared.chain.cache import MetagraphCache
 from shared.nonce_store import open_nonce_store
 from shared.schemas import TASKS, Availability
+from shared.settings import configure_logging
 from shared.wallet import load_hotkey
 
 from .access import FORBIDDEN, caller_policy, verified_caller
@@ -35,7 +36,6 @@ from .backends import open_backend
 from .behaviours import Behaviour
 from .chat import router as chat_router
 from .errors import install_error_handlers
-from .metagraph import MetagraphCache
 from .settings import MinerSettings, load_miner_settings
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
@@ -124,12 +124,6 @@ def create_app(settings: MinerSettings) -> FastAPI:
         return {"status": "ok", "hotkey": request.app.state.hotkey}
 
     return app
-
-
-def configure_logging(level: str) -> None:
-    """Loguru to stderr at ``LOG_LEVEL``. Nothing logged here carries keys or signatures."""
-    logger.remove()
-    logger.add(sys.stderr, level=level.upper())
 
 
 def create_app_from_env() -> FastAPI:

@@ -9,8 +9,10 @@ Variables in the environment win over the file.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Literal, TypeVar
 
+from loguru import logger
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -38,3 +40,12 @@ def load_settings(cls: type[S], env_file_variable: str, default_env_file: str) -
     """Instantiate ``cls`` from the environment and the process's ``.env`` file."""
     env_file = os.environ.get(env_file_variable, default_env_file)
     return cls(_env_file=env_file if os.path.exists(env_file) else None)
+
+
+def configure_logging(level: str) -> None:
+    """Loguru to stderr at ``LOG_LEVEL``, in every process (uvicorn workers included).
+
+    Nothing this project logs carries a key, a signature or an API key.
+    """
+    logger.remove()
+    logger.add(sys.stderr, level=level.upper())

@@ -7,8 +7,8 @@ import os
 
 import bittensor as bt
 import pytest
-
 from fake_substrate import FakeNeuron, FakeSubstrate
+
 from shared.chain.base import ChainError, WeightResult
 from shared.chain.bittensor_chain import BittensorChain
 

@@ -17,10 +17,10 @@ from miner.access import caller_policy
 from miner.app import create_app
 from miner.backends.builtin import canonical_key, count_tokens, generate_completion, generate_tokens
 from miner.behaviours import broken_mode
-from miner.metagraph import MetagraphCache
 from miner.settings import MinerSettings
 from shared.auth import Signer
 from shared.chain import ChainError, Neuron, SubnetState
+from shared.chain.cache import MetagraphCache
 from shared.schemas import TASKS, MinerChatRequest, SamplingParameters
 from shared.wallet import ensure_wallet, load_hotkey
 

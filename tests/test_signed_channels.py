@@ -10,7 +10,6 @@ import json
 import aiohttp
 import pytest
 
-
 CHAT = {"messages": [{"role": "user", "content": "hello"}], "stream": False, "seed": 1}
 
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
 import uvicorn
-from loguru import logger
+
+from shared.settings import configure_logging
 
 from .app import create_app
 from .settings import load
@@ -13,8 +12,7 @@ from .settings import load
 
 def main() -> None:
     settings = load()
-    logger.remove()
-    logger.add(sys.stderr, level=settings.log_level.upper())
+    configure_logging(settings.log_level)
     uvicorn.run(
         create_app(settings),
         host=settings.validator_host,

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from shared.auth import Caller, RequestVerifier, Signer
 from shared.chain import open_chain
+from shared.chain.cache import MetagraphCache
 from shared.nonce_store import open_nonce_store
 from shared.schemas import Directory, ScoringBatch
 from shared.signed_http import SignedClient
@@ -30,7 +31,6 @@ from shared.wallet import load_hotkey
 
 from .availability import AvailabilityPoller
 from .directory import build_directory
-from .metagraph_cache import MetagraphCache
 from .scoring_queue import ScoringQueue
 from .settings import ValidatorSettings
 
@@ -75,6 +75,7 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         app.state.queue = ScoringQueue(settings.database_path, settings.scoring_queue_max)
         logger.info("validator {} on {}:{} (chain={})", signer.hotkey, settings.validator_host,
                     settings.validator_port, settings.chain)
+        await app.state.metagraph.refresh()
         tasks = [
             asyncio.create_task(app.state.metagraph.run(), name="metagraph"),
             asyncio.create_task(availability_loop(app), name="availability"),
@@ -120,7 +121,8 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         try:
             batch = ScoringBatch.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise HTTPException(422, f"not a scoring batch: {exc.error_count()} errors, first: {exc.errors()[0]['msg']}")
+            first = exc.errors()[0]["msg"]
+            raise HTTPException(422, f"not a scoring batch: {exc.error_count()} errors, first: {first}") from None
         result = await request.app.state.queue.put(batch.items)
         if result.dropped:
             logger.warning("scoring queue full: dropped the {} oldest items", result.dropped)

@@ -1,7 +1,8 @@
-"""The miner's copy of the metagraph: who holds a validator permit right now.
+"""The last good metagraph, refreshed on a schedule (validator and miner alike).
 
-Refreshed every ``METAGRAPH_REFRESH_SECONDS``; a failed read keeps the last
-good copy, so a chain hiccup does not lock validators out.
+A failed read keeps the previous copy: the validator keeps serving its
+directory and a miner keeps admitting validators while the chain (or the
+subnet file) is unreachable.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Optional
 
 from loguru import logger
 
-from shared.chain import Chain, SubnetState
+from .base import Chain, SubnetState
 
 
 class MetagraphCache:
@@ -25,7 +26,7 @@ class MetagraphCache:
         """Read the metagraph once; on failure keep the previous copy and say so."""
         try:
             self.state = await self.chain.metagraph()
-        except Exception as exc:  # a chain or file error must never stop the miner
+        except Exception as exc:  # a chain or file error must never stop the process
             self.failures += 1
             logger.warning("metagraph refresh failed ({} in a row), keeping the last good copy: {}", self.failures, exc)
             return False
