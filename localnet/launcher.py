@@ -146,7 +146,8 @@ class LocalSubnet:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        """Until the API routes: the validator answered and at least one miner is available."""
+        """Until the API routes to every miner: the validator answered and found them all available."""
+        expected = sum(1 for m in self.members if m.role == "miner")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
@@ -154,7 +155,7 @@ class LocalSubnet:
                     raise RuntimeError(f"{name} exited with {process.returncode}; see {self.directory}/logs/{name}.log")
             try:
                 health = get_json(self.api_url + "/health")
-                if health.get("available_miners", 0) >= 1 and health.get("validator_reachable"):
+                if health.get("available_miners", 0) >= expected and health.get("validator_reachable"):
                     return
             except (OSError, urllib.error.URLError, ValueError):
                 pass
