@@ -48,7 +48,7 @@ async def race(
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         winners = [running[f] for f in done if f.result()]
         if winners:
-            return min(winners, key=lambda c: c.timings[0] if c.timings else float("inf"))
+            return min(winners, key=lambda c: c.record.timings[0] if c.record.timings else float("inf"))
         for future in done:
             del running[future]
             if waiting and len(calls) < max_attempts:

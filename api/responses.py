@@ -26,12 +26,13 @@ def prompt_words(messages: list[Any]) -> int:
 
 
 def usage_of(call: MinerCall, prompt_tokens: int) -> dict:
-    if call.usage and isinstance(call.usage.get("completion_tokens"), int):
-        usage = dict(call.usage)
+    record = call.record
+    if record.usage and isinstance(record.usage.get("completion_tokens"), int):
+        usage = dict(record.usage)
         usage.setdefault("prompt_tokens", prompt_tokens)
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         return usage
-    completion = sum(count_words("".join(parts)) for parts in call.texts.values())
+    completion = sum(count_words("".join(parts)) for parts in record.texts.values())
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion}
 
@@ -42,20 +43,21 @@ def miner_fields(call: MinerCall) -> dict:
 
 def completion_object(call: MinerCall, *, request_id: str, created: int, model: Optional[str],
                       prompt_tokens: int) -> dict:
+    record = call.record
     choices = [
         {
             "index": index,
-            "message": {"role": "assistant", "content": "".join(call.texts[index])},
-            "finish_reason": call.finish_reasons.get(index, "stop"),
+            "message": {"role": "assistant", "content": "".join(record.texts[index])},
+            "finish_reason": record.finish_reasons.get(index, "stop"),
             "logprobs": None,
         }
-        for index in sorted(call.texts)
+        for index in sorted(record.texts)
     ]
     return {
         "id": request_id,
         "object": "chat.completion",
         "created": created,
-        "model": model or call.model or "default",
+        "model": model or record.model or "default",
         "choices": choices,
         "usage": usage_of(call, prompt_tokens),
         **miner_fields(call),
@@ -79,7 +81,7 @@ def chunk_event(chunk: dict, call: MinerCall, *, request_id: str, created: int, 
 def usage_event(call: MinerCall, *, request_id: str, created: int, model: Optional[str],
                 prompt_tokens: int) -> bytes:
     return sse({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                "model": model or call.model or "default", "choices": [],
+                "model": model or call.record.model or "default", "choices": [],
                 "usage": usage_of(call, prompt_tokens), **miner_fields(call)})
 
 

@@ -83,7 +83,8 @@ def create_app(settings: MinerSettings) -> FastAPI:
         app.state.verifier = RequestVerifier(
             hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
         )
-        app.state.backend = open_backend(settings, session)
+        style = settings.miner_copy_hotkey if settings.miner_behaviour == "copycat" else hotkey
+        app.state.backend = open_backend(settings, session, style)
         app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)
 
         if settings.miner_serve_on_start:

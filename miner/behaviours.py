@@ -4,6 +4,9 @@
 - ``noisy``: the same stream with about 30% of its words swapped, chosen
   deterministically from the request, so it always differs from ``good``.
 - ``slow``: waits ``SLOW_FIRST_CHUNK_SECONDS`` before the first chunk.
+- ``copycat``: answers what the miner whose hotkey is ``MINER_COPY_HOTKEY``
+  answers (the builtin backend words answers by hotkey), a little later — a
+  cheat that the validator must catch.
 - ``broken``: per request (deterministically, from its seed and messages)
   either answers 500 at once, or sends the first chunk and then cuts the
   connection. A non-streamed request gets a 500 in both cases.
@@ -24,8 +27,9 @@ from .backends.builtin import VOCABULARY, DigestNumbers
 from .errors import MinerError
 from .sse import CutConnection
 
-BEHAVIOURS = ("good", "noisy", "slow", "broken")
+BEHAVIOURS = ("good", "noisy", "slow", "broken", "copycat")
 SLOW_FIRST_CHUNK_SECONDS = 1.5
+COPYCAT_DELAY_SECONDS = 0.3
 NOISE_PERCENT = 30
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
@@ -83,6 +87,8 @@ class Behaviour:
             async for piece in pieces:
                 if sent == 0 and self.name == "slow" and index == 0:
                     await asyncio.sleep(self.slow_first_chunk)
+                elif sent == 0 and self.name == "copycat" and index == 0:
+                    await asyncio.sleep(COPYCAT_DELAY_SECONDS)  # waiting for the copied answer
                 elif sent > 0 and self.chunk_delay > 0:
                     await asyncio.sleep(self.chunk_delay)
                 if self.name == "noisy" and _WORD.search(piece):

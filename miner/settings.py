@@ -33,8 +33,9 @@ class MinerSettings(CommonSettings):
     upstream_model: str = ""  # empty: forward the requested model name
 
     miner_models: str = "builtin-small"
-    miner_tasks: str = "InferenceTask"
-    miner_behaviour: Literal["good", "noisy", "slow", "broken"] = "good"
+    miner_tasks: str = "InferenceTask,WebQuestionAnsweringTask"
+    miner_behaviour: Literal["good", "noisy", "slow", "broken", "copycat"] = "good"
+    miner_copy_hotkey: str = ""  # copycat: whose answers it copies
     miner_chunk_delay: float = 0.0
 
     require_validator_permit: bool = True
@@ -50,6 +51,8 @@ class MinerSettings(CommonSettings):
             raise ValueError("MINER_MODELS must name at least one model")
         if self.miner_backend == "upstream" and not self.upstream_url:
             raise ValueError("MINER_BACKEND=upstream needs UPSTREAM_URL (e.g. http://127.0.0.1:8000/v1)")
+        if self.miner_behaviour == "copycat" and not self.miner_copy_hotkey:
+            raise ValueError("MINER_BEHAVIOUR=copycat needs MINER_COPY_HOTKEY (the hotkey whose answers it copies)")
         if self.miner_workers < 1:
             raise ValueError("MINER_WORKERS must be at least 1")
         return self

@@ -12,7 +12,7 @@ from .base import Backend, ChoiceStream, Outcome
 from .builtin import BuiltinBackend
 
 
-def open_backend(settings: Any, session: Optional[Any] = None) -> Backend:
+def open_backend(settings: Any, session: Optional[Any] = None, style: str = "") -> Backend:
     """The backend ``MINER_BACKEND`` names; ``upstream`` needs the app's aiohttp session."""
     if settings.miner_backend == "upstream":
         from .upstream import UpstreamBackend
@@ -22,7 +22,7 @@ def open_backend(settings: Any, session: Optional[Any] = None) -> Backend:
         return UpstreamBackend(
             session, settings.upstream_url, api_key=settings.upstream_api_key, model=settings.upstream_model
         )
-    return BuiltinBackend()
+    return BuiltinBackend(style)
 
 
 __all__ = ["Backend", "BuiltinBackend", "ChoiceStream", "Outcome", "open_backend"]

@@ -14,6 +14,13 @@ digest drives every choice. The answer restates a few words of the last user
 message, then continues with words from a small vocabulary: 20–60 tokens,
 capped by ``max_new_tokens``. A token is a word plus its following space, so
 ``"".join(tokens)`` is the text and ``count_tokens(text) == len(tokens)``.
+
+For ``WebQuestionAnsweringTask`` it answers from the corpus shipped in
+``shared.corpus`` (the stand-in for the web): the passage that best matches the
+question, two or three of its sentences in an order and with an opening that
+depend on the miner's ``style`` (its hotkey). Two honest miners therefore word
+their answers differently, and a miner that copies another's answer is caught
+as a copy-cat by the validator.
 """
 
 from __future__ import annotations
@@ -147,14 +154,43 @@ def prompt_tokens(messages: list[Mapping[str, Any]]) -> int:
     return sum(count_tokens(message_text(m.get("content", ""))) for m in messages)
 
 
+QA_TASK = "WebQuestionAnsweringTask"
+QA_OPENERS = ("In short:", "Briefly,", "Here is what I found:", "From what I know:", "To answer that:")
+
+
+def answer_question(messages: list[Mapping[str, Any]], style: str, seed: int, max_new_tokens: int) -> list[str]:
+    """A corpus-grounded answer to the last user message, worded by ``style``."""
+    from shared.corpus import Corpus  # numpy: imported only by miners that answer questions
+
+    question = " ".join(last_user_words(messages)) or "question"
+    passage = Corpus.load().best_passage(question)
+    numbers = DigestNumbers(hashlib.sha256(f"{style}\n{seed}\n{question}".encode()).digest())
+    sentences = passage.sentences
+    order = sorted(range(len(sentences)), key=lambda _: numbers.below(1000))[: 2 + numbers.below(2)]
+    text = " ".join([QA_OPENERS[numbers.below(len(QA_OPENERS))]] + [sentences[i] for i in order])
+    words = text.split()[:max_new_tokens]
+    return [word + " " for word in words[:-1]] + words[-1:]
+
+
 class BuiltinBackend:
-    """The :class:`~miner.backends.base.Backend` over :func:`generate_completion`."""
+    """The :class:`~miner.backends.base.Backend` over :func:`generate_completion`.
+
+    ``style`` (the miner's hotkey) words its question answers; inference
+    output never depends on it, so the validator can re-derive that exactly.
+    """
+
+    def __init__(self, style: str = ""):
+        self.style = style
 
     def open(self, request: Any, model: str, index: int) -> ChoiceStream:
         messages = [message.model_dump() for message in request.messages]
-        tokens, finish_reason = generate_completion(
-            messages, model, request.seed + index, request.sampling_parameters.model_dump()
-        )
+        sampling = request.sampling_parameters.model_dump()
+        if request.task == QA_TASK:
+            limit = int(sampling.get("max_new_tokens", 1024))
+            tokens = answer_question(messages, self.style, request.seed + index, limit)
+            finish_reason = "length" if len(tokens) == limit else "stop"
+        else:
+            tokens, finish_reason = generate_completion(messages, model, request.seed + index, sampling)
         outcome = Outcome(finish_reason, prompt_tokens(messages), len(tokens))
         return ChoiceStream(_iterate(tokens), outcome)
 

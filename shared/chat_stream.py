@@ -1,0 +1,90 @@
+"""Read a miner's streamed chat answer, and keep what scoring needs of it.
+
+Both the API (which relays the winner to the client) and the validator (which
+sends synthetic tasks) read miners' SSE streams the same way::
+
+    record = StreamRecord(started=time.monotonic())
+    async for chunk in sse_chunks(response.content):   # dicts; raises StreamBroken
+        record.take(chunk)                              # True when the chunk carried content
+    record.response(uid, hotkey, "ok")                  # -> shared.schemas.MinerResponse
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, AsyncIterator, Optional
+
+from .schemas import MinerResponse
+
+
+class StreamBroken(Exception):
+    """The miner broke the protocol: an error event, garbage, or no ``[DONE]``."""
+
+
+async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict]:
+    """The JSON objects of ``data:`` lines up to ``[DONE]``."""
+    async for raw in lines:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue
+        data = line[5:].strip()
+        if data == b"[DONE]":
+            return
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise StreamBroken("unparsable chunk") from None
+        if not isinstance(chunk, dict):
+            raise StreamBroken("chunk is not a JSON object")
+        if "error" in chunk:
+            error = chunk["error"]
+            raise StreamBroken(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+        yield chunk
+    raise StreamBroken("stream ended without [DONE]")
+
+
+class StreamRecord:
+    """Text per choice, arrival times, finish reasons and usage of one miner's answer."""
+
+    def __init__(self, started: Optional[float] = None):
+        self.started = time.monotonic() if started is None else started
+        self.texts: dict[int, list[str]] = {}
+        self.timings: list[float] = []
+        self.finish_reasons: dict[int, str] = {}
+        self.usage: Optional[dict] = None
+        self.model: Optional[str] = None
+
+    def take(self, chunk: dict[str, Any]) -> bool:
+        self.model = self.model or chunk.get("model")
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        has_content = False
+        for choice in chunk.get("choices") or ():
+            index = int(choice.get("index", 0))
+            content = (choice.get("delta") or {}).get("content")
+            if content:
+                self.texts.setdefault(index, []).append(content)
+                if index == 0:
+                    self.timings.append(time.monotonic() - self.started)
+                has_content = True
+            if choice.get("finish_reason"):
+                self.finish_reasons[index] = choice["finish_reason"]
+        return has_content
+
+    @property
+    def text(self) -> str:
+        return "".join(self.texts.get(0, []))
+
+    def response(self, uid: int, hotkey: str, status: str, error: Optional[str] = None) -> MinerResponse:
+        usage = self.usage or {}
+        return MinerResponse(
+            uid=uid,
+            hotkey=hotkey,
+            status=status,
+            chunks=self.texts.get(0, []),
+            timings=self.timings,
+            finish_reason=self.finish_reasons.get(0),
+            error=error,
+            completion_tokens=usage.get("completion_tokens"),
+        )
