@@ -26,7 +26,9 @@ from typing import Optional
 
 from .topology import Member, create_members, write_subnet
 
-DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken"]
+DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
+# The demo's validator: quick rounds and a weight step every 20 s, so scores visibly separate.
+DEMO_VALIDATOR_SETTINGS = {"synthetic_interval_seconds": 1.0, "weights_interval_seconds": 20.0}
 
 
 def free_port() -> int:
@@ -53,6 +55,7 @@ class LocalSubnet:
         api_workers: int = 2,
         admin_key: Optional[str] = None,
         extra_env: Optional[dict[str, str]] = None,
+        validator_settings: Optional[dict[str, object]] = None,
     ):
         self.directory = directory.resolve()
         self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
@@ -62,6 +65,7 @@ class LocalSubnet:
         self.api_workers = api_workers
         self.admin_key = admin_key or self._stored_admin_key()
         self.extra_env = extra_env or {}
+        self.validator_settings = {**DEMO_VALIDATOR_SETTINGS, **(validator_settings or {})}
         self.processes: dict[str, subprocess.Popen] = {}
         self.members: list[Member] = []
 
@@ -119,13 +123,16 @@ class LocalSubnet:
         return process
 
     def start_miner(self, member: Member) -> subprocess.Popen:
-        return self.spawn(f"miner-{member.uid}-{member.behaviour}", "miner", self._env(
-            member, miner_port=member.port, miner_behaviour=member.behaviour, metagraph_refresh_seconds=2))
+        settings: dict[str, object] = dict(miner_port=member.port, miner_behaviour=member.behaviour,
+                                           metagraph_refresh_seconds=2)
+        if member.behaviour == "copycat":
+            settings["miner_copy_hotkey"] = next(m.hotkey for m in self.members if m.role == "miner")
+        return self.spawn(f"miner-{member.uid}-{member.behaviour}", "miner", self._env(member, **settings))
 
     def start_validator(self) -> subprocess.Popen:
         return self.spawn("validator", "validator", self._env(
             self.member("validator"), validator_port=self.validator_port, metagraph_sync_seconds=2,
-            availability_poll_seconds=3))
+            availability_poll_seconds=3, **self.validator_settings))
 
     def start_api(self) -> subprocess.Popen:
         validator = self.member("validator")

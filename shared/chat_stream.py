@@ -87,4 +87,5 @@ class StreamRecord:
             finish_reason=self.finish_reasons.get(0),
             error=error,
             completion_tokens=usage.get("completion_tokens"),
+            model=self.model,
         )

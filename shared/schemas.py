@@ -102,6 +102,7 @@ class MinerResponse(BaseModel):
     finish_reason: Optional[str] = None
     error: Optional[str] = None
     completion_tokens: Optional[int] = None
+    model: Optional[str] = None  # the model the miner says it answered with
 
 
 class ScoringItem(BaseModel):

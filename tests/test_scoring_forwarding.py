@@ -7,26 +7,24 @@ import time
 
 from openai import OpenAI
 
-from shared.signed_http import SignedClient
+from shared.signed_http import SignedCallError, SignedClient
 
 MESSAGES = [{"role": "user", "content": "What does the validator score?"}]
 
 
-async def pending_items(net, signer) -> list[dict]:
+async def wait_for_item(net, signer, request_id: str, timeout: float = 10.0) -> dict:
     client = SignedClient(signer)
     try:
-        return await client.get_json(net.validator_url, "/scoring/pending?limit=1000", receiver=signer.hotkey)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                return await client.get_json(net.validator_url, f"/scoring/items/{request_id}",
+                                             receiver=signer.hotkey)
+            except SignedCallError as exc:
+                assert exc.status == 404, exc
+            await asyncio.sleep(0.2)
     finally:
         await client.close()
-
-
-async def wait_for_item(net, signer, request_id: str, timeout: float = 10.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for item in await pending_items(net, signer):
-            if item["request_id"] == request_id:
-                return item
-        await asyncio.sleep(0.2)
     raise AssertionError(f"{request_id} never reached the validator")
 
 

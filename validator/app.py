@@ -7,6 +7,8 @@ workers sign with) may call it; every route but ``/health`` is signed::
     POST /scoring          ← shared.schemas.ScoringBatch from API workers
     GET  /scoring/stats    → counts per uid, queue depth, drops
     GET  /scoring/pending  → the items waiting to be scored
+    GET  /scoring/items/{request_id} → one item, scored or not, while it is kept
+    GET  /scores           → every uid's moving-average score, and the last weight set
     GET  /health           → liveness and what the validator knows
 """
 
@@ -30,9 +32,14 @@ from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 
 from .availability import AvailabilityPoller
+from .database import Database
 from .directory import build_directory
+from .scorer import Scorer
+from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
 from .settings import ValidatorSettings
+from .synthetic import SyntheticLoop, parse_mix
+from .weights import WeightSetter
 
 
 async def availability_loop(app: FastAPI) -> None:
@@ -72,13 +79,24 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         )
         app.state.metagraph = MetagraphCache(chain, settings.metagraph_sync_seconds)
         app.state.poller = AvailabilityPoller(client, settings.availability_timeout)
-        app.state.queue = ScoringQueue(settings.database_path, settings.scoring_queue_max)
+        database = Database(settings.database_path)
+        app.state.queue = ScoringQueue(database, settings.scoring_queue_max)
+        app.state.book = ScoreBook(database, settings.score_alpha)
+        scorer = Scorer(database, app.state.queue, app.state.book, timeout=settings.synthetic_timeout,
+                        copycat_penalty=settings.copycat_penalty)
+        synthetic = SyntheticLoop(client, app.state.poller, mix=parse_mix(settings.task_mix),
+                                  sample_size=settings.synthetic_sample_size, timeout=settings.synthetic_timeout,
+                                  interval=settings.synthetic_interval_seconds)
+        app.state.weights = WeightSetter(chain, app.state.book, settings.weights_interval_seconds)
         logger.info("validator {} on {}:{} (chain={})", signer.hotkey, settings.validator_host,
                     settings.validator_port, settings.chain)
         await app.state.metagraph.refresh()
         tasks = [
             asyncio.create_task(app.state.metagraph.run(), name="metagraph"),
             asyncio.create_task(availability_loop(app), name="availability"),
+            asyncio.create_task(synthetic.run(app.state.metagraph, signer.hotkey, app.state.queue), name="synthetic"),
+            asyncio.create_task(scorer.run(app.state.metagraph), name="scorer"),
+            asyncio.create_task(app.state.weights.run(), name="weights"),
         ]
         try:
             yield
@@ -90,7 +108,7 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
                     await task
             await client.close()
             await chain.close()
-            app.state.queue.close()
+            database.close()
 
     app = FastAPI(title="validator (internal)", lifespan=lifespan, docs_url=None, redoc_url=None)
 
@@ -131,6 +149,23 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
     @app.get("/scoring/stats")
     async def scoring_stats(request: Request, caller: Caller = Depends(signed)) -> dict:
         return await request.app.state.queue.stats()
+
+    @app.get("/scores")
+    async def scores(request: Request, caller: Caller = Depends(signed)) -> dict:
+        state = request.app.state
+        weights = state.book.weights()
+        rows = state.book.table()
+        for row in rows:
+            row["weight"] = round(weights.get(row["uid"], 0.0), 6)
+        return {"scores": rows, "last_weight_set": state.weights.last, "weight_steps": state.weights.steps}
+
+    @app.get("/scoring/items/{request_id}")
+    async def scoring_item(request_id: str, request: Request, caller: Caller = Depends(signed)) -> dict:
+        found = await asyncio.to_thread(request.app.state.queue.find, request_id)
+        if found is None:
+            raise HTTPException(404, "no such item (never received, or pruned)")
+        scored, item = found
+        return {"scored": scored, **item.model_dump()}
 
     @app.get("/scoring/pending")
     async def scoring_pending(

@@ -1,8 +1,9 @@
-"""A durable, bounded queue of forwarded miner responses waiting to be scored.
+"""A durable, bounded queue of miner responses waiting to be scored.
 
-API workers POST batches to ``/scoring``; each item lands here once (its
-``request_id`` is unique, so a forward retried after a lost reply is not
-counted twice) and survives a validator restart. When more than ``max_items``
+API workers POST batches to ``/scoring`` and the synthetic loop adds its own
+rounds; each item lands here once (its ``request_id`` is unique, so a forward
+retried after a lost reply is not counted twice), survives a restart, and is
+handed to the scorer until it is marked scored. When more than ``max_items``
 wait, the oldest are dropped and counted: fresh traffic matters more than a
 backlog the scorer can no longer catch up with.
 """
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Optional
 
 from shared.schemas import ScoringItem
+
+from .database import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS scoring_items (
@@ -48,18 +50,20 @@ class PutResult:
     dropped: int
 
 
-class ScoringQueue:
-    def __init__(self, path: Path, max_items: int):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.max_items = max_items
-        self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+def bump(db: sqlite3.Connection, name: str, by: int) -> None:
+    if by:
+        db.execute(
+            "INSERT INTO scoring_counters (name, value) VALUES (?, ?)"
+            " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            (name, by),
+        )
 
-    def close(self) -> None:
-        self._db.close()
+
+class ScoringQueue:
+    def __init__(self, database: Database, max_items: int):
+        self.db = database
+        self.max_items = max_items
+        database.executescript(SCHEMA)
 
     async def put(self, items: list[ScoringItem]) -> PutResult:
         return await asyncio.to_thread(self._put, items)
@@ -68,37 +72,50 @@ class ScoringQueue:
         return await asyncio.to_thread(self._stats)
 
     async def pending(self, limit: int = 100) -> list[ScoringItem]:
-        return await asyncio.to_thread(self._pending, limit)
+        return [item for _, item in await asyncio.to_thread(self.take, limit)]
+
+    def take(self, limit: int) -> list[tuple[int, ScoringItem]]:
+        """The oldest unscored items with their row ids; they stay queued until ``mark_scored``."""
+        with self.db.reading() as db:
+            rows = db.execute(
+                "SELECT id, payload FROM scoring_items WHERE scored = 0 ORDER BY id LIMIT ?", (limit,)
+            ).fetchall()
+        return [(row_id, ScoringItem.model_validate(json.loads(payload))) for row_id, payload in rows]
+
+    def find(self, request_id: str) -> Optional[tuple[bool, ScoringItem]]:
+        """(scored?, item) for one request id, while the queue still keeps it."""
+        with self.db.reading() as db:
+            row = db.execute("SELECT scored, payload FROM scoring_items WHERE request_id = ?", (request_id,)).fetchone()
+        return (bool(row[0]), ScoringItem.model_validate_json(row[1])) if row else None
+
+    @staticmethod
+    def mark_scored(db: sqlite3.Connection, ids: list[int]) -> None:
+        """Inside the caller's transaction, together with the scores these items produced."""
+        db.executemany("UPDATE scoring_items SET scored = 1 WHERE id = ? AND scored = 0", [(i,) for i in ids])
+        bump(db, "scored", len(ids))
 
     def _put(self, items: list[ScoringItem]) -> PutResult:
         accepted = duplicates = 0
         now = time.time()
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                for item in items:
-                    cursor = db.execute(
-                        "INSERT OR IGNORE INTO scoring_items (request_id, source, task, received_at, payload)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (item.request_id, item.source, item.task, now, item.model_dump_json()),
-                    )
-                    if cursor.rowcount == 0:
-                        duplicates += 1
-                        continue
-                    accepted += 1
-                    db.executemany(
-                        "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
-                        [(cursor.lastrowid, r.uid, r.hotkey, r.status) for r in item.responses],
-                    )
-                dropped = self._drop_overflow(db)
-                self._bump(db, "received", accepted)
-                self._bump(db, "duplicates", duplicates)
-                self._bump(db, "dropped", dropped)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        with self.db.transaction() as db:
+            for item in items:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO scoring_items (request_id, source, task, received_at, payload)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (item.request_id, item.source, item.task, now, item.model_dump_json()),
+                )
+                if cursor.rowcount == 0:
+                    duplicates += 1
+                    continue
+                accepted += 1
+                db.executemany(
+                    "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
+                    [(cursor.lastrowid, r.uid, r.hotkey, r.status) for r in item.responses],
+                )
+            dropped = self._drop_overflow(db)
+            bump(db, "received", accepted)
+            bump(db, "duplicates", duplicates)
+            bump(db, "dropped", dropped)
         return PutResult(accepted, duplicates, dropped)
 
     def _drop_overflow(self, db: sqlite3.Connection) -> int:
@@ -112,22 +129,14 @@ class ScoringQueue:
         )
         return excess
 
-    @staticmethod
-    def _bump(db: sqlite3.Connection, name: str, by: int) -> None:
-        if by:
-            db.execute(
-                "INSERT INTO scoring_counters (name, value) VALUES (?, ?)"
-                " ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-                (name, by),
-            )
-
     def _stats(self) -> dict:
-        with self._lock:
-            counters = dict(self._db.execute("SELECT name, value FROM scoring_counters"))
-            (pending,) = self._db.execute("SELECT COUNT(*) FROM scoring_items WHERE scored = 0").fetchone()
+        with self.db.reading() as db:
+            counters = dict(db.execute("SELECT name, value FROM scoring_counters"))
+            (pending,) = db.execute("SELECT COUNT(*) FROM scoring_items WHERE scored = 0").fetchone()
+            by_source = dict(db.execute("SELECT source, COUNT(*) FROM scoring_items GROUP BY source"))
             by_uid = {
                 str(uid): {"responses": total, "ok": ok}
-                for uid, total, ok in self._db.execute(
+                for uid, total, ok in db.execute(
                     "SELECT uid, COUNT(*), SUM(status = 'ok') FROM scoring_responses GROUP BY uid ORDER BY uid"
                 )
             }
@@ -135,14 +144,19 @@ class ScoringQueue:
             "received": counters.get("received", 0),
             "duplicates": counters.get("duplicates", 0),
             "dropped": counters.get("dropped", 0),
+            "scored": counters.get("scored", 0),
             "pending": pending,
             "max_items": self.max_items,
+            "items_by_source": by_source,
             "responses_by_uid": by_uid,
         }
 
-    def _pending(self, limit: int) -> list[ScoringItem]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT payload FROM scoring_items WHERE scored = 0 ORDER BY id LIMIT ?", (limit,)
-            ).fetchall()
-        return [ScoringItem.model_validate(json.loads(payload)) for (payload,) in rows]
+    def prune_scored(self, keep: int) -> int:
+        """Forget scored items beyond the newest ``keep``; returns how many went."""
+        with self.db.transaction() as db:
+            row = db.execute(
+                "SELECT id FROM scoring_items WHERE scored = 1 ORDER BY id DESC LIMIT 1 OFFSET ?", (keep,)
+            ).fetchone()
+            if row is None:
+                return 0
+            return db.execute("DELETE FROM scoring_items WHERE scored = 1 AND id <= ?", (row[0],)).rowcount

@@ -17,6 +17,17 @@ class ValidatorSettings(CommonSettings):
     availability_timeout: float = 3.0
     scoring_queue_max: int = 100_000
 
+    # Synthetic tasks and scoring.
+    synthetic_interval_seconds: float = 5.0
+    synthetic_sample_size: int = 8
+    synthetic_timeout: float = 10.0
+    task_mix: str = "InferenceTask:0.5,WebQuestionAnsweringTask:0.5"
+    score_alpha: float = 0.1
+    copycat_penalty: float = 2.0
+
+    # Weights.
+    weights_interval_seconds: float = 1200.0
+
     def allowed_hotkeys(self, own_hotkey: str) -> frozenset[str]:
         extra = {h.strip() for h in self.allowed_api_hotkeys.split(",") if h.strip()}
         return frozenset(extra | {own_hotkey})

@@ -17,8 +17,8 @@ capped by ``max_new_tokens``. A token is a word plus its following space, so
 
 For ``WebQuestionAnsweringTask`` it answers from the corpus shipped in
 ``shared.corpus`` (the stand-in for the web): the passage that best matches the
-question, two or three of its sentences in an order and with an opening that
-depend on the miner's ``style`` (its hotkey). Two honest miners therefore word
+question, two or three of its sentences in an order, with an opening and a
+closing remark, that depend on the miner's ``style`` (its hotkey). Two honest miners therefore word
 their answers differently, and a miner that copies another's answer is caught
 as a copy-cat by the validator.
 """
@@ -167,7 +167,8 @@ def answer_question(messages: list[Mapping[str, Any]], style: str, seed: int, ma
     numbers = DigestNumbers(hashlib.sha256(f"{style}\n{seed}\n{question}".encode()).digest())
     sentences = passage.sentences
     order = sorted(range(len(sentences)), key=lambda _: numbers.below(1000))[: 2 + numbers.below(2)]
-    text = " ".join([QA_OPENERS[numbers.below(len(QA_OPENERS))]] + [sentences[i] for i in order])
+    remark = " ".join(VOCABULARY[numbers.below(len(VOCABULARY))] for _ in range(5)).capitalize() + "."
+    text = " ".join([QA_OPENERS[numbers.below(len(QA_OPENERS))]] + [sentences[i] for i in order] + [remark])
     words = text.split()[:max_new_tokens]
     return [word + " " for word in words[:-1]] + words[-1:]
 

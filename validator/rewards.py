@@ -1,0 +1,98 @@
+"""Reward models: what one item (a request and every miner's answer) earns each uid.
+
+    rewards = reward_item(item, timeout=10.0)   # {uid: reward}; uids without a verdict are absent
+
+- ``InferenceTask`` with a builtin model: the validator re-derives the exact
+  answer (the builtin generator is deterministic). Agreement is 1 for the exact
+  text and 0 for anything else, times a speed factor.
+- ``WebQuestionAnsweringTask``: relevance of the answer to the corpus passage the
+  question is about (``shared.corpus``), times the speed factor.
+- Empty, malformed, failed or timed-out answers earn 0.
+- Copy-cats: where honest answers differ (every task but exact inference), an
+  answer identical to one that arrived earlier in the same item earns
+  ``-copycat_penalty``; copying must cost more than not answering.
+
+Other tasks and models without a reference (an upstream model, when no
+log-probability reference is configured) get no verdict rather than a guess.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from miner.backends.builtin import QA_TASK, generate_completion
+from shared.corpus import Corpus, relevance
+from shared.schemas import MinerResponse, ScoringItem
+
+INFERENCE_TASK = "InferenceTask"
+BUILTIN_MODEL_PREFIX = "builtin"
+
+
+def is_exact(item: ScoringItem, response: MinerResponse) -> bool:
+    model = response.model or item.request.model or ""
+    return item.task == INFERENCE_TASK and model.startswith(BUILTIN_MODEL_PREFIX)
+
+
+def speed_factor(response: MinerResponse, timeout: float) -> float:
+    """1 for an instant answer, 0.5 for one that took the whole timeout: quality dominates speed."""
+    seconds = response.timings[-1] if response.timings else timeout
+    return 0.5 + 0.5 * max(0.0, 1.0 - seconds / timeout)
+
+
+def expected_text(item: ScoringItem, model: str) -> str:
+    messages = [m.model_dump() for m in item.request.messages]
+    tokens, _ = generate_completion(messages, model, item.request.seed, item.request.sampling_parameters.model_dump())
+    return "".join(tokens)
+
+
+def question_of(item: ScoringItem) -> str:
+    for message in reversed(item.request.messages):
+        if message.role == "user" and isinstance(message.content, str):
+            return message.content
+    return ""
+
+
+def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: dict) -> Optional[float]:
+    """How good the answer is, in [0, 1]; None when this validator cannot judge it."""
+    text = "".join(response.chunks)
+    if response.status != "ok" or not text.strip():
+        return 0.0
+    if is_exact(item, response):
+        model = response.model or item.request.model
+        if model not in cache:
+            cache[model] = expected_text(item, model)
+        return 1.0 if text == cache[model] else 0.0
+    if item.task == QA_TASK:
+        if "reference" not in cache:
+            cache["reference"] = corpus.best_passage(question_of(item)).text
+        return relevance(text, cache["reference"])
+    return None
+
+
+def copycats(item: ScoringItem) -> set[int]:
+    """uids whose answer repeats, word for word, one that finished earlier in the same item."""
+    seen: set[str] = set()
+    copied: set[int] = set()
+    answered = [r for r in item.responses if r.status == "ok" and r.chunks and not is_exact(item, r)]
+    for response in sorted(answered, key=lambda r: r.timings[-1] if r.timings else float("inf")):
+        text = " ".join("".join(response.chunks).split())
+        if text in seen:
+            copied.add(response.uid)
+        seen.add(text)
+    return copied
+
+
+def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
+                corpus: Optional[Corpus] = None) -> dict[int, float]:
+    corpus = corpus or Corpus.load()
+    cache: dict = {}
+    copied = copycats(item)
+    rewards = {}
+    for response in item.responses:
+        if response.uid in copied:
+            rewards[response.uid] = -copycat_penalty
+            continue
+        verdict = quality(item, response, corpus, cache)
+        if verdict is not None:
+            rewards[response.uid] = verdict * speed_factor(response, timeout) if verdict > 0 else 0.0
+    return rewards

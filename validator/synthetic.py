@@ -1,0 +1,180 @@
+"""Synthetic tasks: the validator asks miners questions it knows how to judge.
+
+Every ``SYNTHETIC_INTERVAL_SECONDS`` a round starts (up to ``MAX_ROUNDS_IN_FLIGHT``
+at once, so a slow miner does not slow the schedule): pick a task by the
+configured mix, build a request (a prompt, a seed, sampling parameters), send
+it signed to up to ``SYNTHETIC_SAMPLE_SIZE`` miners available for it, wait at
+most ``SYNTHETIC_TIMEOUT`` for each, and queue the answers for scoring like
+any forwarded item. A miner that times out or breaks is recorded as such and
+earns 0 from the scorer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from typing import Optional
+
+import aiohttp
+from loguru import logger
+
+from miner.backends.builtin import QA_TASK
+from shared.chain import SubnetState
+from shared.chat_stream import StreamBroken, StreamRecord, sse_chunks
+from shared.corpus import Corpus
+from shared.schemas import ChatMessage, MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
+from shared.signed_http import SignedClient
+
+from .availability import AvailabilityPoller
+from .rewards import BUILTIN_MODEL_PREFIX, INFERENCE_TASK
+
+MAX_ROUNDS_IN_FLIGHT = 4
+PROMPTS = (
+    "Explain {topic} in simple terms.",
+    "Write a short note about {topic}.",
+    "What should a newcomer know about {topic}?",
+    "Summarise the main idea behind {topic}.",
+    "Give one practical example related to {topic}.",
+)
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    """``"InferenceTask:0.5,WebQuestionAnsweringTask:0.5"`` → {task: share}."""
+    mix = {}
+    for part in text.split(","):
+        if part.strip():
+            task, _, share = part.partition(":")
+            mix[task.strip()] = float(share or 1)
+    return mix
+
+
+def inference_request(rng: random.Random, corpus: Corpus, model: str) -> MinerChatRequest:
+    topic = rng.choice(corpus.passages).title.lower()
+    return MinerChatRequest(
+        messages=[ChatMessage(role="user", content=rng.choice(PROMPTS).format(topic=topic))],
+        model=model,
+        task=INFERENCE_TASK,
+        seed=rng.randrange(2**32),
+        sampling_parameters=SamplingParameters(
+            temperature=rng.choice((0.3, 0.7, 1.0)), top_p=rng.choice((0.9, 0.95)), top_k=50,
+            max_new_tokens=rng.randrange(32, 97),
+        ),
+        stream_options={"include_usage": True},
+    )
+
+
+def question_request(rng: random.Random, corpus: Corpus) -> MinerChatRequest:
+    question = rng.choice(rng.choice(corpus.passages).questions)
+    return MinerChatRequest(
+        messages=[ChatMessage(role="user", content=question)],
+        task=QA_TASK,
+        seed=rng.randrange(2**32),
+        sampling_parameters=SamplingParameters(max_new_tokens=160),
+        stream_options={"include_usage": True},
+    )
+
+
+async def query(client: SignedClient, uid: int, hotkey: str, address: str, body: bytes,
+                timeout: float) -> MinerResponse:
+    """One miner's whole streamed answer, or how it failed."""
+    record = StreamRecord()
+    try:
+        async with asyncio.timeout(timeout):
+            async with client.post_stream(address, "/v1/chat/completions", body, receiver=hotkey,
+                                          connect_timeout=min(timeout, 3.0), read_timeout=timeout) as response:
+                if response.status != 200:
+                    raise StreamBroken(f"HTTP {response.status}")
+                async for chunk in sse_chunks(response.content):
+                    record.take(chunk)
+    except TimeoutError:
+        return record.response(uid, hotkey, "timeout", "no complete answer in time")
+    except StreamBroken as exc:
+        return record.response(uid, hotkey, "error", str(exc))
+    except (aiohttp.ClientError, OSError) as exc:
+        return record.response(uid, hotkey, "error", f"{type(exc).__name__}: {exc}")
+    return record.response(uid, hotkey, "ok")
+
+
+class SyntheticLoop:
+    def __init__(self, client: SignedClient, poller: AvailabilityPoller, *, mix: dict[str, float],
+                 sample_size: int, timeout: float, interval: float, rng: Optional[random.Random] = None):
+        self.client = client
+        self.poller = poller
+        self.mix = mix
+        self.sample_size = sample_size
+        self.timeout = timeout
+        self.interval = interval
+        self.rng = rng or random.Random()
+        self.corpus = Corpus.load()
+        self.rounds = 0
+
+    def build(self, state: SubnetState, self_hotkey: str) -> Optional[tuple[MinerChatRequest, list]]:
+        """A request and the miners to send it to, or None when no miner can take any task."""
+        tasks = list(self.mix)
+        weights = [self.mix[t] for t in tasks]
+        for task in self.rng.choices(tasks, weights, k=len(tasks) * 2):
+            serving = []
+            models: set[str] = set()
+            for neuron in state.neurons:
+                record = self.poller.get(neuron)
+                if neuron.hotkey == self_hotkey or not neuron.axon or not record or not record.availability:
+                    continue
+                if record.availability.task_availabilities.get(task):
+                    serving.append((neuron, record.availability))
+                    models.update(m for m, ok in record.availability.llm_model_availabilities.items() if ok)
+            if task == INFERENCE_TASK:
+                exact = sorted(m for m in models if m.startswith(BUILTIN_MODEL_PREFIX))
+                if not exact:
+                    continue  # no reference for upstream models: nothing to verify against
+                model = self.rng.choice(exact)
+                serving = [(n, a) for n, a in serving if a.llm_model_availabilities.get(model)]
+                request = inference_request(self.rng, self.corpus, model)
+            elif task == QA_TASK:
+                request = question_request(self.rng, self.corpus)
+            else:
+                continue
+            if serving:
+                chosen = self.rng.sample(serving, min(self.sample_size, len(serving)))
+                return request, [neuron for neuron, _ in chosen]
+        return None
+
+    async def round(self, state: SubnetState, self_hotkey: str) -> Optional[ScoringItem]:
+        built = self.build(state, self_hotkey)
+        if built is None:
+            return None
+        request, miners = built
+        body = request.model_dump_json(exclude_none=True).encode()
+        responses = await asyncio.gather(
+            *(query(self.client, n.uid, n.hotkey, n.axon, body, self.timeout) for n in miners)
+        )
+        self.rounds += 1
+        return ScoringItem(request_id=f"synthetic-{uuid.uuid4().hex}", source="synthetic", task=request.task,
+                           created_at=time.time(), request=request, responses=list(responses))
+
+    async def round_and_queue(self, state: SubnetState, self_hotkey: str, queue, slots: asyncio.Semaphore) -> None:
+        try:
+            item = await self.round(state, self_hotkey)
+            if item is not None:
+                await queue.put([item])
+        except Exception:  # one bad round must not end the loop
+            logger.exception("synthetic round failed")
+        finally:
+            slots.release()
+
+    async def run(self, metagraph, self_hotkey: str, queue) -> None:
+        slots = asyncio.Semaphore(MAX_ROUNDS_IN_FLIGHT)
+        running: set[asyncio.Task] = set()
+        try:
+            while True:
+                await asyncio.sleep(self.interval)
+                if metagraph.state is None:
+                    continue
+                await slots.acquire()
+                task = asyncio.create_task(self.round_and_queue(metagraph.state, self_hotkey, queue, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
