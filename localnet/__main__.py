@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import signal
 import sys
 import time
 from pathlib import Path
 
+from shared.auth import Signer
+from shared.signed_http import SignedCallError, SignedClient
+from shared.wallet import load_hotkey
+
 from .launcher import DEFAULT_BEHAVIOURS, LocalSubnet
+
+SCORE_EVERY_SECONDS = 20.0
+
+
+def score_table(net: LocalSubnet, signer: Signer) -> str:
+    """The validator's view, by miner behaviour: how the miners separate over time."""
+
+    async def fetch() -> dict:
+        client = SignedClient(signer)
+        try:
+            return await client.get_json(net.validator_url, "/scores", receiver=signer.hotkey)
+        finally:
+            await client.close()
+
+    try:
+        table = asyncio.run(fetch())
+    except SignedCallError as exc:
+        return f"(scores unavailable: {exc})"
+    rows = {row["uid"]: row for row in table["scores"]}
+    lines = [f"validator scores after {table['weight_steps']} weight steps:"]
+    for member in sorted((m for m in net.members if m.role == "miner"), key=lambda m: -rows.get(m.uid, {}).get(
+            "score", 0.0)):
+        row = rows.get(member.uid, {"score": 0.0, "weight": 0.0, "rewards": 0})
+        lines.append(f"  uid {member.uid} {member.behaviour:<8} score {row['score']:>7.3f}  weight {row['weight']:.3f}"
+                     f"  ({row['rewards']} rewards)")
+    return "\n".join(lines)
 
 
 def banner(net: LocalSubnet, key: str) -> str:
@@ -38,7 +69,8 @@ for chunk in stream:
 print()
 PY
 
-Ctrl-C stops everything.
+The validator scores every miner (synthetic tasks and your requests); its score
+table is printed every {SCORE_EVERY_SECONDS:.0f} s. Ctrl-C stops everything.
 """
 
 
@@ -50,7 +82,7 @@ def main() -> None:
     parser.add_argument("--miner-base-port", type=int, default=8101)
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--miners", default=",".join(DEFAULT_BEHAVIOURS),
-                        help="one reference miner per behaviour: good, noisy, slow, broken")
+                        help="one reference miner per behaviour: good, noisy, slow, broken, copycat")
     args = parser.parse_args()
 
     behaviours = [b.strip() for b in args.miners.split(",") if b.strip()]
@@ -62,8 +94,14 @@ def main() -> None:
         print("starting the local subnet…", flush=True)
         net.start()
         print(banner(net, net.create_api_key()), flush=True)
+        validator = net.member("validator")
+        signer = Signer(load_hotkey(validator.name, "default", str(net.wallet_path)))
+        next_table = time.monotonic() + SCORE_EVERY_SECONDS
         while all(p.poll() is None for p in net.processes.values()):
             time.sleep(0.5)
+            if time.monotonic() >= next_table:
+                print(score_table(net, signer), flush=True)
+                next_table += SCORE_EVERY_SECONDS
         print("a process exited; stopping the local subnet", flush=True)
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)

@@ -115,8 +115,8 @@ class ScoreBook:
         total = positive.sum()
         if total <= 0:
             return {}
-        normalised = positive / total
-        return {int(uid): float(normalised[uid]) for uid in np.flatnonzero(normalised)}
+        uids = np.flatnonzero(positive)
+        return dict(zip(uids.tolist(), (positive[uids] / total).tolist()))
 
     def table(self) -> list[dict]:
         return [
