@@ -1,0 +1,70 @@
+"""Replay protection shared by every process of a server: SQLite file or Redis.
+
+Four processes verify the very same signed request; exactly one accepts it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import uuid
+
+import bittensor as bt
+import pytest
+import redis
+from bittensor import http_auth
+
+from shared.auth import Signer
+from shared.nonce_store import RedisNonceStore, SqliteNonceStore
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SENDER = bt.sp_core.Keypair.create_from_uri("//Alice")
+RECEIVER = bt.sp_core.Keypair.create_from_uri("//Bob").ss58_address
+
+
+def verify_once(kind: str, where: str, namespace: str, headers: dict, results) -> None:
+    store = SqliteNonceStore(where, namespace) if kind == "sqlite" else RedisNonceStore(where, namespace)
+    try:
+        http_auth.verify(headers, b"{}", method="POST", path="/v1/chat/completions", self_hotkey_ss58=RECEIVER,
+                         nonce_store=store)
+        results.put("accepted")
+    except http_auth.ReplayedRequest:
+        results.put("replayed")
+
+
+def redis_available() -> bool:
+    try:
+        return redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_exactly_one_process_accepts_a_request(kind, tmp_path):
+    if kind == "redis" and not redis_available():
+        pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
+    where = str(tmp_path / "nonces.sqlite") if kind == "sqlite" else REDIS_URL
+    namespace = f"test-{uuid.uuid4().hex}"
+    headers = Signer(SENDER).headers("POST", "/v1/chat/completions", b"{}", receiver=RECEIVER)
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    workers = [context.Process(target=verify_once, args=(kind, where, namespace, headers, results))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(30)
+    outcomes = sorted(results.get(timeout=5) for _ in workers)
+    assert outcomes == ["accepted", "replayed", "replayed", "replayed"]
+
+
+def test_sqlite_store_keeps_namespaces_apart(tmp_path):
+    first = SqliteNonceStore(tmp_path / "n.sqlite", namespace="miner-a")
+    second = SqliteNonceStore(tmp_path / "n.sqlite", namespace="miner-b")
+    assert first.check_and_store("hk", 1) and not first.check_and_store("hk", 1)
+    assert second.check_and_store("hk", 1)  # another receiver's record is not ours
+
+
+def test_signer_never_repeats_a_nonce():
+    signer = Signer(SENDER)
+    nonces = [int(signer.headers("GET", "/x", receiver=RECEIVER)["X-Bittensor-Nonce"]) for _ in range(2000)]
+    assert len(set(nonces)) == len(nonces) and nonces == sorted(nonces)
