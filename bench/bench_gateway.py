@@ -1,0 +1,105 @@
+"""The gateway against the direct path, in one run: latency and throughput, stream and not.
+
+    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--memory-requests 0]
+
+Starts a local subnet (one fast reference miner, builtin backend, 20-token
+answers; the validator; ONE API worker), then drives load from a separate
+process (bench/load.py) at concurrency 1 and 32, non-stream and stream
+(20 content chunks), through the API (``uids`` pins the one miner) and
+directly against that miner with signed requests. Prints p50/p99 and
+requests/s for both, the ratios, and the median latency the gateway adds.
+With ``--memory-requests N`` it also sends N more requests and reports the API
+worker's resident memory before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from localnet.launcher import LocalSubnet, free_port  # noqa: E402
+
+
+def load(net: LocalSubnet, *, direct: bool, concurrency: int, stream: bool, seconds: float, key: str) -> dict:
+    miner = net.member("miner")
+    command = [sys.executable, str(ROOT / "bench" / "load.py"), "--concurrency", str(concurrency),
+               "--seconds", str(seconds), "--tokens", "20"]
+    if stream:
+        command.append("--stream")
+    if direct:
+        command += ["--url", f"http://{miner.axon}", "--direct", "--receiver", miner.hotkey,
+                    "--wallet-path", str(net.wallet_path)]
+    else:
+        command += ["--url", net.api_url, "--key", key, "--uid", str(miner.uid)]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def api_worker_pids(net: LocalSubnet) -> list[int]:
+    parent = net.processes["api"].pid
+    children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in children] or [parent]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--memory-requests", type=int, default=0)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        net = LocalSubnet(Path(tmp), api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
+                          behaviours=["good"], api_workers=1,
+                          validator_settings={"synthetic_interval_seconds": 3600},
+                          extra_env={"LOG_LEVEL": "WARNING"})
+        net.start()
+        try:
+            key = net.create_api_key("bench")
+            print(f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; "
+                  f"one API worker, one miner, validator; load from a separate process; {args.seconds:.0f} s each")
+            print(f"{'case':<28}{'path':<8}{'rps':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+            for stream in (False, True):
+                for concurrency in (1, 32):
+                    case = f"{'stream 20 chunks' if stream else 'non-stream'}, c={concurrency}"
+                    direct = load(net, direct=True, concurrency=concurrency, stream=stream, seconds=args.seconds,
+                                  key=key)
+                    gateway = load(net, direct=False, concurrency=concurrency, stream=stream,
+                                   seconds=args.seconds, key=key)
+                    for name, result in (("direct", direct), ("api", gateway)):
+                        print(f"{case:<28}{name:<8}{result['rps']:>9.0f}{result['p50_ms']:>9.2f}"
+                              f"{result['p99_ms']:>9.2f}{result['errors']:>8}")
+                    print(f"{'':<28}{'ratio':<8}{gateway['rps'] / direct['rps']:>9.2f}"
+                          f"{gateway['p50_ms'] / direct['p50_ms']:>9.2f}{gateway['p99_ms'] / direct['p99_ms']:>9.2f}"
+                          f"   added p50 {gateway['p50_ms'] - direct['p50_ms']:.2f} ms")
+            if args.memory_requests:
+                pids = api_worker_pids(net)
+                before = sum(rss_kib(p) for p in pids)
+                sent = 0
+                started = time.monotonic()
+                while sent < args.memory_requests:
+                    result = load(net, direct=False, concurrency=32, stream=False, seconds=10, key=key)
+                    sent += result["requests"]
+                after = sum(rss_kib(p) for p in pids)
+                print(f"memory: API worker RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after "
+                      f"{sent:,} more requests ({time.monotonic() - started:.0f} s)")
+        finally:
+            net.stop()
+
+
+if __name__ == "__main__":
+    main()
