@@ -18,7 +18,7 @@ from typing import Optional
 from .key_fields import KeySpec
 from .keys import ID_PREFIX, KeyCache, KeyRecord, hash_key, mask, new_key, new_key_id
 from .ratelimit import Decision
-from .store import Store
+from .store import RequestLog, Store
 
 
 def iso(timestamp: Optional[float]) -> Optional[str]:
@@ -79,6 +79,22 @@ def quota_view(key: KeyRecord, decision: Optional[Decision]) -> dict:
             for s in (decision.states if decision else ())
         ],
     }
+
+
+def log_view(log: RequestLog) -> dict:
+    view = log.as_dict()
+    view["created_at"] = iso(log.created_at)
+    view["timestamp"] = log.created_at
+    view["total_tokens"] = log.prompt_tokens + log.completion_tokens
+    return view
+
+
+async def usage_report(store: Store, key: Optional[KeyRecord], since: Optional[float],
+                       until: Optional[float]) -> dict:
+    """Totals per key (all time) and per UTC day in the period: one key, or all of them."""
+    keys = [key] if key is not None else await store.list_keys(limit=10_000)
+    daily = await store.daily_usage(key.id if key else None, since, until)
+    return {"keys": [{"id": k.id, "name": k.name, **describe(k)["usage"]} for k in keys], "daily": daily}
 
 
 class KeyAdmin:

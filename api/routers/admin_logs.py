@@ -7,13 +7,13 @@ or the key itself. Logs are newest first, each with the miners it queried;
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from ..auth import require_admin
 from ..errors import ApiError
-from ..key_admin import describe, iso
+from ..key_admin import log_view, usage_report
 from ..key_fields import parse_time
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
@@ -35,26 +35,14 @@ async def key_id_of(request: Request, ref: Optional[str]) -> Optional[str]:
     return record.id
 
 
-def log_view(log: Any) -> dict:
-    view = log.as_dict()
-    view["created_at"] = iso(log.created_at)
-    view["timestamp"] = log.created_at
-    view["total_tokens"] = log.prompt_tokens + log.completion_tokens
-    return view
-
-
 @router.get("/usage")
 async def usage(request: Request, key: Optional[str] = None, since: Optional[str] = None,
                 until: Optional[str] = None) -> dict:
     """Totals per key (all time) and per day (UTC) in the period."""
     key_id = await key_id_of(request, key)
     store = request.app.state.store
-    daily = await store.daily_usage(key_id, read_time("since", since), read_time("until", until))
-    if key_id is not None:
-        keys = [await store.key_by_id(key_id)]
-    else:
-        keys = await store.list_keys(limit=10_000)
-    return {"keys": [{"id": k.id, "name": k.name, **describe(k)["usage"]} for k in keys if k], "daily": daily}
+    record = await store.key_by_id(key_id) if key_id else None
+    return await usage_report(store, record, read_time("since", since), read_time("until", until))
 
 
 @router.get("/logs")
