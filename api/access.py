@@ -28,7 +28,8 @@ from .meter import meter_of
 
 
 class Admit:
-    """``cost``: credits per request (None: ``CREDITS_PER_REQUEST``); ``counted``: whether it uses the rate limit."""
+    """``cost``: credits per request (None: ``CREDITS_PER_REQUEST``); ``counted``: whether it uses the rate
+    limit and is metered (request log, usage counters)."""
 
     def __init__(self, cost: Optional[int] = None, counted: bool = True):
         self.cost = cost
@@ -39,6 +40,7 @@ class Admit:
         meter = meter_of(request)
         key = await authenticate(request)
         meter.key = key
+        meter.logged = self.counted
         windows = list(key.rate_limits) or state.default_windows
         if windows:
             if self.counted:

@@ -58,6 +58,7 @@ class Meter:
         self.first_byte: Optional[float] = None
         self.finished: Optional[float] = None
         self.recorded = False
+        self.logged = True  # False for free routes (account queries): no request log, no usage
 
     def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
                  stream: bool = False, prompt_tokens: int = 0) -> None:
@@ -106,7 +107,7 @@ def meter_of(request: Any) -> Meter:
 
 
 def record_if_ready(meter: Meter, state: Any) -> None:
-    if meter.key is None or not meter.ready:
+    if meter.key is None or not meter.logged or not meter.ready:
         return
     meter.recorded = True
     state.unrecorded.discard(meter)
@@ -145,8 +146,9 @@ def settle(meter: Meter, state: Any, body_done: bool) -> None:
         task = asyncio.create_task(refund(state, meter.key.id, meter.reserved))
         state.background.add(task)
         task.add_done_callback(state.background.discard)
-    state.unrecorded.add(meter)
-    record_if_ready(meter, state)
+    if meter.logged:
+        state.unrecorded.add(meter)
+        record_if_ready(meter, state)
 
 
 class MeterMiddleware:
