@@ -20,6 +20,7 @@ import math
 from typing import Optional
 
 from fastapi import Request
+from loguru import logger
 
 from .auth import authenticate
 from .errors import ApiError
@@ -43,10 +44,15 @@ class Admit:
         meter.logged = self.counted
         windows = list(key.rate_limits) or state.default_windows
         if windows:
-            if self.counted:
-                decision = await state.limiter.hit(key.id, windows)
-            else:
-                decision = await state.limiter.peek(key.id, windows)
+            try:
+                if self.counted:
+                    decision = await state.limiter.hit(key.id, windows)
+                else:
+                    decision = await state.limiter.peek(key.id, windows)
+            except Exception as exc:  # Redis or the store is down: refuse rather than admit unlimited
+                logger.error("rate limiter unavailable: {}: {}", type(exc).__name__, exc)
+                raise ApiError(503, "rate limiting is unavailable right now; retry shortly",
+                               "rate_limiter_unavailable", headers={"Retry-After": "1"}) from None
             meter.headers = decision.headers()
             if self.counted and not decision.allowed:
                 refused = decision.refused_by()

@@ -187,10 +187,13 @@ class StoreRateLimiter:
 class RedisRateLimiter:
     """The sliding log in Redis: one script call per request, exact across hosts."""
 
-    def __init__(self, url: str, prefix: str = "gateway:"):
+    def __init__(self, url: str, prefix: str = "gateway:", max_connections: int = 64):
         import redis.asyncio as redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        # A blocking pool: a burst beyond ``max_connections`` waits for a connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=5.0,
+                                                     socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis = redis.Redis(connection_pool=pool)
         self._script = self._redis.register_script(HIT_SCRIPT)
         self._prefix = prefix + "ratelimit:"
 

@@ -183,3 +183,23 @@ def test_rate_limit_text_and_key_fields():
         KeySpec.model_validate({"allowed_tasks": "NoSuchTask"})
     with pytest.raises(ValueError):
         KeySpec.model_validate({"expires_at": "next tuesday"})
+
+
+async def test_recorder_writes_everything_submitted_by_shutdown(tmp_path):
+    from api.recorder import Recorder
+
+    store = await open_store("", tmp_path / "api.sqlite")
+    try:
+        _, key = await KeyAdmin(store).create(KeySpec())
+        recorder = Recorder(store, batch_size=7, interval=60.0)  # nothing would be written for a minute
+        running = asyncio.create_task(recorder.run())
+        for i in range(20):
+            recorder.submit(RequestLog(request_id=f"s{i}", key_id=key.id, created_at=time.time(), path="/x",
+                                       status=200, outcome="ok", latency_ms=1.0, completion_tokens=2))
+        recorder.stop()
+        await asyncio.wait_for(running, timeout=5)
+        await recorder.drain(timeout=5)
+        assert len(await store.query_logs(key_id=key.id)) == 20
+        assert (await store.key_by_id(key.id)).completion_tokens == 40
+    finally:
+        await store.close()
