@@ -1,8 +1,10 @@
 """The API worker: FastAPI app, its lifespan, and its routers.
 
-Every worker is stateless: keys live in the store, the miner directory comes
-from the validator (last good copy kept), and what miners answered leaves for
-the validator in the background. Start any number of them.
+Every worker is stateless: keys, credits, usage and logs live in the store
+(SQLite, or PostgreSQL for several hosts), rate-limit counters in Redis when
+configured (else in the store), the miner directory comes from the validator
+(last good copy kept), and what miners answered leaves for the validator in
+the background. Start any number of them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
@@ -25,9 +28,14 @@ from shared.wallet import load_hotkey
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
-from .keys import KeyStore
-from .routers import api_management, chat, health
+from .key_admin import KeyAdmin
+from .keys import KeyCache
+from .meter import MeterMiddleware, record_unfinished
+from .ratelimit import RedisRateLimiter, StoreRateLimiter, parse_windows
+from .recorder import Recorder
+from .routers import account, admin_logs, api_management, chat, health
 from .settings import ApiSettings, load
+from .store import open_store
 
 
 async def stop(tasks: list[asyncio.Task]) -> None:
@@ -36,6 +44,20 @@ async def stop(tasks: list[asyncio.Task]) -> None:
     for task in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def prune_logs(store, retention_days: float) -> None:
+    """Delete request logs older than the retention, hourly (any worker may; deleting twice is harmless)."""
+    if retention_days <= 0:
+        return
+    while True:
+        try:
+            deleted = await store.prune(time.time() - retention_days * 86400)
+            if deleted:
+                logger.info("deleted {} request logs older than {} days", deleted, retention_days)
+        except Exception as exc:
+            logger.warning("log retention failed: {}", type(exc).__name__)
+        await asyncio.sleep(min(3600.0, retention_days * 8640))
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -49,7 +71,16 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.client = client
         state.rng = random.Random()
         state.admin_key_digest = settings.admin_key_digest()
-        state.keys = KeyStore(settings.sqlite_path)
+        state.store = await open_store(settings.database_url, settings.sqlite_path, settings.database_schema)
+        state.keys = KeyCache(state.store.key_by_hash, ttl=settings.key_cache_seconds,
+                              generation=state.store.keys_generation)
+        state.key_admin = KeyAdmin(state.store, state.keys)
+        state.limiter = (RedisRateLimiter(settings.redis_url, settings.redis_prefix) if settings.redis_url
+                         else StoreRateLimiter(state.store))
+        state.default_windows = parse_windows(settings.default_rate_limits)
+        state.recorder = Recorder(state.store, batch_size=settings.usage_batch_size,
+                                  interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
+        state.unrecorded = set()
         state.background = set()
         state.directory = DirectoryClient(client, settings.validator_url, validator_hotkey,
                                           Path(settings.data_dir).expanduser() / "directory-cache.json",
@@ -64,22 +95,33 @@ def create_app(settings: ApiSettings) -> FastAPI:
         if not state.admin_key_digest:
             logger.warning("no ADMIN_KEY set: /api_management refuses every call")
         tasks = [asyncio.create_task(state.directory.run(), name="directory"),
-                 asyncio.create_task(state.forwarder.run(), name="forwarder")]
-        logger.info("API worker up; validator {} at {}", validator_hotkey, settings.validator_url)
+                 asyncio.create_task(state.forwarder.run(), name="forwarder"),
+                 asyncio.create_task(prune_logs(state.store, settings.log_retention_days), name="retention")]
+        recorder_task = asyncio.create_task(state.recorder.run(), name="recorder")
+        logger.info("API worker up; validator {} at {}; store {}, rate limits in {}", validator_hotkey,
+                    settings.validator_url, state.store.dialect, "redis" if settings.redis_url else "the store")
         try:
             yield
         finally:
             await stop(tasks)
             if state.background:
                 await asyncio.wait(state.background, timeout=5.0)
+            record_unfinished(state)
+            state.recorder.stop()
+            await asyncio.wait([recorder_task], timeout=10.0)
+            await state.recorder.drain(timeout=10.0)
             await state.forwarder.drain(timeout=3.0)
             await client.close()
-            state.keys.close()
+            await state.limiter.close()
+            await state.store.close()
 
     app = FastAPI(title="Subnet API", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(MeterMiddleware)
     app.include_router(chat.router)
+    app.include_router(account.router)
     app.include_router(api_management.router)
+    app.include_router(admin_logs.router)
     app.include_router(health.router)
     return app
 

@@ -1,21 +1,24 @@
-"""Who may call: API keys for the public routes, the admin key for ``/api_management``.
+"""Who is calling: API keys for the public routes, the admin key for ``/api_management``.
 
 Clients send ``Authorization: Bearer <key>`` (what the ``openai`` SDK sends)
-or ``api-key: <key>`` (what the subnet's docs show). The admin key is compared
-as a sha256 digest with ``hmac.compare_digest``: constant time, and the plain
-key is never kept in memory after start-up.
+or ``api-key: <key>`` (what the subnet's docs show). Keys are looked up by
+their sha256 through the worker's short-lived cache (see ``keys.KeyCache``).
+The admin key is compared as a sha256 digest with ``hmac.compare_digest``:
+constant time, and the plain key is never kept in memory after start-up.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from datetime import datetime, timezone
 from typing import Optional
 
 from fastapi import Request
 
 from .errors import ApiError
-from .keys import KeyRecord
+from .keys import KeyRecord, hash_key
 
 
 def presented_key(request: Request) -> Optional[str]:
@@ -29,14 +32,20 @@ def presented_key(request: Request) -> Optional[str]:
     return None
 
 
-async def require_api_key(request: Request) -> KeyRecord:
+async def authenticate(request: Request) -> KeyRecord:
+    """The caller's key record, or 401: missing, unknown, disabled or expired."""
     key = presented_key(request)
     if key is None:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header",
                        "missing_api_key")
-    record = request.app.state.keys.lookup(key)
-    if record is None or not record.enabled:
+    record = await request.app.state.keys.get(hash_key(key))
+    if record is None:
         raise ApiError(401, "invalid API key", "invalid_api_key")
+    if not record.enabled:
+        raise ApiError(401, "this API key is disabled", "disabled_api_key")
+    if record.expired(time.time()):
+        when = datetime.fromtimestamp(record.expires_at, timezone.utc).isoformat(timespec="seconds")
+        raise ApiError(401, f"this API key expired at {when}", "expired_api_key")
     return record
 
 

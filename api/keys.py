@@ -1,34 +1,32 @@
-"""API keys, stored hashed in SQLite.
+"""API keys: how they are made, stored (hashed) and looked up on the hot path.
 
-A key is 32 random bytes shown once, at creation; the store keeps only its
-sha256. Looking a key up by its hash means no stored secret is ever compared
-byte by byte, so the check takes the same time whatever the key.
+A key is ``sk-sn-`` + 32 random bytes, shown once, at creation; the store keeps
+only its sha256 and a masked hint. Each key also has a public ``id``
+(``key_…``) that operators, logs and the usage endpoints use, so the secret
+never has to travel again. Looking a key up by its hash means no stored secret
+is ever compared byte by byte.
+
+Every worker keeps what it looked up for at most ``KEY_CACHE_SECONDS`` (one
+second by default), without a store round trip per request. Sooner than that,
+a change to any key (admin API on any worker or host, or the CLI) bumps the
+store's key generation, and every worker drops its cache when it sees a new
+one: at once on one host (a file size, one ``stat`` per request), within
+milliseconds across hosts (PostgreSQL ``NOTIFY``). The time limit is the
+backstop when a notification is lost.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
-import sqlite3
-import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Optional
+
+from .ratelimit import Window
 
 KEY_PREFIX = "sk-sn-"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_hash TEXT PRIMARY KEY,
-    key_hint TEXT NOT NULL,
-    name TEXT NOT NULL DEFAULT '',
-    rate_limit INTEGER,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    created_at REAL NOT NULL
-);
-"""
+ID_PREFIX = "key_"
 
 
 def hash_key(key: str) -> str:
@@ -39,63 +37,65 @@ def mask(key: str) -> str:
     return f"{key[:len(KEY_PREFIX) + 4]}…{key[-4:]}"
 
 
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_key_id() -> str:
+    return ID_PREFIX + secrets.token_hex(8)
+
+
 @dataclass(frozen=True)
 class KeyRecord:
+    id: str
     key_hash: str
     key_hint: str
-    name: str
-    rate_limit: Optional[int]
-    enabled: bool
-    created_at: float
+    name: str = ""
+    enabled: bool = True
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    expires_at: Optional[float] = None
+    credits: Optional[int] = None  # remaining; None: unlimited
+    credits_used: int = 0  # debited from a finite balance (refunds subtracted)
+    rate_limits: tuple[Window, ...] = ()
+    allowed_tasks: Optional[tuple[str, ...]] = None  # None: any
+    allowed_models: Optional[tuple[str, ...]] = None  # None: any ("default" names the default route)
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    charged: int = 0  # credits charged over the key's life (unlimited keys too)
+    last_used_at: Optional[float] = None
+
+    def expired(self, now: Optional[float] = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
 
-class KeyStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+@dataclass
+class KeyCache:
+    """Key hash → record (or None: unknown), each entry trusted for ``ttl`` seconds."""
 
-    def close(self) -> None:
-        self._db.close()
+    load: Callable[[str], Awaitable[Optional[KeyRecord]]]
+    ttl: float = 1.0
+    generation: Optional[Callable[[], int]] = None  # changes whenever any key changed
+    max_entries: int = 100_000
+    _entries: dict[str, tuple[float, Optional[KeyRecord]]] = field(default_factory=dict)
+    _generation: int = 0
 
-    def _run(self, sql: str, args: tuple) -> sqlite3.Cursor:
-        with self._lock:
-            return self._db.execute(sql, args)
+    async def get(self, key_hash: str) -> Optional[KeyRecord]:
+        if self.generation is not None:
+            current = self.generation()
+            if current != self._generation:
+                self._entries.clear()
+                self._generation = current
+        now = time.monotonic()
+        hit = self._entries.get(key_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        record = await self.load(key_hash)
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()  # a flood of unknown keys must not grow memory
+        self._entries[key_hash] = (now + self.ttl, record)
+        return record
 
-    def create_sync(self, *, name: str = "", rate_limit: Optional[int] = None) -> str:
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
-        self._run(
-            "INSERT INTO api_keys (key_hash, key_hint, name, rate_limit, created_at) VALUES (?, ?, ?, ?, ?)",
-            (hash_key(key), mask(key), name, rate_limit, time.time()),
-        )
-        return key
-
-    async def create(self, *, name: str = "", rate_limit: Optional[int] = None) -> str:
-        return await asyncio.to_thread(self.create_sync, name=name, rate_limit=rate_limit)
-
-    def lookup(self, key: str) -> Optional[KeyRecord]:
-        row = self._run(
-            "SELECT key_hash, key_hint, name, rate_limit, enabled, created_at FROM api_keys WHERE key_hash = ?",
-            (hash_key(key),),
-        ).fetchone()
-        return KeyRecord(row[0], row[1], row[2], row[3], bool(row[4]), row[5]) if row else None
-
-    async def modify(self, key: str, *, rate_limit: Optional[int], name: Optional[str] = None,
-                     enabled: Optional[bool] = None) -> bool:
-        fields, args = [], []
-        for column, value in (("rate_limit", rate_limit), ("name", name), ("enabled", enabled)):
-            if value is not None:
-                fields.append(f"{column} = ?")
-                args.append(int(value) if isinstance(value, bool) else value)
-        if not fields:
-            return await asyncio.to_thread(self.lookup, key) is not None
-        cursor = await asyncio.to_thread(
-            self._run, f"UPDATE api_keys SET {', '.join(fields)} WHERE key_hash = ?", (*args, hash_key(key))
-        )
-        return cursor.rowcount == 1
-
-    async def delete(self, key: str) -> bool:
-        cursor = await asyncio.to_thread(self._run, "DELETE FROM api_keys WHERE key_hash = ?", (hash_key(key),))
-        return cursor.rowcount == 1
+    def forget(self, key_hash: str) -> None:
+        self._entries.pop(key_hash, None)

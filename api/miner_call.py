@@ -32,6 +32,7 @@ class MinerCall:
         self.status = "ok"
         self.error: Optional[str] = None
         self.task: Optional[asyncio.Task] = None
+        self.elapsed: Optional[float] = None  # seconds from the call's start to its end
 
     def start(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
               first_chunk_timeout: float) -> None:
@@ -93,6 +94,7 @@ class MinerCall:
         except (aiohttp.ClientError, OSError) as exc:
             self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
         finally:
+            self.elapsed = time.monotonic() - self.record.started
             self._settle_first(False)
             if self.relay is not None:
                 self.relay.put_nowait(END)

@@ -23,7 +23,18 @@ class ApiSettings(CommonSettings):
     # Admin key for /api_management: plain (hashed at load) or its sha256 hex digest.
     admin_key: SecretStr = SecretStr("")
     admin_key_sha256: str = ""
-    database_url: str = ""  # empty: SQLite under DATA_DIR
+    database_url: str = ""  # empty: SQLite under DATA_DIR; postgresql://… for several hosts
+    database_schema: str = ""  # PostgreSQL schema for this deployment's tables (created if missing)
+
+    # Keys, limits, credits, usage (REDIS_URL, in the common settings, holds the rate-limit counters).
+    key_cache_seconds: float = Field(1.0, ge=0.0, le=5.0)  # how stale a worker's view of a key may be
+    default_rate_limits: str = ""  # for keys without their own, e.g. "60 per minute"; empty: none
+    credits_per_request: int = Field(1, ge=0)
+    redis_prefix: str = "gateway:"
+    log_retention_days: float = Field(30.0, ge=0.0)  # 0: keep request logs forever
+    usage_flush_seconds: float = Field(0.5, gt=0.0)
+    usage_batch_size: int = Field(500, ge=1)
+    usage_buffer_max: int = Field(100_000, ge=1)
 
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)

@@ -53,6 +53,7 @@ Local subnet is up (state in {net.directory}, logs in {net.directory}/logs).
 
 Demo API key: {key}
 Admin key:    stored in {net.directory}/admin-key
+Keys, usage, logs:  DATA_DIR={net.directory}/data/api python -m api.cli keys list   (or: usage, logs)
 
 Try it:
   curl -s {net.api_url}/v1/chat/completions -H "Authorization: Bearer {key}" \\

@@ -2,6 +2,10 @@
 
     net = LocalSubnet(Path(".localnet"), api_port=8000)
     net.start()              # wallets, subnet file, miners, validator, API workers; waits until ready
+
+``api_ports=[p1, p2]`` starts one ``python -m api`` process per port instead
+(``api_workers`` each), sharing one store: what several hosts behind a load
+balancer look like, on one machine.
     key = net.create_api_key()
     net.stop()               # SIGTERM to everything, SIGKILL after a grace period
 
@@ -56,10 +60,12 @@ class LocalSubnet:
         admin_key: Optional[str] = None,
         extra_env: Optional[dict[str, str]] = None,
         validator_settings: Optional[dict[str, object]] = None,
+        api_ports: Optional[list[int]] = None,
     ):
         self.directory = directory.resolve()
         self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
-        self.api_port = api_port
+        self.api_ports = list(api_ports) if api_ports else [api_port]
+        self.api_port = self.api_ports[0]
         self.validator_port = validator_port
         self.miner_ports = miner_ports or [8101 + i for i in range(len(self.behaviours))]
         self.api_workers = api_workers
@@ -81,6 +87,14 @@ class LocalSubnet:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def api_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.api_ports]
+
+    @property
+    def api_names(self) -> list[str]:
+        return ["api"] if len(self.api_ports) == 1 else [f"api-{port}" for port in self.api_ports]
 
     @property
     def validator_url(self) -> str:
@@ -134,12 +148,16 @@ class LocalSubnet:
             self.member("validator"), validator_port=self.validator_port, metagraph_sync_seconds=2,
             availability_poll_seconds=3, **self.validator_settings))
 
-    def start_api(self) -> subprocess.Popen:
+    def start_api(self) -> list[subprocess.Popen]:
         validator = self.member("validator")
-        env = self._env(validator, api_port=self.api_port, api_workers=self.api_workers,
-                        validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1)
-        env["DATA_DIR"] = str(self.directory / "data" / "api")
-        return self.spawn("api", "api", env)
+        processes = []
+        for name, port in zip(self.api_names, self.api_ports):
+            env = self._env(validator, api_port=port, api_workers=self.api_workers,
+                            validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1)
+            env["DATA_DIR"] = str(self.directory / "data" / "api")
+            env.update(self.extra_env)
+            processes.append(self.spawn(name, "api", env))
+        return processes
 
     def start(self, timeout: float = 60.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -158,16 +176,20 @@ class LocalSubnet:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
-                if process.poll() is not None and name in ("validator", "api"):
+                if process.poll() is not None and (name == "validator" or name in self.api_names):
                     raise RuntimeError(f"{name} exited with {process.returncode}; see {self.directory}/logs/{name}.log")
-            try:
-                health = get_json(self.api_url + "/health")
-                if health.get("available_miners", 0) >= expected and health.get("validator_reachable"):
-                    return
-            except (OSError, urllib.error.URLError, ValueError):
-                pass
+            if all(self._api_ready(url, expected) for url in self.api_urls):
+                return
             time.sleep(0.2)
         raise TimeoutError(f"local subnet not ready after {timeout:.0f}s; logs in {self.directory}/logs")
+
+    @staticmethod
+    def _api_ready(url: str, expected: int) -> bool:
+        try:
+            health = get_json(url + "/health")
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+        return health.get("available_miners", 0) >= expected and bool(health.get("validator_reachable"))
 
     def stop_process(self, name: str, grace: float = 5.0) -> None:
         process = self.processes.pop(name, None)
@@ -181,7 +203,7 @@ class LocalSubnet:
             process.wait()
 
     def stop(self) -> None:
-        for name in ["api", "validator", *[n for n in self.processes if n.startswith("miner")]]:
+        for name in [*self.api_names, "validator", *[n for n in self.processes if n.startswith("miner")]]:
             self.stop_process(name)
 
     # -- admin ----------------------------------------------------------------------------------

@@ -1,39 +1,98 @@
-"""``/api_management``: create, modify and delete API keys (header ``admin-key``).
+"""``/api_management``: API keys for admins (header ``admin-key``).
 
-Paths and answers follow the subnet's published API docs, so its admin
-scripts work unchanged.
+The subnet's published paths and answers work unchanged
+(``create-api-key/?rate_limit=N``, ``modify-api-key/{api_key}``,
+``delete-api-key/{api_key}``; ``rate_limit`` is requests per minute). Every
+field of ``KeySpec`` may also be given, as a query parameter or a JSON body
+(query parameters win). ``{api_key}`` may be the key or its id (``key_…``):
+the key itself is shown once, at creation, and the store keeps only its hash.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
+from pydantic import ValidationError
 
 from ..auth import require_admin
 from ..errors import ApiError
+from ..key_admin import KeyAdmin, describe
+from ..key_fields import KeySpec
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 
 
+def not_found() -> ApiError:
+    return ApiError(404, "API key not found", "api_key_not_found")
+
+
+def read_spec(body: Optional[dict], **query: Any) -> KeySpec:
+    """The JSON body's fields, then the query string's on top; a bad value is a 422 naming the field."""
+    try:
+        spec = KeySpec.model_validate(body or {})
+        return spec.merged(KeySpec.model_validate({k: v for k, v in query.items() if v is not None}))
+    except ValidationError as exc:
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()[:5])
+        raise ApiError(422, f"invalid key fields: {detail}", "invalid_request") from None
+
+
+def key_admin(request: Request) -> KeyAdmin:
+    return request.app.state.key_admin
+
+
+class SpecQuery:
+    """The key fields as query parameters (documented in the OpenAPI schema)."""
+
+    def __init__(
+        self,
+        rate_limit: Optional[int] = Query(None, ge=1, description="requests per minute"),
+        name: Optional[str] = Query(None, max_length=200),
+        enabled: Optional[bool] = Query(None),
+        rate_limits: Optional[str] = Query(None, description="e.g. '60 per minute and 1000 per day', or 'none'"),
+        credits: Optional[str] = Query(None, description="requests the key may make, or 'unlimited'"),
+        add_credits: Optional[int] = Query(None, description="top up (negative takes away)"),
+        expires_at: Optional[str] = Query(None, description="ISO 8601 or Unix seconds, or 'never'"),
+        expires_in: Optional[float] = Query(None, gt=0, description="seconds from now"),
+        allowed_tasks: Optional[str] = Query(None, description="comma-separated, or 'any'"),
+        allowed_models: Optional[str] = Query(None, description="comma-separated ('default' included), or 'any'"),
+    ):
+        self.fields = dict(rate_limit=rate_limit, name=name, enabled=enabled, rate_limits=rate_limits,
+                           credits=credits, add_credits=add_credits, expires_at=expires_at, expires_in=expires_in,
+                           allowed_tasks=allowed_tasks, allowed_models=allowed_models)
+
+
 @router.post("/create-api-key/")
-async def create_api_key(request: Request, rate_limit: Optional[int] = Query(None, ge=1),
-                         name: str = Query("", max_length=200)) -> dict:
-    key = await request.app.state.keys.create(name=name, rate_limit=rate_limit)
-    return {"message": "API key created", "api_key": key}
+async def create_api_key(request: Request, query: SpecQuery = Depends(), body: Optional[dict] = Body(None)) -> dict:
+    plain, record = await key_admin(request).create(read_spec(body, **query.fields))
+    return {"message": "API key created", "api_key": plain, "id": record.id, "key": describe(record)}
 
 
 @router.put("/modify-api-key/{api_key}")
-async def modify_api_key(api_key: str, request: Request, rate_limit: Optional[int] = Query(None, ge=1),
-                         name: Optional[str] = Query(None, max_length=200),
-                         enabled: Optional[bool] = Query(None)) -> dict:
-    if not await request.app.state.keys.modify(api_key, rate_limit=rate_limit, name=name, enabled=enabled):
-        raise ApiError(404, "API key not found", "api_key_not_found")
-    return {"message": "API key modified"}
+async def modify_api_key(api_key: str, request: Request, query: SpecQuery = Depends(),
+                         body: Optional[dict] = Body(None)) -> dict:
+    record = await key_admin(request).modify(api_key, read_spec(body, **query.fields))
+    if record is None:
+        raise not_found()
+    return {"message": "API key modified", "key": describe(record)}
 
 
 @router.delete("/delete-api-key/{api_key}")
 async def delete_api_key(api_key: str, request: Request) -> dict:
-    if not await request.app.state.keys.delete(api_key):
-        raise ApiError(404, "API key not found", "api_key_not_found")
+    if not await key_admin(request).delete(api_key):
+        raise not_found()
     return {"message": "API key deleted"}
+
+
+@router.get("/keys")
+async def list_keys(request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+    keys = await key_admin(request).list(limit, offset)
+    return {"keys": [describe(k) for k in keys], "count": len(keys), "limit": limit, "offset": offset}
+
+
+@router.get("/keys/{api_key}")
+async def key_info(api_key: str, request: Request) -> dict:
+    record = await key_admin(request).find(api_key)
+    if record is None:
+        raise not_found()
+    return describe(record)

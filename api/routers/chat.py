@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
 
-from ..auth import require_api_key
+from ..access import admit, require_allowed
 from ..errors import ApiError
 from ..keys import KeyRecord
+from ..meter import Meter, meter_of, miners_finished
 from ..miner_call import END, MinerCall
 from ..race import describe_failures, race
 from ..responses import SSE_DONE, chunk_event, completion_object, error_event, prompt_words, usage_event
@@ -33,13 +34,19 @@ def reject_unsupported(body: ChatCompletionRequest) -> None:
         raise ApiError(400, f"test-time inference {UNSUPPORTED_YET}", "unsupported_mode")
 
 
-async def forward_when_done(forwarder, calls: list[MinerCall], request_id: str, request: MinerChatRequest) -> None:
-    """Wait for every miner of the request to finish, then queue their answers for the validator."""
+def strategy_of(body: ChatCompletionRequest) -> str:
+    return "uids" if body.uids is not None else "top_n" if body.top_n is not None else "sample"
+
+
+async def forward_when_done(state, meter: Meter, calls: list[MinerCall], request_id: str,
+                            request: MinerChatRequest) -> None:
+    """Wait for every miner of the request to finish, then queue their answers for the validator and the log."""
     await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
     if calls:
-        forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
-                                     created_at=time.time(), request=request,
-                                     responses=[c.response_record() for c in calls]))
+        state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
+                                           created_at=time.time(), request=request,
+                                           responses=[c.response_record() for c in calls]))
+    miners_finished(meter, state)
 
 
 def keep_running(request: Request, coroutine) -> None:
@@ -50,11 +57,15 @@ def keep_running(request: Request, coroutine) -> None:
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(body: ChatCompletionRequest, request: Request,
-                           key: KeyRecord = Depends(require_api_key)):
-    reject_unsupported(body)
+async def chat_completions(body: ChatCompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
     state = request.app.state
     settings = state.settings
+    meter = meter_of(request)
+    prompt_tokens = prompt_words(body.messages)
+    meter.describe(task=body.task, strategy=strategy_of(body), model=body.model, stream=body.stream,
+                   prompt_tokens=prompt_tokens)
+    require_allowed(key, task=body.task, model=body.requested_model)
+    reject_unsupported(body)
     if state.directory.directory is None:
         raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
     candidates, width = select_candidates(
@@ -63,7 +74,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     )
     miner_request = body.to_miner_request()
     payload = miner_request.model_dump_json(exclude_none=True).encode()
-    request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    request_id = meter.request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
 
     def launch(miner: MinerRecord) -> MinerCall:
@@ -73,21 +84,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
         return call
 
     calls: list[MinerCall] = []
+    meter.calls = calls
     try:
         winner = await race(candidates, fanout=width or settings.fanout,
                             max_attempts=max(settings.max_attempts, width), launch=launch, calls=calls)
     finally:
-        keep_running(request, forward_when_done(state.forwarder, calls, request_id, miner_request))
+        keep_running(request, forward_when_done(state, meter, calls, request_id, miner_request))
 
-    prompt_tokens = prompt_words(body.messages)
     if body.stream:
+        meter.winner = winner
         return StreamingResponse(
-            relay(winner, request_id=request_id, created=created, model=body.model,
+            relay(winner, meter, request_id=request_id, created=created, model=body.model,
                   include_usage=body.include_usage, prompt_tokens=prompt_tokens),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Request-Id": request_id},
         )
     answer = await complete(winner, calls)
+    meter.winner, meter.charge = answer, True
     return JSONResponse(completion_object(answer, request_id=request_id, created=created, model=body.model,
                                           prompt_tokens=prompt_tokens), headers={"X-Request-Id": request_id})
 
@@ -105,20 +118,31 @@ async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
     raise ApiError(502, f"no miner finished its answer: {describe_failures(calls)}", "miners_failed")
 
 
-async def relay(winner: MinerCall, *, request_id: str, created: int, model, include_usage: bool,
+async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: int, model, include_usage: bool,
                 prompt_tokens: int) -> AsyncIterator[bytes]:
-    """Relay the winner's chunks; a failure now can only be told in-band."""
+    """Relay the winner's chunks; a failure now can only be told in-band.
+
+    Charged when the answer completes, or when the client leaves part-way (it
+    had what it read); not when the miner broke mid-stream.
+    """
     queue = winner.become_winner()
+    completed = False
     try:
         while (chunk := await queue.get()) is not END:
             if chunk.get("choices"):
                 yield chunk_event(chunk, winner, request_id=request_id, created=created, model=model)
         if winner.status != "ok":
+            meter.outcome, meter.error = "miner_error", f"miner uid {winner.miner.uid}: {winner.error}"
             yield error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}")
-        elif include_usage:
-            yield usage_event(winner, request_id=request_id, created=created, model=model,
-                              prompt_tokens=prompt_tokens)
+        else:
+            meter.charge = True
+            if include_usage:
+                yield usage_event(winner, request_id=request_id, created=created, model=model,
+                                  prompt_tokens=prompt_tokens)
         yield SSE_DONE
+        completed = True
     finally:
+        if not completed and meter.outcome is None:
+            meter.outcome, meter.charge = "client_closed", True
         if winner.task is not None and not winner.task.done():
             winner.task.cancel()  # the client went away: stop the miner's work

@@ -1,0 +1,184 @@
+"""Metering: what each public request used, settled once its response is over.
+
+    MeterMiddleware(app)              # every HTTP request gets a ``Meter`` in ``request.state.meter``
+    admission (access.Admit)          # fills in the key, the rate-limit headers, the credits it reserved
+    route                             # fills in task, strategy, winner, miner calls; sets ``charge``
+    middleware, after the last byte   # X-RateLimit-* on the response; refund if not charged; record
+
+A request is recorded when both its response is over (sent, failed or the
+client went away) and every miner it queried has finished, whichever comes
+last: one ``RequestLog`` with one ``MinerLog`` per miner, submitted to the
+``Recorder`` (no I/O on the request path). A streamed answer cut off by the
+client is charged and metered with what the miner had sent until then.
+
+Credits are reserved at admission and refunded here unless the route charged
+them (a miner answered): a bad body, a refused task, no miner available or
+every miner failing costs nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Optional
+
+from loguru import logger
+
+from .keys import KeyRecord
+from .miner_call import MinerCall
+from .responses import usage_of
+from .store import MinerLog, RequestLog
+
+REJECTED = {400, 401, 402, 403, 404, 405, 409, 413, 422, 429}
+
+
+class Meter:
+    def __init__(self, path: str):
+        self.path = path
+        self.created_at = time.time()
+        self.started = time.perf_counter()
+        self.request_id = f"req-{uuid.uuid4().hex}"
+        self.key: Optional[KeyRecord] = None
+        self.headers: list[tuple[bytes, bytes]] = []  # X-RateLimit-*, added to the response
+        self.cost = 0  # credits this request costs when charged
+        self.reserved = 0  # credits taken from a finite balance at admission
+        self.charge = False  # a miner answered: keep the credits
+        self.task: Optional[str] = None
+        self.strategy: Optional[str] = None
+        self.model: Optional[str] = None
+        self.stream = False
+        self.prompt_tokens = 0
+        self.winner: Optional[MinerCall] = None
+        self.calls: Optional[list[MinerCall]] = None  # set when miners are queried
+        self.miners_done = False
+        self.outcome: Optional[str] = None
+        self.error: Optional[str] = None
+        self.status: Optional[int] = None
+        self.first_byte: Optional[float] = None
+        self.finished: Optional[float] = None
+        self.recorded = False
+        self.logged = True  # False for free routes (account queries): no request log, no usage
+
+    def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
+                 stream: bool = False, prompt_tokens: int = 0) -> None:
+        self.task, self.strategy, self.model, self.stream, self.prompt_tokens = (
+            task, strategy, model, stream, prompt_tokens)
+
+    @property
+    def ready(self) -> bool:
+        return self.finished is not None and (self.calls is None or self.miners_done) and not self.recorded
+
+    def to_log(self) -> RequestLog:
+        usage = usage_of(self.winner, self.prompt_tokens) if self.winner is not None else {}
+        latency = ((self.finished or time.perf_counter()) - self.started) * 1000
+        return RequestLog(
+            request_id=self.request_id, key_id=self.key.id, created_at=self.created_at, path=self.path,
+            status=self.status or 500, outcome=self.outcome or "error", latency_ms=round(latency, 3),
+            task=self.task, strategy=self.strategy, model=self.model, stream=self.stream,
+            error=(self.error or None) and self.error[:500],
+            first_byte_ms=None if self.first_byte is None else round((self.first_byte - self.started) * 1000, 3),
+            prompt_tokens=usage.get("prompt_tokens", 0), completion_tokens=usage.get("completion_tokens", 0),
+            charged=self.cost if self.charge else 0,
+            miner_uid=self.winner.miner.uid if self.winner else None,
+            miner_hotkey=self.winner.miner.hotkey if self.winner else None,
+            miners=[miner_log(call, call is self.winner) for call in self.calls or ()],
+        )
+
+
+def miner_log(call: MinerCall, winner: bool) -> MinerLog:
+    record = call.record
+    tokens = (record.usage or {}).get("completion_tokens")
+    if not isinstance(tokens, int):
+        tokens = sum(len("".join(parts).split()) for parts in record.texts.values())
+    return MinerLog(uid=call.miner.uid, hotkey=call.miner.hotkey, outcome=call.status,
+                    error=(call.error or None) and call.error[:300],
+                    latency_ms=None if call.elapsed is None else round(call.elapsed * 1000, 3),
+                    first_chunk_ms=round(record.timings[0] * 1000, 3) if record.timings else None,
+                    completion_tokens=tokens, winner=winner)
+
+
+def meter_of(request: Any) -> Meter:
+    """The request's meter (a fresh one if the middleware is not installed, e.g. in a bare test app)."""
+    state = request.scope.setdefault("state", {})
+    meter = state.get("meter")
+    if meter is None:
+        meter = state["meter"] = Meter(request.url.path)
+    return meter
+
+
+def record_if_ready(meter: Meter, state: Any) -> None:
+    if meter.key is None or not meter.logged or not meter.ready:
+        return
+    meter.recorded = True
+    state.unrecorded.discard(meter)
+    state.recorder.submit(meter.to_log())
+
+
+def miners_finished(meter: Meter, state: Any) -> None:
+    """Called once every miner the request queried has finished."""
+    meter.miners_done = True
+    record_if_ready(meter, state)
+
+
+def record_unfinished(state: Any) -> None:
+    """At shutdown: record what is left, as it is, rather than lose it."""
+    for meter in list(state.unrecorded):
+        meter.miners_done = True
+        record_if_ready(meter, state)
+
+
+async def refund(state: Any, key_id: str, amount: int) -> None:
+    try:
+        await state.store.refund(key_id, amount)
+    except Exception as exc:
+        logger.error("credit refund of {} failed for a key: {}", amount, type(exc).__name__)
+
+
+def settle(meter: Meter, state: Any, body_done: bool) -> None:
+    meter.finished = time.perf_counter()
+    status = meter.status = meter.status or 500
+    if meter.outcome is None:
+        if status < 400:
+            meter.outcome = "ok" if body_done else "client_closed"
+        else:
+            meter.outcome = "rejected" if status in REJECTED else "error"
+    if meter.reserved and not meter.charge:
+        task = asyncio.create_task(refund(state, meter.key.id, meter.reserved))
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+    if meter.logged:
+        state.unrecorded.add(meter)
+        record_if_ready(meter, state)
+
+
+class MeterMiddleware:
+    """Pure ASGI, so streamed responses pass through untouched and are settled after their last byte."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        meter = Meter(scope["path"])
+        scope.setdefault("state", {})["meter"] = meter
+        body_done = False
+
+        async def metered_send(message: dict) -> None:
+            nonlocal body_done
+            if message["type"] == "http.response.start":
+                meter.status = message["status"]
+                meter.first_byte = time.perf_counter()
+                if meter.headers:
+                    message = {**message, "headers": [*message.get("headers", ()), *meter.headers]}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                body_done = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, metered_send)
+        finally:
+            if meter.key is not None:
+                settle(meter, scope["app"].state, body_done)

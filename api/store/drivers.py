@@ -1,0 +1,265 @@
+"""The two databases the store runs on, behind one small async interface.
+
+    db = SqliteDriver(Path(".data/api.sqlite"))          # zero set-up, one host
+    db = PostgresDriver("postgresql://…", schema="gw")   # any number of hosts
+    await db.open()
+    rows = await db.fetch("SELECT … WHERE id = $1", key_id)
+    async with db.transaction(lock=key_id) as tx:         # serialised with every other holder of that lock
+        await tx.execute("UPDATE …", …)
+
+SQL is written once, with PostgreSQL's ``$1`` placeholders; the SQLite driver
+rewrites them to ``?1``. SQLite runs on one thread per process (sqlite3 is
+blocking), in WAL mode so readers never wait; ``BEGIN IMMEDIATE`` takes the
+file's write lock, which serialises writers across processes too, so a
+transaction on SQLite is exclusive whatever its ``lock`` says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, AsyncIterator, Optional, Protocol, Sequence
+
+PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class Connection(Protocol):
+    async def fetch(self, sql: str, *args: Any) -> list[Any]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Optional[Any]: ...
+    async def execute(self, sql: str, *args: Any) -> int: ...  # rows affected
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+
+class Driver(Connection, Protocol):
+    dialect: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    def transaction(self, lock: Optional[str] = None) -> Any: ...  # async context manager → Connection
+
+    async def bump_keys(self) -> None:
+        """Tell every worker that some key changed (see ``keys.KeyCache``)."""
+
+    def keys_generation(self) -> int:
+        """A number that changes after every ``bump_keys``, in any process; cheap enough for every request."""
+
+
+class _SqliteConnection:
+    """Statements run on the driver's one thread; only the driver hands these out, under its lock."""
+
+    def __init__(self, driver: "SqliteDriver"):
+        self._driver = driver
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._driver._run(lambda db: db.execute(self._driver.sql(sql), args).fetchall())
+
+    async def fetchrow(self, sql: str, *args: Any) -> Optional[Any]:
+        # fetchall, not fetchone: an unfinished ``UPDATE … RETURNING`` would keep its write lock
+        rows = await self._driver._run(lambda db: db.execute(self._driver.sql(sql), args).fetchall())
+        return rows[0] if rows else None
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return await self._driver._run(lambda db: db.execute(self._driver.sql(sql), args).rowcount)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._driver._run(lambda db: db.executemany(self._driver.sql(sql), rows))
+
+
+class SqliteDriver:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="sqlite-store")
+        self._db: Optional[sqlite3.Connection] = None
+        self._lock: Optional[asyncio.Lock] = None
+        self._conn = _SqliteConnection(self)
+        self._rewritten: dict[str, str] = {}
+
+    @property
+    def stamp(self) -> Path:
+        return self.path.with_name(self.path.name + ".keys-changed")
+
+    async def bump_keys(self) -> None:
+        # One byte appended (O_APPEND is atomic across processes): the file's size is the generation.
+        with open(self.stamp, "ab") as stamp:
+            stamp.write(b".")
+            if stamp.tell() > 1_000_000:
+                stamp.truncate(0)
+
+    def keys_generation(self) -> int:
+        try:
+            return os.stat(self.stamp).st_size
+        except FileNotFoundError:
+            return 0
+
+    def sql(self, sql: str) -> str:
+        rewritten = self._rewritten.get(sql)
+        if rewritten is None:
+            rewritten = self._rewritten[sql] = PLACEHOLDER.sub(r"?\1", sql)
+        return rewritten
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=30000")
+            return db
+
+        self._lock = asyncio.Lock()
+        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def _run(self, work) -> Any:
+        # Shielded: once queued, a statement runs even if the caller is cancelled, so the
+        # connection never holds half a transaction that nobody will finish.
+        future = asyncio.get_running_loop().run_in_executor(self._executor, work, self._db)
+        return await asyncio.shield(future)
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        async with self._lock:
+            return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Optional[Any]:
+        async with self._lock:
+            return await self._conn.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._lock:
+            return await self._conn.execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        async with self._lock:
+            await self._conn.executemany(sql, rows)
+
+    @asynccontextmanager
+    async def transaction(self, lock: Optional[str] = None) -> AsyncIterator[_SqliteConnection]:
+        async with self._lock:
+            try:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
+            except BaseException:
+                # Queued behind whatever is running; no await, so it happens even when cancelled.
+                self._executor.submit(lambda: self._db.execute("ROLLBACK"))
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+
+def _rows_affected(status: str) -> int:
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _PostgresConnection:
+    def __init__(self, conn: Any):
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._conn.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Optional[Any]:
+        return await self._conn.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return _rows_affected(await self._conn.execute(sql, *args))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._conn.executemany(sql, rows)
+
+
+class PostgresDriver:
+    """asyncpg with a small pool; ``schema`` (created if missing) keeps several deployments in one database."""
+
+    dialect = "postgres"
+
+    def __init__(self, url: str, schema: str = "", min_size: int = 1, max_size: int = 10):
+        self.url = url
+        self.schema = schema
+        self.min_size = min_size
+        self.max_size = max_size
+        self._pool: Any = None
+        self._listener: Any = None
+        self._generation = 0
+
+    async def open(self) -> None:
+        import asyncpg
+
+        settings = {"search_path": self.schema} if self.schema else {}
+        if self.schema:
+            conn = await asyncpg.connect(self.url)
+            try:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            except asyncpg.UniqueViolationError:
+                pass  # another worker created it at the same moment
+            finally:
+                await conn.close()
+        self._pool = await asyncpg.create_pool(self.url, min_size=self.min_size, max_size=self.max_size,
+                                               server_settings=settings)
+        try:
+            self._listener = await asyncpg.connect(self.url, server_settings=settings)
+            await self._listener.add_listener(self.channel, self._notified)
+        except (OSError, asyncpg.PostgresError):
+            self._listener = None  # keys are still re-read every KEY_CACHE_SECONDS
+
+    @property
+    def channel(self) -> str:
+        return f"api_keys_changed_{self.schema}" if self.schema else "api_keys_changed"
+
+    def _notified(self, *_: Any) -> None:
+        self._generation += 1
+
+    async def bump_keys(self) -> None:
+        await self._pool.execute("SELECT pg_notify($1, '')", self.channel)
+
+    def keys_generation(self) -> int:
+        return self._generation
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return await self._pool.fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Optional[Any]:
+        return await self._pool.fetchrow(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        return _rows_affected(await self._pool.execute(sql, *args))
+
+    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        await self._pool.executemany(sql, rows)
+
+    @asynccontextmanager
+    async def transaction(self, lock: Optional[str] = None) -> AsyncIterator[_PostgresConnection]:
+        async with self._pool.acquire() as conn:
+            async with conn.transaction():
+                if lock is not None:
+                    await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock)
+                yield _PostgresConnection(conn)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def open_driver(database_url: str, sqlite_path: Path, schema: str = "") -> Driver:
+    """PostgreSQL when ``DATABASE_URL`` says so, else SQLite (``sqlite:///path`` or under ``DATA_DIR``)."""
+    if database_url.startswith(("postgres://", "postgresql://")):
+        return PostgresDriver(database_url, schema=schema)
+    if database_url and not database_url.startswith("sqlite:///"):
+        raise ValueError("DATABASE_URL must start with postgresql://, postgres:// or sqlite:///")
+    return SqliteDriver(sqlite_path)

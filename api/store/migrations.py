@@ -1,0 +1,105 @@
+"""The store's schema, as numbered migrations applied once each, in order.
+
+``schema_version`` holds the version reached. Every worker runs ``migrate`` at
+start; a lock (an advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite)
+makes concurrent starts apply each migration once. To change the schema,
+append a migration; never edit one that has shipped.
+
+Types are written ``{float}`` / ``{int}`` and filled per dialect. Booleans are
+integers 0/1 and lists are JSON text, so both dialects read rows the same way.
+"""
+
+from __future__ import annotations
+
+TYPES = {
+    "sqlite": {"float": "REAL", "int": "INTEGER"},
+    "postgres": {"float": "DOUBLE PRECISION", "int": "BIGINT"},
+}
+
+V1_KEYS = [
+    """CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        key_hash TEXT NOT NULL UNIQUE,
+        key_hint TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        enabled {int} NOT NULL DEFAULT 1,
+        created_at {float} NOT NULL,
+        updated_at {float} NOT NULL,
+        expires_at {float},
+        credits {int},
+        credits_used {int} NOT NULL DEFAULT 0,
+        rate_limits TEXT NOT NULL DEFAULT '[]',
+        allowed_tasks TEXT,
+        allowed_models TEXT,
+        requests {int} NOT NULL DEFAULT 0,
+        prompt_tokens {int} NOT NULL DEFAULT 0,
+        completion_tokens {int} NOT NULL DEFAULT 0,
+        charged {int} NOT NULL DEFAULT 0,
+        last_used_at {float}
+    )""",
+    """CREATE TABLE usage_daily (
+        key_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        requests {int} NOT NULL DEFAULT 0,
+        prompt_tokens {int} NOT NULL DEFAULT 0,
+        completion_tokens {int} NOT NULL DEFAULT 0,
+        charged {int} NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, day)
+    )""",
+    """CREATE TABLE request_logs (
+        request_id TEXT PRIMARY KEY,
+        key_id TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        path TEXT NOT NULL,
+        task TEXT,
+        strategy TEXT,
+        model TEXT,
+        stream {int} NOT NULL DEFAULT 0,
+        status {int} NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        latency_ms {float} NOT NULL,
+        first_byte_ms {float},
+        prompt_tokens {int} NOT NULL DEFAULT 0,
+        completion_tokens {int} NOT NULL DEFAULT 0,
+        charged {int} NOT NULL DEFAULT 0,
+        miner_uid {int},
+        miner_hotkey TEXT
+    )""",
+    "CREATE INDEX request_logs_key_time ON request_logs (key_id, created_at)",
+    "CREATE INDEX request_logs_time ON request_logs (created_at)",
+    """CREATE TABLE miner_logs (
+        request_id TEXT NOT NULL,
+        position {int} NOT NULL,
+        created_at {float} NOT NULL,
+        uid {int} NOT NULL,
+        hotkey TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        error TEXT,
+        latency_ms {float},
+        first_chunk_ms {float},
+        completion_tokens {int},
+        winner {int} NOT NULL DEFAULT 0,
+        PRIMARY KEY (request_id, position)
+    )""",
+    "CREATE INDEX miner_logs_uid_time ON miner_logs (uid, created_at)",
+    "CREATE INDEX miner_logs_hotkey_time ON miner_logs (hotkey, created_at)",
+    """CREATE TABLE rate_events (
+        key_id TEXT NOT NULL,
+        at {float} NOT NULL
+    )""",
+    "CREATE INDEX rate_events_key_at ON rate_events (key_id, at)",
+]
+
+# (version, what it does, statements)
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "keys, usage, request and miner logs, rate-limit events", V1_KEYS),
+]
+
+# The key table of the first release (SQLite only, no schema_version): its keys are carried over.
+LEGACY_KEYS_COLUMNS = {"key_hash", "key_hint", "name", "rate_limit", "enabled", "created_at"}
+
+
+def statements(dialect: str, version_statements: list[str]) -> list[str]:
+    types = TYPES[dialect]
+    return [s.replace("{float}", types["float"]).replace("{int}", types["int"]) for s in version_statements]
