@@ -15,7 +15,7 @@ from typing import Optional
 
 import aiohttp
 
-from shared.chat_stream import StreamBroken, StreamRecord, sse_chunks
+from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.schemas import MinerRecord, MinerResponse
 from shared.signed_http import SignedClient
 
@@ -82,6 +82,7 @@ class MinerCall:
                         self._take(chunk)
                         if self.first.done() and deadline.when() is not None:
                             deadline.reschedule(None)  # the first-chunk deadline no longer applies
+                    await finish(response)
             if not self.record.texts:
                 raise StreamBroken("empty answer")
         except asyncio.CancelledError:

@@ -6,11 +6,13 @@ sends synthetic tasks) read miners' SSE streams the same way::
     record = StreamRecord(started=time.monotonic())
     async for chunk in sse_chunks(response.content):   # dicts; raises StreamBroken
         record.take(chunk)                              # True when the chunk carried content
+    await finish(response)                              # keep the connection reusable
     record.response(uid, hotkey, "ok")                  # -> shared.schemas.MinerResponse
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any, AsyncIterator, Optional
@@ -42,6 +44,19 @@ async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict]:
             raise StreamBroken(error.get("message", str(error)) if isinstance(error, dict) else str(error))
         yield chunk
     raise StreamBroken("stream ended without [DONE]")
+
+
+async def finish(response: Any, seconds: float = 1.0) -> None:
+    """Read what follows ``[DONE]`` (the end of the chunked body) so the pooled connection is reused.
+
+    Leaving it unread makes aiohttp close the connection, and the next request
+    to that miner pays for a new one.
+    """
+    try:
+        async with asyncio.timeout(seconds):
+            await response.read()
+    except (TimeoutError, OSError, ValueError):
+        response.close()
 
 
 class StreamRecord:

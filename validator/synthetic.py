@@ -22,7 +22,7 @@ from loguru import logger
 
 from miner.backends.builtin import QA_TASK
 from shared.chain import SubnetState
-from shared.chat_stream import StreamBroken, StreamRecord, sse_chunks
+from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.corpus import Corpus
 from shared.schemas import ChatMessage, MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
 from shared.signed_http import SignedClient
@@ -88,6 +88,7 @@ async def query(client: SignedClient, uid: int, hotkey: str, address: str, body:
                     raise StreamBroken(f"HTTP {response.status}")
                 async for chunk in sse_chunks(response.content):
                     record.take(chunk)
+                await finish(response)
     except TimeoutError:
         return record.response(uid, hotkey, "timeout", "no complete answer in time")
     except StreamBroken as exc:
