@@ -1,12 +1,15 @@
 """Start and stop the processes of a local subnet.
 
     net = LocalSubnet(Path(".localnet"), api_port=8000)
-    net.start()              # wallets, subnet file, miners, validator, API workers; waits until ready
+    net.start()              # pages, wallets, subnet file, miners, validator, API workers; waits until ready
     key = net.create_api_key()
     net.stop()               # SIGTERM to everything, SIGKILL after a grace period
 
 Each process is the real entry point (``python -m miner|validator|api``) with
-its settings passed as environment variables, logging to ``<dir>/logs``.
+its settings passed as environment variables, logging to ``<dir>/logs``. The
+corpus is served as web pages from a thread of the launcher's own process
+(``localnet.web_pages``), at ``net.web_url``; miners answer web retrieval with
+those URLs, and the API and the validator may fetch 127.0.0.1 for them.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from pathlib import Path
 from typing import Optional
 
 from .topology import Member, create_members, write_subnet
+from .web_pages import PageServer
 
 DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
+MINER_TASKS = "InferenceTask,WebQuestionAnsweringTask,WebRetrievalTask"
 # The demo's validator: quick rounds and a weight step every 20 s, so scores visibly separate.
 DEMO_VALIDATOR_SETTINGS = {"synthetic_interval_seconds": 1.0, "weights_interval_seconds": 20.0}
 
@@ -56,6 +61,8 @@ class LocalSubnet:
         admin_key: Optional[str] = None,
         extra_env: Optional[dict[str, str]] = None,
         validator_settings: Optional[dict[str, object]] = None,
+        miner_settings: Optional[list[dict[str, object]]] = None,
+        web_port: int = 8093,
     ):
         self.directory = directory.resolve()
         self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
@@ -66,6 +73,9 @@ class LocalSubnet:
         self.admin_key = admin_key or self._stored_admin_key()
         self.extra_env = extra_env or {}
         self.validator_settings = {**DEMO_VALIDATOR_SETTINGS, **(validator_settings or {})}
+        # Per miner, in the order of ``behaviours``: settings over the defaults (e.g. MINER_MODELS).
+        self.miner_settings = miner_settings or [{} for _ in self.behaviours]
+        self.pages = PageServer(web_port)
         self.processes: dict[str, subprocess.Popen] = {}
         self.members: list[Member] = []
 
@@ -81,6 +91,10 @@ class LocalSubnet:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
+
+    @property
+    def web_url(self) -> str:
+        return self.pages.base_url
 
     @property
     def validator_url(self) -> str:
@@ -124,25 +138,29 @@ class LocalSubnet:
 
     def start_miner(self, member: Member) -> subprocess.Popen:
         settings: dict[str, object] = dict(miner_port=member.port, miner_behaviour=member.behaviour,
-                                           metagraph_refresh_seconds=2)
+                                           metagraph_refresh_seconds=2, miner_tasks=MINER_TASKS,
+                                           miner_web_base_url=self.web_url)
         if member.behaviour == "copycat":
             settings["miner_copy_hotkey"] = next(m.hotkey for m in self.members if m.role == "miner")
+        settings.update(self.miner_settings[member.uid - 1])
         return self.spawn(f"miner-{member.uid}-{member.behaviour}", "miner", self._env(member, **settings))
 
     def start_validator(self) -> subprocess.Popen:
         return self.spawn("validator", "validator", self._env(
             self.member("validator"), validator_port=self.validator_port, metagraph_sync_seconds=2,
-            availability_poll_seconds=3, **self.validator_settings))
+            availability_poll_seconds=3, web_fetch_allow_private=True, **self.validator_settings))
 
     def start_api(self) -> subprocess.Popen:
         validator = self.member("validator")
         env = self._env(validator, api_port=self.api_port, api_workers=self.api_workers,
-                        validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1)
+                        validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1,
+                        web_fetch_allow_private=True)
         env["DATA_DIR"] = str(self.directory / "data" / "api")
         return self.spawn("api", "api", env)
 
     def start(self, timeout: float = 60.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.pages.start()
         self.members = create_members(self.wallet_path, self.behaviours, self.validator_port, self.miner_ports)
         write_subnet(self.subnet_file, self.members)
         for member in self.members:
@@ -183,6 +201,7 @@ class LocalSubnet:
     def stop(self) -> None:
         for name in ["api", "validator", *[n for n in self.processes if n.startswith("miner")]]:
             self.stop_process(name)
+        self.pages.stop()
 
     # -- admin ----------------------------------------------------------------------------------
     def create_api_key(self, name: str = "demo") -> str:
