@@ -14,20 +14,36 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiohttp
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from shared.auth import Signer
 from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
+from shared.web_check import PageFetcher
 
+from .conversations import SqliteConversationStore
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
 from .keys import KeyStore
-from .routers import api_management, chat, health
+from .moderation import Moderator
+from .routers import (
+    api_management,
+    availability,
+    chat,
+    completions,
+    conversations,
+    health,
+    models,
+    web_retrieval,
+)
 from .settings import ApiSettings, load
+
+EXPOSED_HEADERS = ["X-Request-Id", "X-Conversation-Id", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"]
 
 
 async def stop(tasks: list[asyncio.Task]) -> None:
@@ -50,7 +66,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.rng = random.Random()
         state.admin_key_digest = settings.admin_key_digest()
         state.keys = KeyStore(settings.sqlite_path)
+        state.conversations = SqliteConversationStore(settings.sqlite_path)
         state.background = set()
+        # Unsigned outbound calls: pages named by web retrieval results, and the moderation endpoint.
+        state.http = aiohttp.ClientSession()
+        state.pages = PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
+                                  allow_private=settings.web_fetch_allow_private)
+        state.moderator = Moderator(
+            state.http, settings.moderation_url, api_key=settings.moderation_api_key.get_secret_value(),
+            model=settings.moderation_model, fail_open=settings.moderation_fail_open,
+            timeout=settings.moderation_timeout,
+        ) if settings.moderation_url else None
         state.directory = DirectoryClient(client, settings.validator_url, validator_hotkey,
                                           Path(settings.data_dir).expanduser() / "directory-cache.json",
                                           settings.directory_refresh_seconds)
@@ -74,13 +100,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
                 await asyncio.wait(state.background, timeout=5.0)
             await state.forwarder.drain(timeout=3.0)
             await client.close()
+            await state.http.close()
             state.keys.close()
+            state.conversations.close()
 
     app = FastAPI(title="Subnet API", lifespan=lifespan)
     install_error_handlers(app)
-    app.include_router(chat.router)
-    app.include_router(api_management.router)
-    app.include_router(health.router)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
+    for module in (chat, completions, conversations, models, web_retrieval, availability, api_management, health):
+        app.include_router(module.router)
     return app
 
 

@@ -36,10 +36,10 @@ from shared.schemas import (
     ScoringItem,
 )
 from shared.signed_http import SignedClient
+from shared.web_retrieval import as_chat_request, web_query
 
 from .availability import AvailabilityPoller
 from .rewards import BUILTIN_MODEL_PREFIX, INFERENCE_TASK
-from .web_retrieval_task import as_chat_request, web_query, web_retrieval_request
 
 Request = Union[MinerChatRequest, MinerWebRetrievalRequest]
 
@@ -87,6 +87,11 @@ def question_request(rng: random.Random, corpus: Corpus) -> MinerChatRequest:
         sampling_parameters=SamplingParameters(max_new_tokens=160),
         stream_options={"include_usage": True},
     )
+
+
+def web_retrieval_request(rng: random.Random, corpus: Corpus) -> MinerWebRetrievalRequest:
+    question = rng.choice(rng.choice(corpus.passages).questions)
+    return MinerWebRetrievalRequest(search_query=question, n_results=rng.randint(1, 3))
 
 
 async def query(client: SignedClient, uid: int, hotkey: str, address: str, body: bytes,

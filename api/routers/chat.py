@@ -1,4 +1,10 @@
-"""``POST /v1/chat/completions``: OpenAI-compatible, streamed or not, answered by miners."""
+"""``POST /v1/chat/completions``: OpenAI-compatible, streamed or not, answered by miners.
+
+Mixture of miners (``api.mixture``) runs its first round here and then
+races its aggregators like any request; test-time inference
+(``api.reasoning``) answers on its own. Prompts are screened first
+(``api.moderation``), when a moderation endpoint is configured.
+"""
 
 from __future__ import annotations
 
@@ -16,22 +22,15 @@ from ..auth import require_api_key
 from ..errors import ApiError
 from ..keys import KeyRecord
 from ..miner_call import END, MinerCall
+from ..mixture import first_round
+from ..moderation import message_texts, screen
 from ..race import describe_failures, race
+from ..reasoning import serve_reasoning
 from ..responses import SSE_DONE, chunk_event, completion_object, error_event, prompt_words, usage_event
 from ..schemas import ChatCompletionRequest
 from ..selection import select_candidates
 
 router = APIRouter()
-
-UNSUPPORTED_YET = "is not available on this gateway yet"
-
-
-def reject_unsupported(body: ChatCompletionRequest) -> None:
-    if body.mixture or body.inference_mode == "Mixture-of-Agents":
-        raise ApiError(400, f"mixture of miners {UNSUPPORTED_YET}", "unsupported_mode")
-    if body.test_time_inference or body.inference_mode == "Chain-of-Thought":
-        raise ApiError(400, f"test-time inference {UNSUPPORTED_YET}", "unsupported_mode")
-
 
 async def forward_when_done(forwarder, calls: list[MinerCall], request_id: str, request: MinerChatRequest) -> None:
     """Wait for every miner of the request to finish, then queue their answers for the validator."""
@@ -52,9 +51,9 @@ def keep_running(request: Request, coroutine) -> None:
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            key: KeyRecord = Depends(require_api_key)):
-    reject_unsupported(body)
     state = request.app.state
     settings = state.settings
+    await screen(request, message_texts(body.messages))
     if state.directory.directory is None:
         raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
     candidates, width = select_candidates(
@@ -62,9 +61,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
         top_n=body.top_n, top_pool=settings.top_pool, rng=state.rng,
     )
     miner_request = body.to_miner_request()
-    payload = miner_request.model_dump_json(exclude_none=True).encode()
     request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    if body.wants_reasoning:
+        return await serve_reasoning(body, miner_request, candidates, width, state=state, request_id=request_id,
+                                     created=created)
+    if body.wants_mixture:  # the first round here; the aggregation round is the race below
+        miner_request, candidates, width = await first_round(state, miner_request, candidates, width,
+                                                             request_id=request_id)
+    payload = miner_request.model_dump_json(exclude_none=True).encode()
 
     def launch(miner: MinerRecord) -> MinerCall:
         call = MinerCall(miner)

@@ -1,30 +1,26 @@
-"""Synthetic web retrieval: ask miners to find pages for a question the validator knows.
+"""Ask one miner for web pages: the API (for clients) and the validator (synthetic rounds) alike.
 
-    request = web_retrieval_request(rng, corpus)          # a question from the corpus, 1–3 results
-    response = await web_query(client, uid, hotkey, address, request, timeout)
+    request = MinerWebRetrievalRequest(search_query="Why do leaves look green?", n_results=2)
+    response = await web_query(client, uid, hotkey, address, request, timeout=10.0)   # MinerResponse
 
 The miner gets a signed ``POST /web_retrieval``; its answer (a JSON list,
-kept as it came, malformed entries included) becomes a ``MinerResponse`` whose
-``results`` the scorer checks against the pages themselves.
+kept as it came, malformed entries included, at most ``MAX_RESULTS_KEPT``)
+becomes a ``MinerResponse`` whose ``results`` the API filters and the
+validator's scorer checks against the pages themselves. A failure is a
+response with status ``error`` or ``timeout``, never an exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 
-from shared.corpus import Corpus
-from shared.schemas import WEB_RETRIEVAL_TASK, ChatMessage, MinerChatRequest, MinerResponse, MinerWebRetrievalRequest
-from shared.signed_http import SignedCallError, SignedClient
+from .schemas import WEB_RETRIEVAL_TASK, ChatMessage, MinerChatRequest, MinerResponse, MinerWebRetrievalRequest
+from .signed_http import SignedCallError, SignedClient
 
 MAX_RESULTS_KEPT = 50
-
-
-def web_retrieval_request(rng: random.Random, corpus: Corpus) -> MinerWebRetrievalRequest:
-    question = rng.choice(rng.choice(corpus.passages).questions)
-    return MinerWebRetrievalRequest(search_query=question, n_results=rng.randint(1, 3))
+MAX_ANSWER_BYTES = 2_000_000
 
 
 def as_chat_request(request: MinerWebRetrievalRequest) -> MinerChatRequest:
@@ -39,7 +35,7 @@ async def web_query(client: SignedClient, uid: int, hotkey: str, address: str, r
     body = json.dumps(request.model_dump()).encode()
     try:
         answer = await client.request_json("POST", address, "/web_retrieval", receiver=hotkey, body=body,
-                                           timeout=timeout, max_bytes=2_000_000)
+                                           timeout=timeout, max_bytes=MAX_ANSWER_BYTES)
     except SignedCallError as exc:
         status = "timeout" if "Timeout" in str(exc) else "error"
         return MinerResponse(uid=uid, hotkey=hotkey, status=status, error=str(exc)[:300])
