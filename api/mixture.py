@@ -55,8 +55,10 @@ async def first_round(state, miner_request: MinerChatRequest, candidates: list[M
     round_request = miner_request.model_copy(update={"n": 1})
     payload = round_request.model_dump_json(exclude_none=True).encode()
     calls = [start_call(state, miner, payload) for miner in chosen]
-    await all_answers(calls, settings.mixture_timeout)
-    forward_when_over(state, f"{request_id}-round1", round_request, calls)
+    try:
+        await all_answers(calls, settings.mixture_timeout)
+    finally:  # even when the client went away: what the miners answered is still scored
+        forward_when_over(state, f"{request_id}-round1", round_request, calls)
 
     answered = sorted((c for c in calls if c.status == "ok"), key=finished_at)
     if not answered:

@@ -38,6 +38,7 @@ MINERS = [
 ORIGIN = "https://app.example"
 QUERY = "Why does a validator need a permit?"
 MESSAGES = [{"role": "user", "content": "What does a miner do?"}]
+REASONING_TIMEOUT = 4.0  # half for the steps, the rest for the answer: a slow miner fits one step
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,7 @@ def subnet(tmp_path_factory, subnet_factory, moderation):
                          miner_settings=[s for _, s in MINERS], api_workers=1,
                          validator_settings={"task_mix": "WebRetrievalTask:1", "synthetic_interval_seconds": 0.3},
                          extra_env={"MODERATION_URL": moderation["url"], "MODERATION_FAIL_OPEN": "false",
-                                    "CORS_ORIGINS": ORIGIN})
+                                    "CORS_ORIGINS": ORIGIN, "REASONING_TIMEOUT": str(REASONING_TIMEOUT)})
     yield net
     net.stop()
 
@@ -229,6 +230,20 @@ def test_mixture_takes_the_slowest_miner_not_the_sum(subnet, client, signer_for)
     assert mixture < sum(singles.values()) and streamed < sum(singles.values()), (singles, mixture, streamed)
     item = asyncio.run(wait_for_item(subnet, signer_for(subnet, "validator"), completion.id + "-round1"))
     assert sorted(r["uid"] for r in item["responses"] if r["status"] == "ok") == sorted(first_round)  # slow ones too
+
+
+def test_test_time_inference_stops_reasoning_when_its_time_is_spent(subnet, client, signer_for):
+    slow = next(m.uid for m in subnet.members if m.behaviour == "slow")
+    started = time.perf_counter()
+    completion = client.chat.completions.create(model="default", messages=MESSAGES,
+                                                extra_body={"test_time_inference": True, "uids": [slow]})
+    elapsed = time.perf_counter() - started
+    steps = completion.model_extra["steps"]
+    assert 1 <= len(steps) < 4 and "Answer: " in completion.choices[0].message.content  # cut short, answered
+    assert elapsed < REASONING_TIMEOUT + 2.0, elapsed
+    cut = asyncio.run(wait_for_item(subnet, signer_for(subnet, "validator"),
+                                    f"{completion.id}-step{len(steps) + 1}"))
+    assert [r["status"] for r in cut["responses"]] == ["timeout"]  # the step that ran out of time, scored 0
 
 
 # -- moderation and CORS -----------------------------------------------------------------------------------
