@@ -6,8 +6,8 @@ After Wang et al. 2024 (arXiv 2406.04692), "Mixture-of-Agents". Asked for with
     request, aggregators, width = await first_round(state, miner_request, candidates, width, request_id=rid)
     # then the plain chat path races ``aggregators`` with ``request`` and streams or returns the winner
 
-The first round asks ``MIXTURE_SIZE`` miners (or exactly the client's ``uids``
-or ``top_n``) at once, for whole answers, within ``MIXTURE_TIMEOUT``: it takes
+The first round asks ``MIXTURE_SIZE`` miners (or the client's ``uids`` or
+``top_n``; at most 8, the rest can still aggregate) at once, for whole answers, within ``MIXTURE_TIMEOUT``: it takes
 as long as its slowest miner, never the sum. Miners that fail or run late are
 dropped; if none answers, the request fails (502) before any byte is sent.
 The answers, unattributed, go to the aggregator in a system message (merged
@@ -30,6 +30,7 @@ from .race import describe_failures
 from .rounds import all_answers, finished_at, forward_when_over, start_call
 
 MAX_ANSWER_CHARS = 8000  # of each first-round answer, in the aggregation prompt
+MAX_FIRST_ROUND = 8  # miners in the first round, whatever uids or top_n ask for: the prompt stays bounded
 
 AGGREGATE_INSTRUCTION = (
     "Several assistants have each written, independently, a candidate reply to the user's last message in "
@@ -51,7 +52,7 @@ async def first_round(state, miner_request: MinerChatRequest, candidates: list[M
                       request_id: str) -> tuple[MinerChatRequest, list[MinerRecord], int]:
     """Run the first round; return the aggregation request, the aggregators in order, and how many race."""
     settings = state.settings
-    chosen = candidates[: width or settings.mixture_size]
+    chosen = candidates[: min(width or settings.mixture_size, MAX_FIRST_ROUND)]
     round_request = miner_request.model_copy(update={"n": 1})
     payload = round_request.model_dump_json(exclude_none=True).encode()
     calls = [start_call(state, miner, payload) for miner in chosen]

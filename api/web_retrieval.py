@@ -15,7 +15,8 @@ rules:
 - with ``WEB_RETRIEVAL_VERIFY`` (the default), results whose ``content`` is not
   on the page their URL names are dropped: the API fetches each distinct URL
   once, bounded in time and size;
-- one result per URL (the first that passed, from the fastest miner).
+- one result per URL (the first that passed, from the fastest miner);
+- only a miner's first ``n_results`` results count (what it was asked for).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from itertools import zip_longest
 from typing import Any, Optional
 
 from pydantic import BaseModel, Field, field_validator
@@ -120,7 +122,11 @@ async def retrieve(state, query: WebRetrievalQuery) -> dict:
         failures = "; ".join(f"uid {r.uid}: {r.error}" for r in responses)[:600]
         raise ApiError(502, f"no miner could answer: {failures}", "miners_failed")
 
-    found = [(r.uid, parsed) for r in answered for parsed in map(parse_result, r.results or []) if parsed]
+    # Each miner's first n_results well-formed results, taken in turns (fastest miner first in each turn),
+    # so one miner's long list cannot crowd the others out of the bounded page fetches.
+    per_miner = [[(r.uid, p) for p in map(parse_result, (r.results or [])[: query.n_results]) if p]
+                 for r in answered]
+    found = [pair for turn in zip_longest(*per_miner) for pair in turn if pair is not None]
     pages = None
     if settings.web_retrieval_verify and found:
         pages = await state.pages.fetch_many([result.url for _, result in found], session=state.http)
