@@ -223,11 +223,16 @@ def test_mixture_takes_the_slowest_miner_not_the_sum(subnet, client, signer_for)
             reply = list(reply)
         return time.perf_counter() - started, reply
 
+    seconds(uids=[first_round[0]])  # warm the connections, so no measurement pays for that
     singles = {u: seconds(uids=[u])[0] for u in first_round}
     mixture, completion = seconds(uids=first_round, mixture=True)
     streamed, _ = seconds(uids=first_round, mixture=True, stream=True)
     print(f"single-miner seconds {singles}; mixture {mixture:.2f} s, streamed {streamed:.2f} s")
-    assert mixture < sum(singles.values()) and streamed < sum(singles.values()), (singles, mixture, streamed)
+    # Asked one after another, the first round alone would cost the sum of the single-miner times. At once,
+    # it saves at least half of the second-slowest miner's time (both slow miners take 1.5 s here).
+    saving = sorted(singles.values())[-2] / 2
+    assert mixture + saving < sum(singles.values()), (singles, mixture)
+    assert streamed + saving < sum(singles.values()), (singles, streamed)
     item = asyncio.run(wait_for_item(subnet, signer_for(subnet, "validator"), completion.id + "-round1"))
     assert sorted(r["uid"] for r in item["responses"] if r["status"] == "ok") == sorted(first_round)  # slow ones too
 
