@@ -99,10 +99,9 @@ async def ask_miners(state, candidates: list[MinerRecord], width: int, request: 
     return responses
 
 
-def forward(state, query: WebRetrievalQuery, request: MinerWebRetrievalRequest,
-            responses: list[MinerResponse]) -> None:
+def forward(state, request_id: str, request: MinerWebRetrievalRequest, responses: list[MinerResponse]) -> None:
     state.forwarder.submit(ScoringItem(
-        request_id=f"webret-{uuid.uuid4().hex}", source="organic", task=WEB_RETRIEVAL_TASK, created_at=time.time(),
+        request_id=request_id, source="organic", task=WEB_RETRIEVAL_TASK, created_at=time.time(),
         request=as_chat_request(request), responses=responses, search_query=request.search_query,
         n_results=request.n_results,
     ))
@@ -115,8 +114,9 @@ async def retrieve(state, query: WebRetrievalQuery) -> dict:
                                           top_n=None, top_pool=settings.top_pool, rng=state.rng)
     request = MinerWebRetrievalRequest(search_query=query.search_query, n_results=query.n_results)
     responses = await ask_miners(state, candidates, width or query.n_miners, request, query.max_response_time)
+    request_id = f"webret-{uuid.uuid4().hex}"
     if responses:
-        forward(state, query, request, responses)
+        forward(state, request_id, request, responses)
     answered = sorted((r for r in responses if r.status == "ok"), key=lambda r: r.timings[0] if r.timings else 0)
     if not answered:
         failures = "; ".join(f"uid {r.uid}: {r.error}" for r in responses)[:600]
@@ -141,6 +141,7 @@ async def retrieve(state, query: WebRetrievalQuery) -> dict:
     for uid, _ in kept.values():
         accepted[uid] += 1
     return {
+        "id": request_id,
         "results": [{**result.model_dump(), "miner_uid": uid} for uid, result in ranked[: query.n_results]],
         "miners": [{"uid": r.uid, "hotkey": r.hotkey, "status": r.status, "returned": len(r.results or []),
                     "accepted": accepted[r.uid], **({"error": r.error} if r.error else {})} for r in responses],

@@ -152,6 +152,11 @@ async def test_the_validator_scores_web_retrieval_by_reading_the_pages(subnet, k
     signer = signer_for(subnet, "validator")
     status, answer = await api(subnet, key, "POST", "/web_retrieval", {"search_query": QUERY, "n_results": 2})
     assert status == 200
+    item = await wait_for_item(subnet, signer, answer["id"])  # every miner's answer, junk included
+    assert item["task"] == "WebRetrievalTask" and (item["search_query"], item["n_results"]) == (QUERY, 2)
+    returned = {r["uid"]: r["results"] for r in item["responses"]}
+    assert set(returned) == {uid(subnet, b) for b in ("good", "junk_urls", "off_page")}
+    assert all(len(results) == 2 for results in returned.values())
     client = SignedClient(signer)
     try:
         deadline = time.monotonic() + 20
@@ -159,11 +164,14 @@ async def test_the_validator_scores_web_retrieval_by_reading_the_pages(subnet, k
             table = await client.get_json(subnet.validator_url, "/scores", receiver=signer.hotkey)
             rows = {row["uid"]: row for row in table["scores"]}
             judged = [uid(subnet, b) for b in ("good", "junk_urls", "off_page")]
-            if all(rows.get(u, {}).get("rewards", 0) >= 3 for u in judged) or time.monotonic() > deadline:
+            scored = (await client.get_json(subnet.validator_url, f"/scoring/items/{answer['id']}",
+                                            receiver=signer.hotkey))["scored"]
+            if scored and all(rows.get(u, {}).get("rewards", 0) >= 3 for u in judged) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.3)
     finally:
         await client.close()
+    assert scored, "the forwarded web retrieval item was never scored"
     assert rows[uid(subnet, "good")]["score"] > 0.05, rows
     assert rows[uid(subnet, "junk_urls")]["score"] == 0.0 and rows[uid(subnet, "off_page")]["score"] == 0.0, rows
 

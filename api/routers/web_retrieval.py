@@ -4,7 +4,8 @@ The same fields either way (``search_query``, ``n_miners``, ``n_results``,
 ``max_response_time``, ``uids``): as query parameters for GET (``uids`` repeated
 or comma-separated), as a JSON body for POST. The answer is the subnet's
 ``{"results": [{"url", "content", "relevant"}]}``, each result also naming its
-``miner_uid``, plus ``miners``: what each queried miner did. See
+``miner_uid``, plus ``id`` (under which the answers went to the validator) and
+``miners``: what each queried miner did. See
 ``api.web_retrieval`` for the rules.
 """
 
