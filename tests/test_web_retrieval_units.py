@@ -11,18 +11,23 @@ import json
 import time
 from types import SimpleNamespace
 
+import aiohttp
 import pytest
 from aiohttp import web
-from conftest_miner_helpers import aiohttp_thread
+from conftest_miner_helpers import aiohttp_thread, bound_socket, signed, sse_events, uvicorn_thread
 
 from api.conversations import SqliteConversationStore
 from api.errors import ApiError
 from api.moderation import Moderator, screen
 from localnet.launcher import free_port
 from localnet.web_pages import PageServer
+from miner.app import create_app
+from miner.settings import MinerSettings
 from miner.web_behaviours import shape_results
 from miner.web_index import WebIndex
+from shared.auth import Signer
 from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
+from shared.wallet import ensure_wallet, load_hotkey
 from shared.web_check import PageFetcher, content_on_page, page_text, parse_result
 from validator.rewards import reward_item
 
@@ -122,6 +127,54 @@ def test_validator_reward_reads_the_pages(index):
     assert reward_item(chat_style, timeout=10.0, copycat_penalty=2.0,
                        web=PageFetcher(timeout=3, allow_private=True))[1] == pytest.approx(rewards[1])
     assert reward_item(web_item(answers), timeout=10.0, copycat_penalty=2.0) == {}  # no fetcher: no verdict
+
+
+# -- the miner's /web_retrieval ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def web_miner(tmp_path_factory, pages):
+    root = tmp_path_factory.mktemp("web-miner")
+    wallets = str(root / "wallets")
+    keys = {name: ensure_wallet(name, "default", wallets) for name in ("validator", "miner")}
+    neurons = [{"uid": uid, "hotkey": hotkey, "coldkey": coldkey, "stake": 1000.0, "axon": None,
+                "validator_permit": name == "validator"} for uid, (name, (coldkey, hotkey)) in enumerate(keys.items())]
+    (root / "subnet.json").write_text(json.dumps({"netuid": 1, "block": 1, "neurons": neurons}))
+    sock = bound_socket()
+    settings = MinerSettings(
+        _env_file=None, wallet_name="miner", wallet_hotkey="default", wallet_path=wallets, chain="local",
+        subnet_file=str(root / "subnet.json"), data_dir=str(root / "data"), redis_url="",
+        miner_port=sock.getsockname()[1], miner_serve_on_start=False, miner_tasks="InferenceTask,WebRetrievalTask",
+        miner_web_base_url=pages.base_url)
+    with uvicorn_thread(create_app(settings), sock) as url:
+        yield SimpleNamespace(url=url, hotkey=keys["miner"][1],
+                              validator=Signer(load_hotkey("validator", "default", wallets)))
+
+
+async def miner_call(miner, path: str, body, signer=None) -> tuple[int, str]:
+    raw, headers = signed(signer or miner.validator, "POST", path, body, miner.hotkey)
+    async with aiohttp.ClientSession() as session:
+        async with session.post(miner.url + path, data=raw, headers=headers) as response:
+            return response.status, await response.text()
+
+
+async def test_the_miner_answers_web_retrieval_signed(web_miner, index):
+    status, text = await miner_call(web_miner, "/web_retrieval", {"search_query": QUERY, "n_results": 2})
+    assert status == 200 and json.loads(text) == index.search(QUERY, 2)
+    status, text = await miner_call(web_miner, "/v1/chat/completions", {
+        "messages": [{"role": "user", "content": QUERY}], "task": "WebRetrievalTask", "n_results": 2, "stream": True})
+    chunks = [json.loads(e) for e in sse_events(text) if e != "[DONE]"]
+    answer = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"])
+    assert status == 200 and json.loads(answer) == index.search(QUERY, 2)  # the subnet's chat form
+
+
+async def test_the_miner_refuses_bad_web_retrieval_calls(web_miner):
+    status, text = await miner_call(web_miner, "/web_retrieval", {"search_query": "", "n_results": 2})
+    assert status == 422 and json.loads(text)["error"]["type"] == "invalid_request_error"
+    status, _ = await miner_call(web_miner, "/web_retrieval", {"search_query": "x", "n_results": 21})
+    assert status == 422
+    async with aiohttp.ClientSession() as session:
+        async with session.post(web_miner.url + "/web_retrieval", json={"search_query": "x"}) as unsigned:
+            assert unsigned.status == 401
 
 
 # -- moderation ------------------------------------------------------------------------------------
