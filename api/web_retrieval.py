@@ -30,7 +30,14 @@ from typing import Any, Optional
 from pydantic import BaseModel, Field, field_validator
 
 from shared.corpus import relevance
-from shared.schemas import WEB_RETRIEVAL_TASK, MinerRecord, MinerResponse, MinerWebRetrievalRequest, ScoringItem
+from shared.schemas import (
+    WEB_RETRIEVAL_TASK,
+    MinerRecord,
+    MinerResponse,
+    MinerWebRetrievalRequest,
+    ScoringItem,
+    WebResult,
+)
 from shared.web_check import content_on_page, parse_result, url_key
 from shared.web_retrieval import as_chat_request, web_query
 
@@ -85,16 +92,17 @@ async def ask_miners(state, candidates: list[MinerRecord], width: int, request: 
         running.add(asyncio.create_task(web_query(state.client, miner.uid, miner.hotkey, miner.address, request,
                                                   timeout=max(0.05, deadline - time.monotonic()))))
 
+    def may_replace() -> bool:
+        attempts = len(responses) + len(running)
+        return bool(waiting) and attempts < state.settings.max_attempts and deadline - time.monotonic() > 0.1
+
     for _ in range(min(width, len(waiting))):
         start_next()
     while running:
         done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            response = task.result()
-            responses.append(response)
-            early = deadline - time.monotonic() > 0.1
-            if response.status != "ok" and waiting and early and len(responses) + len(running) < \
-                    state.settings.max_attempts:
+            responses.append(task.result())
+            if responses[-1].status != "ok" and may_replace():
                 start_next()
     return responses
 
@@ -105,6 +113,24 @@ def forward(state, request_id: str, request: MinerWebRetrievalRequest, responses
         request=as_chat_request(request), responses=responses, search_query=request.search_query,
         n_results=request.n_results,
     ))
+
+
+async def what_holds_up(state, answered: list[MinerResponse], n_results: int) -> list[tuple[int, WebResult]]:
+    """(uid, result) for every result that passes the rules above, one per URL, fastest miner first."""
+    # Each miner's first n_results well-formed results, taken in turns (fastest miner first in each turn),
+    # so one miner's long list cannot crowd the others out of the bounded page fetches.
+    per_miner = [[(r.uid, parsed) for parsed in map(parse_result, (r.results or [])[:n_results]) if parsed]
+                 for r in answered]
+    found = [pair for turn in zip_longest(*per_miner) for pair in turn if pair is not None]
+    pages = None
+    if state.settings.web_retrieval_verify and found:
+        pages = await state.pages.fetch_many([result.url for _, result in found], session=state.http)
+    kept: dict[str, tuple[int, WebResult]] = {}
+    for uid, result in found:
+        key = url_key(result.url)
+        if key not in kept and (pages is None or content_on_page(result.content, pages.get(result.url))):
+            kept[key] = (uid, result)
+    return list(kept.values())
 
 
 async def retrieve(state, query: WebRetrievalQuery) -> dict:
@@ -122,23 +148,10 @@ async def retrieve(state, query: WebRetrievalQuery) -> dict:
         failures = "; ".join(f"uid {r.uid}: {r.error}" for r in responses)[:600]
         raise ApiError(502, f"no miner could answer: {failures}", "miners_failed")
 
-    # Each miner's first n_results well-formed results, taken in turns (fastest miner first in each turn),
-    # so one miner's long list cannot crowd the others out of the bounded page fetches.
-    per_miner = [[(r.uid, p) for p in map(parse_result, (r.results or [])[: query.n_results]) if p]
-                 for r in answered]
-    found = [pair for turn in zip_longest(*per_miner) for pair in turn if pair is not None]
-    pages = None
-    if settings.web_retrieval_verify and found:
-        pages = await state.pages.fetch_many([result.url for _, result in found], session=state.http)
-    kept: dict[str, tuple[int, Any]] = {}
-    for uid, result in found:
-        key = url_key(result.url)
-        if key in kept or (pages is not None and not content_on_page(result.content, pages.get(result.url))):
-            continue
-        kept[key] = (uid, result)
-    ranked = sorted(kept.values(), key=lambda pair: -relevance(pair[1].relevant, query.search_query))
+    kept = await what_holds_up(state, answered, query.n_results)
+    ranked = sorted(kept, key=lambda pair: -relevance(pair[1].relevant, query.search_query))
     accepted = {r.uid: 0 for r in responses}
-    for uid, _ in kept.values():
+    for uid, _ in kept:
         accepted[uid] += 1
     return {
         "id": request_id,
