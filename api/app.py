@@ -17,25 +17,44 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiohttp
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from shared.auth import Signer
 from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
+from shared.web_check import PageFetcher
 
+from .conversations import SqliteConversationStore
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
 from .key_admin import KeyAdmin
 from .keys import KeyCache
 from .meter import MeterMiddleware, record_unfinished
+from .moderation import Moderator
 from .ratelimit import RedisRateLimiter, StoreRateLimiter, parse_windows
 from .recorder import Recorder
-from .routers import account, admin_logs, api_management, chat, health
+from .routers import (
+    account,
+    admin_logs,
+    api_management,
+    availability,
+    chat,
+    completions,
+    conversations,
+    health,
+    models,
+    web_retrieval,
+)
 from .settings import ApiSettings, load
 from .store import open_store
+
+EXPOSED_HEADERS = ["X-Request-Id", "X-Conversation-Id", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                   "X-RateLimit-Reset", "X-RateLimit-Policy"]
 
 
 async def stop(tasks: list[asyncio.Task]) -> None:
@@ -81,7 +100,17 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.recorder = Recorder(state.store, batch_size=settings.usage_batch_size,
                                   interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
         state.unrecorded = set()
+        state.conversations = SqliteConversationStore(settings.sqlite_path)
         state.background = set()
+        # Unsigned outbound calls: pages named by web retrieval results, and the moderation endpoint.
+        state.http = aiohttp.ClientSession()
+        state.pages = PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
+                                  allow_private=settings.web_fetch_allow_private)
+        state.moderator = Moderator(
+            state.http, settings.moderation_url, api_key=settings.moderation_api_key.get_secret_value(),
+            model=settings.moderation_model, fail_open=settings.moderation_fail_open,
+            timeout=settings.moderation_timeout,
+        ) if settings.moderation_url else None
         state.directory = DirectoryClient(client, settings.validator_url, validator_hotkey,
                                           Path(settings.data_dir).expanduser() / "directory-cache.json",
                                           settings.directory_refresh_seconds)
@@ -112,17 +141,20 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await state.recorder.drain(timeout=10.0)
             await state.forwarder.drain(timeout=3.0)
             await client.close()
+            await state.http.close()
             await state.limiter.close()
             await state.store.close()
+            state.conversations.close()
 
     app = FastAPI(title="Subnet API", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(MeterMiddleware)
-    app.include_router(chat.router)
-    app.include_router(account.router)
-    app.include_router(api_management.router)
-    app.include_router(admin_logs.router)
-    app.include_router(health.router)
+    if settings.cors_origin_list:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
+    for module in (chat, completions, conversations, models, web_retrieval, availability, account,
+                   api_management, admin_logs, health):
+        app.include_router(module.router)
     return app
 
 

@@ -65,7 +65,17 @@ class ChatCompletionRequest(BaseModel):
     def uids_are_distinct(self) -> "ChatCompletionRequest":
         if self.uids is not None and len(set(self.uids)) != len(self.uids):
             raise ValueError("uids must be distinct")
+        if self.wants_mixture and self.wants_reasoning:
+            raise ValueError("mixture and test-time inference cannot be combined: ask for one")
         return self
+
+    @property
+    def wants_mixture(self) -> bool:
+        return self.mixture or self.inference_mode == "Mixture-of-Agents"
+
+    @property
+    def wants_reasoning(self) -> bool:
+        return self.test_time_inference or self.inference_mode == "Chain-of-Thought"
 
     @property
     def requested_model(self) -> Optional[str]:

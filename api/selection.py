@@ -19,6 +19,13 @@ from shared.schemas import Directory, MinerRecord
 from .errors import ApiError
 
 
+def current_directory(state) -> Directory:
+    """The directory the worker routes by, or 503 while it has none."""
+    if state.directory.directory is None:
+        raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
+    return state.directory.directory
+
+
 def available_for(directory: Directory, task: str, model: Optional[str]) -> list[MinerRecord]:
     return [
         m for m in directory.miners

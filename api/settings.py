@@ -47,6 +47,37 @@ class ApiSettings(CommonSettings):
     forward_interval_seconds: float = 0.5
     forward_buffer_max: int = 10_000
 
+    # Mixture of miners: first-round size, its deadline, and how many aggregators race.
+    mixture_size: int = Field(3, ge=1, le=8)
+    mixture_timeout: float = Field(30.0, gt=0)
+    mixture_aggregator_fanout: int = Field(1, ge=1, le=8)
+    # Test-time inference: reasoning steps at most, and the whole answer's time budget.
+    reasoning_max_steps: int = Field(4, ge=1, le=16)
+    reasoning_timeout: float = Field(60.0, gt=0)
+
+    # Web retrieval: results are checked against their pages before a client sees them.
+    web_retrieval_verify: bool = True
+    web_fetch_timeout: float = Field(5.0, gt=0)
+    web_fetch_max_bytes: int = Field(1_000_000, ge=1)
+    web_fetch_allow_private: bool = False  # true only where pages live on private addresses (local subnet)
+
+    # Conversations: how many stored messages go to miners with each new turn.
+    conversation_context_messages: int = Field(100, ge=1, le=10_000)
+
+    # Moderation: an OpenAI-compatible /v1/moderations endpoint screens prompts when set.
+    moderation_url: str = ""
+    moderation_api_key: SecretStr = SecretStr("")
+    moderation_model: str = ""
+    moderation_fail_open: bool = True
+    moderation_timeout: float = Field(5.0, gt=0)
+
+    # CORS: comma-separated allowed origins ("*" for any); empty turns CORS off.
+    cors_origins: str = ""
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
     def admin_key_digest(self) -> bytes:
         """The admin key's sha256; the plain key is not kept once this is computed."""
         if self.admin_key_sha256:

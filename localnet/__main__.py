@@ -48,6 +48,7 @@ def banner(net: LocalSubnet, key: str) -> str:
 Local subnet is up (state in {net.directory}, logs in {net.directory}/logs).
   validator  uid 0  {net.validator_url}
   API        {net.api_url}  ({net.api_workers} workers)
+  web pages  {net.web_url}/  (the corpus, for web retrieval)
   miners (reference miner, builtin backend):
 {miners}
 
@@ -59,6 +60,9 @@ Try it:
   curl -s {net.api_url}/v1/chat/completions -H "Authorization: Bearer {key}" \\
        -H "Content-Type: application/json" \\
        -d '{{"messages": [{{"role": "user", "content": "What is Bittensor?"}}], "stream": false}}'
+
+  curl -s "{net.api_url}/web_retrieval?search_query=Why+do+leaves+look+green&n_results=2" \\
+       -H "Authorization: Bearer {key}"
 
   python - <<'PY'
 from openai import OpenAI
@@ -81,15 +85,17 @@ def main() -> None:
     parser.add_argument("--api-port", type=int, default=8000)
     parser.add_argument("--validator-port", type=int, default=8092)
     parser.add_argument("--miner-base-port", type=int, default=8101)
+    parser.add_argument("--web-port", type=int, default=8093, help="where the corpus is served as web pages")
     parser.add_argument("--api-workers", type=int, default=2)
     parser.add_argument("--miners", default=",".join(DEFAULT_BEHAVIOURS),
-                        help="one reference miner per behaviour: good, noisy, slow, broken, copycat")
+                        help="one reference miner per behaviour: good, noisy, slow, broken, copycat, junk_urls, "
+                             "off_page")
     args = parser.parse_args()
 
     behaviours = [b.strip() for b in args.miners.split(",") if b.strip()]
     net = LocalSubnet(Path(args.dir), api_port=args.api_port, validator_port=args.validator_port,
                       miner_ports=[args.miner_base_port + i for i in range(len(behaviours))],
-                      behaviours=behaviours, api_workers=args.api_workers)
+                      behaviours=behaviours, api_workers=args.api_workers, web_port=args.web_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         print("starting the local subnet…", flush=True)

@@ -1,16 +1,15 @@
 """Start and stop the processes of a local subnet.
 
     net = LocalSubnet(Path(".localnet"), api_port=8000)
-    net.start()              # wallets, subnet file, miners, validator, API workers; waits until ready
-
-``api_ports=[p1, p2]`` starts one ``python -m api`` process per port instead
-(``api_workers`` each), sharing one store: what several hosts behind a load
-balancer look like, on one machine.
+    net.start()              # pages, wallets, subnet file, miners, validator, API workers; waits until ready
     key = net.create_api_key()
     net.stop()               # SIGTERM to everything, SIGKILL after a grace period
 
 Each process is the real entry point (``python -m miner|validator|api``) with
-its settings passed as environment variables, logging to ``<dir>/logs``.
+its settings passed as environment variables, logging to ``<dir>/logs``. The
+corpus is served as web pages from a thread of the launcher's own process
+(``localnet.web_pages``), at ``net.web_url``; miners answer web retrieval with
+those URLs, and the API and the validator may fetch 127.0.0.1 for them.
 """
 
 from __future__ import annotations
@@ -29,8 +28,10 @@ from pathlib import Path
 from typing import Optional
 
 from .topology import Member, create_members, write_subnet
+from .web_pages import PageServer
 
 DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
+MINER_TASKS = "InferenceTask,WebQuestionAnsweringTask,WebRetrievalTask"
 # The demo's validator: quick rounds and a weight step every 20 s, so scores visibly separate.
 DEMO_VALIDATOR_SETTINGS = {"synthetic_interval_seconds": 1.0, "weights_interval_seconds": 20.0}
 
@@ -61,6 +62,8 @@ class LocalSubnet:
         extra_env: Optional[dict[str, str]] = None,
         validator_settings: Optional[dict[str, object]] = None,
         api_ports: Optional[list[int]] = None,
+        miner_settings: Optional[list[dict[str, object]]] = None,
+        web_port: int = 8093,
     ):
         self.directory = directory.resolve()
         self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
@@ -72,6 +75,9 @@ class LocalSubnet:
         self.admin_key = admin_key or self._stored_admin_key()
         self.extra_env = extra_env or {}
         self.validator_settings = {**DEMO_VALIDATOR_SETTINGS, **(validator_settings or {})}
+        # Per miner, in the order of ``behaviours``: settings over the defaults (e.g. MINER_MODELS).
+        self.miner_settings = miner_settings or [{} for _ in self.behaviours]
+        self.pages = PageServer(web_port)
         self.processes: dict[str, subprocess.Popen] = {}
         self.members: list[Member] = []
 
@@ -95,6 +101,10 @@ class LocalSubnet:
     @property
     def api_names(self) -> list[str]:
         return ["api"] if len(self.api_ports) == 1 else [f"api-{port}" for port in self.api_ports]
+
+    @property
+    def web_url(self) -> str:
+        return self.pages.base_url
 
     @property
     def validator_url(self) -> str:
@@ -138,22 +148,25 @@ class LocalSubnet:
 
     def start_miner(self, member: Member) -> subprocess.Popen:
         settings: dict[str, object] = dict(miner_port=member.port, miner_behaviour=member.behaviour,
-                                           metagraph_refresh_seconds=2)
+                                           metagraph_refresh_seconds=2, miner_tasks=MINER_TASKS,
+                                           miner_web_base_url=self.web_url)
         if member.behaviour == "copycat":
             settings["miner_copy_hotkey"] = next(m.hotkey for m in self.members if m.role == "miner")
+        settings.update(self.miner_settings[member.uid - 1])
         return self.spawn(f"miner-{member.uid}-{member.behaviour}", "miner", self._env(member, **settings))
 
     def start_validator(self) -> subprocess.Popen:
         return self.spawn("validator", "validator", self._env(
             self.member("validator"), validator_port=self.validator_port, metagraph_sync_seconds=2,
-            availability_poll_seconds=3, **self.validator_settings))
+            availability_poll_seconds=3, web_fetch_allow_private=True, **self.validator_settings))
 
     def start_api(self) -> list[subprocess.Popen]:
         validator = self.member("validator")
         processes = []
         for name, port in zip(self.api_names, self.api_ports):
             env = self._env(validator, api_port=port, api_workers=self.api_workers,
-                            validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1)
+                            validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1,
+                            web_fetch_allow_private=True)
             env["DATA_DIR"] = str(self.directory / "data" / "api")
             env.update(self.extra_env)
             processes.append(self.spawn(name, "api", env))
@@ -161,6 +174,7 @@ class LocalSubnet:
 
     def start(self, timeout: float = 60.0) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.pages.start()
         self.members = create_members(self.wallet_path, self.behaviours, self.validator_port, self.miner_ports)
         write_subnet(self.subnet_file, self.members)
         for member in self.members:
@@ -205,6 +219,7 @@ class LocalSubnet:
     def stop(self) -> None:
         for name in [*self.api_names, "validator", *[n for n in self.processes if n.startswith("miner")]]:
             self.stop_process(name)
+        self.pages.stop()
 
     # -- admin ----------------------------------------------------------------------------------
     def create_api_key(self, name: str = "demo") -> str:

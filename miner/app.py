@@ -3,6 +3,7 @@
 ::
 
     POST /v1/chat/completions  signed; MinerChatRequest → chat.completion(.chunk)s
+    POST /web_retrieval        signed; MinerWebRetrievalRequest → [{"url", "content", "relevant"}]
     GET  /availability         signed; which tasks and models this miner serves
     GET  /health               unsigned; liveness and the miner's hotkey
 
@@ -27,7 +28,7 @@ from shared.auth import Caller, RequestVerifier
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
 from shared.nonce_store import open_nonce_store
-from shared.schemas import TASKS, Availability
+from shared.schemas import TASKS, WEB_RETRIEVAL_TASK, Availability
 from shared.settings import configure_logging
 from shared.wallet import load_hotkey
 
@@ -36,6 +37,7 @@ from .backends import open_backend
 from .behaviours import Behaviour
 from .chat import router as chat_router
 from .errors import install_error_handlers
+from .retrieval import router as retrieval_router
 from .settings import MinerSettings, load_miner_settings
 
 UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
@@ -86,6 +88,11 @@ def create_app(settings: MinerSettings) -> FastAPI:
         style = settings.miner_copy_hotkey if settings.miner_behaviour == "copycat" else hotkey
         app.state.backend = open_backend(settings, session, style)
         app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)
+        app.state.web_index = None
+        if WEB_RETRIEVAL_TASK in settings.tasks:
+            from .web_index import WebIndex  # numpy: only for miners that serve web retrieval
+
+            app.state.web_index = WebIndex(settings.miner_web_base_url)
 
         if settings.miner_serve_on_start:
             await advertise(app)
@@ -111,6 +118,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
     app = FastAPI(title="Reference miner", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
     app.include_router(chat_router)
+    app.include_router(retrieval_router)
 
     @app.get("/availability")
     async def availability(request: Request, caller: Caller = Depends(verified_caller)) -> Availability:

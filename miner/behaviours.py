@@ -10,6 +10,8 @@
 - ``broken``: per request (deterministically, from its seed and messages)
   either answers 500 at once, or sends the first chunk and then cuts the
   connection. A non-streamed request gets a 500 in both cases.
+- ``junk_urls``, ``off_page``: chat like ``good``; their web retrieval answers
+  go wrong (``miner.web_behaviours``), as ``noisy`` and ``broken`` ones do.
 
 ``MINER_CHUNK_DELAY`` spaces chunks out for every behaviour.
 """
@@ -20,14 +22,18 @@ import asyncio
 import hashlib
 import json
 import re
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from .backends.base import ChoiceStream
 from .backends.builtin import VOCABULARY, DigestNumbers
 from .errors import MinerError
 from .sse import CutConnection
+from .web_behaviours import shape_results
 
-BEHAVIOURS = ("good", "noisy", "slow", "broken", "copycat")
+if TYPE_CHECKING:
+    from .web_index import WebIndex
+
+BEHAVIOURS = ("good", "noisy", "slow", "broken", "copycat", "junk_urls", "off_page")
 SLOW_FIRST_CHUNK_SECONDS = 1.5
 COPYCAT_DELAY_SECONDS = 0.3
 NOISE_PERCENT = 30
@@ -73,6 +79,16 @@ class Behaviour:
         """Called before anything is sent: a broken miner may fail the request here."""
         if self.name == "broken" and broken_mode(request, model) == "error":
             raise MinerError(500, "the miner failed to generate an answer", code="broken_miner")
+
+    async def web_results(self, index: "WebIndex", query: str, n_results: int) -> list[dict[str, str]]:
+        """The web retrieval answer, shaped (and timed) by this behaviour."""
+        if self.name == "broken":
+            raise MinerError(500, "the miner failed to search", code="broken_miner")
+        if self.name == "slow":
+            await asyncio.sleep(self.slow_first_chunk)
+        elif self.name == "copycat":
+            await asyncio.sleep(COPYCAT_DELAY_SECONDS)
+        return shape_results(self.name, index.search(query, n_results), query, index)
 
     def wrap(self, stream: ChoiceStream, request: Any, model: str, index: int) -> ChoiceStream:
         key = request_key(request, model) + index.to_bytes(2, "big")

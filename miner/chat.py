@@ -17,12 +17,13 @@ from loguru import logger
 from pydantic import ValidationError
 
 from shared.auth import Caller
-from shared.schemas import MinerChatRequest
+from shared.schemas import WEB_RETRIEVAL_TASK, MinerChatRequest
 
 from . import openai_wire as wire
 from .access import verified_caller
 from .backends.base import ChoiceStream
 from .errors import MinerError, describe_validation_errors
+from .retrieval import chat_results
 from .settings import MinerSettings
 from .sse import DONE, CutConnection, EventStreamResponse, sse
 
@@ -72,7 +73,10 @@ async def chat_completions(request: Request, caller: Caller = Depends(verified_c
     model = served_model(body, state.settings)
     logger.debug("chat from {}: model={} n={} stream={}", caller.hotkey_ss58, model, body.n, body.stream)
     state.behaviour.check(body, model)
-    streams = [state.behaviour.wrap(state.backend.open(body, model, i), body, model, i) for i in range(body.n)]
+    if body.task == WEB_RETRIEVAL_TASK:
+        streams = await chat_results(request, body)
+    else:
+        streams = [state.behaviour.wrap(state.backend.open(body, model, i), body, model, i) for i in range(body.n)]
     if body.stream:
         return await stream_chat(streams, model, wants_usage(body))
     return await complete_chat(streams, model)

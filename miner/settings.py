@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from shared.schemas import TASKS
+from shared.schemas import TASKS, WEB_RETRIEVAL_TASK
 from shared.settings import CommonSettings, load_settings
 
 
@@ -34,9 +34,11 @@ class MinerSettings(CommonSettings):
 
     miner_models: str = "builtin-small"
     miner_tasks: str = "InferenceTask,WebQuestionAnsweringTask"
-    miner_behaviour: Literal["good", "noisy", "slow", "broken", "copycat"] = "good"
+    miner_behaviour: Literal["good", "noisy", "slow", "broken", "copycat", "junk_urls", "off_page"] = "good"
     miner_copy_hotkey: str = ""  # copycat: whose answers it copies
     miner_chunk_delay: float = 0.0
+    # Where the web index's documents are served (WebRetrievalTask), e.g. http://127.0.0.1:8093.
+    miner_web_base_url: str = ""
 
     require_validator_permit: bool = True
     allowed_hotkeys: str = ""
@@ -53,6 +55,8 @@ class MinerSettings(CommonSettings):
             raise ValueError("MINER_BACKEND=upstream needs UPSTREAM_URL (e.g. http://127.0.0.1:8000/v1)")
         if self.miner_behaviour == "copycat" and not self.miner_copy_hotkey:
             raise ValueError("MINER_BEHAVIOUR=copycat needs MINER_COPY_HOTKEY (the hotkey whose answers it copies)")
+        if WEB_RETRIEVAL_TASK in self.tasks and not self.miner_web_base_url:
+            raise ValueError("MINER_TASKS includes WebRetrievalTask: set MINER_WEB_BASE_URL (where the pages are)")
         if self.miner_workers < 1:
             raise ValueError("MINER_WORKERS must be at least 1")
         return self

@@ -1,6 +1,7 @@
 """Wire schemas: every JSON body that crosses a process boundary inside the subnet.
 
-Miners receive ``MinerChatRequest``; the validator answers API workers with a
+Miners receive ``MinerChatRequest`` (and ``MinerWebRetrievalRequest`` at
+``/web_retrieval``); the validator answers API workers with a
 ``Directory`` and accepts ``ScoringBatch`` at ``POST /scoring``. Public API
 bodies live in ``api/`` because only the API speaks them.
 """
@@ -19,6 +20,7 @@ TASKS = (
     "MultiStepReasoningTask",
 )
 DEFAULT_TASK = "InferenceTask"
+WEB_RETRIEVAL_TASK = "WebRetrievalTask"
 
 
 class SamplingParameters(BaseModel):
@@ -52,6 +54,26 @@ class MinerChatRequest(BaseModel):
     n: int = Field(1, ge=1, le=8)
     stream: bool = True
     sampling_parameters: SamplingParameters = Field(default_factory=SamplingParameters)
+
+
+class MinerWebRetrievalRequest(BaseModel):
+    """What a validator or API worker sends to a miner's ``POST /web_retrieval``.
+
+    The miner answers a JSON list of ``{"url", "content", "relevant"}``: pages
+    it found for the query, the page's text it relied on, and the passage of
+    that text that answers the query.
+    """
+
+    search_query: str = Field(min_length=1, max_length=2000)
+    n_results: int = Field(1, ge=1, le=20)
+
+
+class WebResult(BaseModel):
+    """One web retrieval result: ``relevant`` must be part of ``content``, and ``content`` of the page."""
+
+    url: str = Field(min_length=1, max_length=2048)
+    content: str = Field(min_length=1, max_length=100_000)
+    relevant: str = Field(min_length=1, max_length=100_000)
 
 
 class Availability(BaseModel):
@@ -103,6 +125,8 @@ class MinerResponse(BaseModel):
     error: Optional[str] = None
     completion_tokens: Optional[int] = None
     model: Optional[str] = None  # the model the miner says it answered with
+    # Web retrieval: the miner's answer as it came (malformed entries included, so they can cost it).
+    results: Optional[list[Any]] = Field(None, max_length=50)
 
 
 class ScoringItem(BaseModel):
@@ -114,6 +138,9 @@ class ScoringItem(BaseModel):
     created_at: float
     request: MinerChatRequest
     responses: list[MinerResponse] = Field(min_length=1)
+    # Web retrieval items: the query and how many results were asked of each miner.
+    search_query: Optional[str] = None
+    n_results: Optional[int] = Field(None, ge=1, le=20)
 
 
 class ScoringBatch(BaseModel):

@@ -28,6 +28,23 @@ class SignedCallError(Exception):
         self.status = status
 
 
+class TooLarge(Exception):
+    """An answer bigger than the caller accepts."""
+
+
+async def read_capped(response: aiohttp.ClientResponse, max_bytes: Optional[int]) -> bytes:
+    """The whole body, or ``TooLarge`` as soon as it passes ``max_bytes`` (None: no cap)."""
+    if max_bytes is None:
+        return await response.read()
+    parts, size = [], 0
+    async for part in response.content.iter_chunked(65536):
+        size += len(part)
+        if size > max_bytes:
+            raise TooLarge(f"answer larger than {max_bytes} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
 def base_url(address: str) -> str:
     """``ip:port`` from the metagraph, or a full URL from the settings → a URL without a trailing slash."""
     address = address.rstrip("/")
@@ -52,7 +69,8 @@ class SignedClient:
         return headers
 
     async def request_json(
-        self, method: str, address: str, path: str, *, receiver: str, body: bytes = b"", timeout: float = 10.0
+        self, method: str, address: str, path: str, *, receiver: str, body: bytes = b"", timeout: float = 10.0,
+        max_bytes: Optional[int] = None,
     ) -> Any:
         url = base_url(address) + path
         headers = self._headers(method, path, body, receiver)
@@ -60,7 +78,10 @@ class SignedClient:
             async with self.session.request(
                 method, url, data=body or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as response:
-                payload = await response.read()
+                try:
+                    payload = await read_capped(response, max_bytes)
+                except TooLarge as exc:
+                    raise SignedCallError(f"{method} {path}: {exc}", response.status) from None
                 if response.status >= 300:
                     raise SignedCallError(
                         f"{method} {path} → {response.status}: {payload[:300].decode('utf-8', 'replace')}",

@@ -19,7 +19,8 @@ from shared.wallet import load_hotkey
 def start_subnet(directory: Path, **kwargs) -> LocalSubnet:
     behaviours = kwargs.pop("behaviours", ["good", "noisy", "slow", "broken"])
     net = LocalSubnet(directory, api_port=free_port(), validator_port=free_port(),
-                      miner_ports=[free_port() for _ in behaviours], behaviours=behaviours, **kwargs)
+                      miner_ports=[free_port() for _ in behaviours], behaviours=behaviours, web_port=free_port(),
+                      **kwargs)
     try:
         net.start(timeout=60)
     except Exception:

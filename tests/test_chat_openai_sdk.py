@@ -98,7 +98,7 @@ def test_task_field(client):
     assert "NoSuchTask" in bad.value.body["message"]
     with pytest.raises(openai.InternalServerError) as none:
         client.chat.completions.create(model="default", messages=MESSAGES,
-                                       extra_body={"task": "WebRetrievalTask"})
+                                       extra_body={"task": "ProgrammingTask"})
     assert none.value.status_code == 503 and none.value.body["code"] == "no_miners_available"
 
 

@@ -17,12 +17,16 @@ from openai import OpenAI
 from shared.signed_http import SignedClient
 
 BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
+# The tasks where copying shows: honest miners return the same pages for web retrieval, so a copy-cat's
+# web answers cannot be told from honest ones (tests/test_web_retrieval_and_availability.py covers them).
+TASK_MIX = "InferenceTask:0.5,WebQuestionAnsweringTask:0.5"
 
 
 @pytest.fixture(scope="module")
 def subnet(tmp_path_factory, subnet_factory):
     net = subnet_factory(tmp_path_factory.mktemp("incentive"), behaviours=BEHAVIOURS, api_workers=1,
-                         validator_settings={"synthetic_interval_seconds": 0.2, "weights_interval_seconds": 3})
+                         validator_settings={"synthetic_interval_seconds": 0.2, "weights_interval_seconds": 3,
+                                             "task_mix": TASK_MIX})
     yield net
     net.stop()
 

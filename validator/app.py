@@ -30,6 +30,7 @@ from shared.nonce_store import open_nonce_store
 from shared.schemas import Directory, ScoringBatch
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
+from shared.web_check import PageFetcher
 
 from .availability import AvailabilityPoller
 from .database import Database
@@ -82,8 +83,10 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         database = Database(settings.database_path)
         app.state.queue = ScoringQueue(database, settings.scoring_queue_max)
         app.state.book = ScoreBook(database, settings.score_alpha)
+        web = PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
+                          allow_private=settings.web_fetch_allow_private)
         scorer = Scorer(database, app.state.queue, app.state.book, timeout=settings.synthetic_timeout,
-                        copycat_penalty=settings.copycat_penalty)
+                        copycat_penalty=settings.copycat_penalty, web=web)
         synthetic = SyntheticLoop(client, app.state.poller, mix=parse_mix(settings.task_mix),
                                   sample_size=settings.synthetic_sample_size, timeout=settings.synthetic_timeout,
                                   interval=settings.synthetic_interval_seconds)

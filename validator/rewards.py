@@ -7,8 +7,12 @@
   text and 0 for anything else, times a speed factor.
 - ``WebQuestionAnsweringTask``: relevance of the answer to the corpus passage the
   question is about (``shared.corpus``), times the speed factor.
+- ``WebRetrievalTask`` (when the scorer has a page fetcher): the pages are
+  fetched and each result checked against its page and the query
+  (``validator.web_retrieval_reward``), times the speed factor.
 - Empty, malformed, failed or timed-out answers earn 0.
-- Copy-cats: where honest answers differ (every task but exact inference), an
+- Copy-cats: where honest answers differ (every task but exact inference and
+  web retrieval, where honest miners return the same pages), an
   answer identical to one that arrived earlier in the same item earns
   ``-copycat_penalty``; copying must cost more than not answering.
 
@@ -22,7 +26,10 @@ from typing import Optional
 
 from miner.backends.builtin import QA_TASK, generate_completion
 from shared.corpus import Corpus, relevance
-from shared.schemas import MinerResponse, ScoringItem
+from shared.schemas import WEB_RETRIEVAL_TASK, MinerResponse, ScoringItem
+from shared.web_check import PageFetcher
+
+from .web_retrieval_reward import web_quality
 
 INFERENCE_TASK = "InferenceTask"
 BUILTIN_MODEL_PREFIX = "builtin"
@@ -83,7 +90,14 @@ def copycats(item: ScoringItem) -> set[int]:
 
 
 def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
-                corpus: Optional[Corpus] = None) -> dict[int, float]:
+                corpus: Optional[Corpus] = None, web: Optional[PageFetcher] = None) -> dict[int, float]:
+    """{uid: reward}. Web retrieval needs ``web`` (pages are fetched); without it, no verdict."""
+    if item.task == WEB_RETRIEVAL_TASK:
+        if web is None:
+            return {}
+        by_uid = {r.uid: r for r in item.responses}
+        return {uid: q * speed_factor(by_uid[uid], timeout) if q > 0 else 0.0
+                for uid, q in web_quality(item, web).items()}
     corpus = corpus or Corpus.load()
     cache: dict = {}
     copied = copycats(item)

@@ -9,10 +9,12 @@ scored. An item is therefore scored exactly once, even across a crash.
 from __future__ import annotations
 
 import asyncio
+from typing import Optional
 
 from loguru import logger
 
 from shared.corpus import Corpus
+from shared.web_check import PageFetcher
 
 from .database import Database
 from .rewards import reward_item
@@ -24,7 +26,7 @@ KEEP_SCORED_ITEMS = 50_000
 
 class Scorer:
     def __init__(self, database: Database, queue: ScoringQueue, book: ScoreBook, *, timeout: float,
-                 copycat_penalty: float, batch_size: int = 200):
+                 copycat_penalty: float, batch_size: int = 200, web: Optional[PageFetcher] = None):
         self.database = database
         self.queue = queue
         self.book = book
@@ -32,6 +34,7 @@ class Scorer:
         self.copycat_penalty = copycat_penalty
         self.batch_size = batch_size
         self.corpus = Corpus.load()
+        self.web = web  # fetches the pages that web retrieval results name
         self.passes = 0
 
     def score_batch(self) -> int:
@@ -42,7 +45,7 @@ class Scorer:
         changed: set[int] = set()
         for _, item in batch:
             rewards = reward_item(item, timeout=self.timeout, copycat_penalty=self.copycat_penalty,
-                                  corpus=self.corpus)
+                                  corpus=self.corpus, web=self.web)
             hotkeys = {r.uid: r.hotkey for r in item.responses}
             changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()}))
         with self.database.transaction() as db:

@@ -21,9 +21,13 @@ class ValidatorSettings(CommonSettings):
     synthetic_interval_seconds: float = 5.0
     synthetic_sample_size: int = 8
     synthetic_timeout: float = 10.0
-    task_mix: str = "InferenceTask:0.5,WebQuestionAnsweringTask:0.5"
+    task_mix: str = "InferenceTask:0.4,WebQuestionAnsweringTask:0.4,WebRetrievalTask:0.2"
     score_alpha: float = 0.1
     copycat_penalty: float = 2.0
+    # Web retrieval scoring fetches the pages miners name.
+    web_fetch_timeout: float = 5.0
+    web_fetch_max_bytes: int = 1_000_000
+    web_fetch_allow_private: bool = False  # true only where pages live on private addresses (the local subnet)
 
     # Weights.
     weights_interval_seconds: float = 1200.0

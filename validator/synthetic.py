@@ -5,8 +5,10 @@ at once, so a slow miner does not slow the schedule): pick a task by the
 configured mix, build a request (a prompt, a seed, sampling parameters), send
 it signed to up to ``SYNTHETIC_SAMPLE_SIZE`` miners available for it, wait at
 most ``SYNTHETIC_TIMEOUT`` for each, and queue the answers for scoring like
-any forwarded item. A miner that times out or breaks is recorded as such and
-earns 0 from the scorer.
+any forwarded item. Web retrieval rounds go to the miners' ``/web_retrieval``
+(``validator.web_retrieval_task``); the rest to ``/v1/chat/completions``.
+A miner that times out or breaks is recorded as such and earns 0 from the
+scorer.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import random
 import time
 import uuid
-from typing import Optional
+from typing import Optional, Union
 
 import aiohttp
 from loguru import logger
@@ -24,11 +26,22 @@ from miner.backends.builtin import QA_TASK
 from shared.chain import SubnetState
 from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.corpus import Corpus
-from shared.schemas import ChatMessage, MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
+from shared.schemas import (
+    WEB_RETRIEVAL_TASK,
+    ChatMessage,
+    MinerChatRequest,
+    MinerResponse,
+    MinerWebRetrievalRequest,
+    SamplingParameters,
+    ScoringItem,
+)
 from shared.signed_http import SignedClient
+from shared.web_retrieval import as_chat_request, web_query
 
 from .availability import AvailabilityPoller
 from .rewards import BUILTIN_MODEL_PREFIX, INFERENCE_TASK
+
+Request = Union[MinerChatRequest, MinerWebRetrievalRequest]
 
 MAX_ROUNDS_IN_FLIGHT = 4
 PROMPTS = (
@@ -76,6 +89,11 @@ def question_request(rng: random.Random, corpus: Corpus) -> MinerChatRequest:
     )
 
 
+def web_retrieval_request(rng: random.Random, corpus: Corpus) -> MinerWebRetrievalRequest:
+    question = rng.choice(rng.choice(corpus.passages).questions)
+    return MinerWebRetrievalRequest(search_query=question, n_results=rng.randint(1, 3))
+
+
 async def query(client: SignedClient, uid: int, hotkey: str, address: str, body: bytes,
                 timeout: float) -> MinerResponse:
     """One miner's whole streamed answer, or how it failed."""
@@ -111,7 +129,7 @@ class SyntheticLoop:
         self.corpus = Corpus.load()
         self.rounds = 0
 
-    def build(self, state: SubnetState, self_hotkey: str) -> Optional[tuple[MinerChatRequest, list]]:
+    def build(self, state: SubnetState, self_hotkey: str) -> Optional[tuple[Request, list]]:
         """A request and the miners to send it to, or None when no miner can take any task."""
         tasks = list(self.mix)
         weights = [self.mix[t] for t in tasks]
@@ -134,6 +152,8 @@ class SyntheticLoop:
                 request = inference_request(self.rng, self.corpus, model)
             elif task == QA_TASK:
                 request = question_request(self.rng, self.corpus)
+            elif task == WEB_RETRIEVAL_TASK:
+                request = web_retrieval_request(self.rng, self.corpus)
             else:
                 continue
             if serving:
@@ -146,12 +166,21 @@ class SyntheticLoop:
         if built is None:
             return None
         request, miners = built
+        request_id = f"synthetic-{uuid.uuid4().hex}"
+        if isinstance(request, MinerWebRetrievalRequest):
+            responses = await asyncio.gather(
+                *(web_query(self.client, n.uid, n.hotkey, n.axon, request, self.timeout) for n in miners)
+            )
+            self.rounds += 1
+            return ScoringItem(request_id=request_id, source="synthetic", task=WEB_RETRIEVAL_TASK,
+                               created_at=time.time(), request=as_chat_request(request), responses=list(responses),
+                               search_query=request.search_query, n_results=request.n_results)
         body = request.model_dump_json(exclude_none=True).encode()
         responses = await asyncio.gather(
             *(query(self.client, n.uid, n.hotkey, n.axon, body, self.timeout) for n in miners)
         )
         self.rounds += 1
-        return ScoringItem(request_id=f"synthetic-{uuid.uuid4().hex}", source="synthetic", task=request.task,
+        return ScoringItem(request_id=request_id, source="synthetic", task=request.task,
                            created_at=time.time(), request=request, responses=list(responses))
 
     async def round_and_queue(self, state: SubnetState, self_hotkey: str, queue, slots: asyncio.Semaphore) -> None:

@@ -1,4 +1,10 @@
-"""``POST /v1/chat/completions``: OpenAI-compatible, streamed or not, answered by miners."""
+"""``POST /v1/chat/completions``: OpenAI-compatible, streamed or not, answered by miners.
+
+Mixture of miners (``api.mixture``) runs its first round here and then
+races its aggregators like any request; test-time inference
+(``api.reasoning``) answers on its own. Prompts are screened first
+(``api.moderation``), when a moderation endpoint is configured.
+"""
 
 from __future__ import annotations
 
@@ -17,22 +23,15 @@ from ..errors import ApiError
 from ..keys import KeyRecord
 from ..meter import Meter, meter_of, miners_finished
 from ..miner_call import END, MinerCall
+from ..mixture import first_round
+from ..moderation import message_texts, screen
 from ..race import describe_failures, race
+from ..reasoning import serve_reasoning
 from ..responses import SSE_DONE, chunk_event, completion_object, error_event, prompt_words, usage_event
 from ..schemas import ChatCompletionRequest
 from ..selection import select_candidates
 
 router = APIRouter()
-
-UNSUPPORTED_YET = "is not available on this gateway yet"
-
-
-def reject_unsupported(body: ChatCompletionRequest) -> None:
-    if body.mixture or body.inference_mode == "Mixture-of-Agents":
-        raise ApiError(400, f"mixture of miners {UNSUPPORTED_YET}", "unsupported_mode")
-    if body.test_time_inference or body.inference_mode == "Chain-of-Thought":
-        raise ApiError(400, f"test-time inference {UNSUPPORTED_YET}", "unsupported_mode")
-
 
 def strategy_of(body: ChatCompletionRequest) -> str:
     return "uids" if body.uids is not None else "top_n" if body.top_n is not None else "sample"
@@ -65,7 +64,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     meter.describe(task=body.task, strategy=strategy_of(body), model=body.model, stream=body.stream,
                    prompt_tokens=prompt_tokens)
     require_allowed(key, task=body.task, model=body.requested_model)
-    reject_unsupported(body)
+    await screen(request, message_texts(body.messages))
     if state.directory.directory is None:
         raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
     candidates, width = select_candidates(
@@ -73,9 +72,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         top_n=body.top_n, top_pool=settings.top_pool, rng=state.rng,
     )
     miner_request = body.to_miner_request()
-    payload = miner_request.model_dump_json(exclude_none=True).encode()
     request_id = meter.request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    if body.wants_reasoning:
+        response = await serve_reasoning(body, miner_request, candidates, width, state=state,
+                                         request_id=request_id, created=created)
+        meter.charge = True  # a miner answered (serve_reasoning fails before the first byte otherwise)
+        return response
+    if body.wants_mixture:  # the first round here; the aggregation round is the race below
+        miner_request, candidates, width = await first_round(state, miner_request, candidates, width,
+                                                             request_id=request_id)
+    payload = miner_request.model_dump_json(exclude_none=True).encode()
 
     def launch(miner: MinerRecord) -> MinerCall:
         call = MinerCall(miner)

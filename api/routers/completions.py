@@ -1,0 +1,115 @@
+"""``POST /v1/completions``: OpenAI's legacy text completion, answered through the chat route.
+
+The prompt becomes one user message; every chat field applies (``task``,
+``uids``, ``mixture``…), and the answer comes back as ``text_completion``
+objects (streamed or not). As at OpenAI, ``max_tokens`` defaults to 16.
+``prompt`` may be a list of strings (not streamed): the prompts run at once
+and choice ``i·n + j`` is prompt ``i``'s ``j``-th completion. ``echo`` puts
+the prompt before the text; ``stop`` is passed to miners. ``suffix``,
+``logprobs`` and ``best_of`` (other than ``n``) are refused with 400 rather
+than silently ignored; so are token-id prompts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import aclosing
+from typing import AsyncIterator, Optional, Union
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import Field
+
+from ..access import admit
+from ..chat_reuse import DONE, events, json_body
+from ..errors import ApiError
+from ..keys import KeyRecord
+from ..responses import SSE_DONE, sse
+from ..schemas import ChatCompletionRequest
+from .chat import chat_completions
+
+router = APIRouter(tags=["completions"])
+MINER_FIELDS = ("miner_uid", "miner_hotkey", "responder_hotkey")
+
+
+class CompletionRequest(ChatCompletionRequest):
+    messages: Optional[list] = None  # type: ignore[assignment]  # built from the prompt
+    prompt: Union[str, list[str]]
+    max_tokens: Optional[int] = Field(16, ge=1, le=32768)
+    echo: bool = False
+    suffix: Optional[str] = None
+    logprobs: Optional[int] = None
+    best_of: Optional[int] = None
+
+    def prompts(self) -> list[str]:
+        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
+        if not prompts:
+            raise ApiError(422, "invalid request: prompt: must not be empty", "invalid_request")
+        for name, unsupported in (("suffix", self.suffix is not None), ("logprobs", self.logprobs is not None),
+                                  ("best_of", self.best_of not in (None, self.n))):
+            if unsupported:
+                raise ApiError(400, f"{name} is not supported by this gateway", "unsupported_parameter")
+        if self.stream and len(prompts) > 1:
+            raise ApiError(400, "several prompts cannot be streamed: send one prompt per request",
+                           "unsupported_parameter")
+        return prompts
+
+    def chat(self, prompt: str) -> ChatCompletionRequest:
+        return self.model_copy(update={"messages": [{"role": "user", "content": prompt}]})
+
+
+def text_choices(completion: dict, offset: int, echo: Optional[str]) -> list[dict]:
+    return [{"text": (echo or "") + (c.get("message") or {}).get("content", ""), "index": offset + c["index"],
+             "logprobs": None, "finish_reason": c.get("finish_reason")} for c in completion.get("choices", [])]
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
+    prompts = body.prompts()
+    if body.stream:
+        reply = await chat_completions(body.chat(prompts[0]), request, key)
+        return StreamingResponse(text_events(reply.body_iterator, prompts[0] if body.echo else None),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Request-Id": reply.headers.get("x-request-id", "")})
+    replies = await asyncio.gather(*(chat_completions(body.chat(p), request, key) for p in prompts))
+    completions = [json_body(reply) for reply in replies]
+    first = completions[0]
+    usage = {name: sum(c["usage"][name] for c in completions)
+             for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    choices = [choice for i, (c, p) in enumerate(zip(completions, prompts))
+               for choice in text_choices(c, i * body.n, p if body.echo else None)]
+    return JSONResponse({"id": "cmpl-" + first["id"].removeprefix("chatcmpl-"), "object": "text_completion",
+                         "created": first["created"], "model": first["model"], "choices": choices, "usage": usage,
+                         **{name: first[name] for name in MINER_FIELDS if name in first}},
+                        headers={"X-Request-Id": first["id"]})
+
+
+async def text_events(body: AsyncIterator[bytes], echo: Optional[str]) -> AsyncIterator[bytes]:
+    """Chat chunks reshaped as ``text_completion`` chunks; errors and ``[DONE]`` as they are."""
+    echoed = set()
+    async with aclosing(events(body)) as stream:
+        async for event in stream:
+            if event == DONE:
+                yield SSE_DONE
+                return
+            if "error" in event:
+                yield sse(event)
+                continue
+            head = {"id": "cmpl-" + event["id"].removeprefix("chatcmpl-"), "object": "text_completion",
+                    "created": event["created"], "model": event["model"],
+                    **{name: event[name] for name in MINER_FIELDS if name in event}}
+            if not event.get("choices"):
+                yield sse({**head, "choices": [], **({"usage": event["usage"]} if "usage" in event else {})})
+                continue
+            choices = []
+            for choice in event["choices"]:
+                text = (choice.get("delta") or {}).get("content") or ""
+                if echo and choice["index"] not in echoed:
+                    echoed.add(choice["index"])
+                    text = echo + text
+                if text or choice.get("finish_reason"):
+                    choices.append({"text": text, "index": choice["index"], "logprobs": None,
+                                    "finish_reason": choice.get("finish_reason")})
+            if choices:
+                yield sse({**head, "choices": choices})

@@ -1,0 +1,125 @@
+"""``/v1/conversations``: conversations the API keeps, so a client sends only the new turn.
+
+- ``POST /v1/conversations`` ``{"messages": [...], "metadata": {...}}`` (both
+  optional) → ``{"id": "conv_…", "object": "conversation", "created_at",
+  "metadata", "messages"}``.
+- ``GET /v1/conversations/{id}`` → the same, with every message so far.
+- ``POST /v1/conversations/{id}/chat``: a chat request (every field of
+  ``/v1/chat/completions``, streamed or not) whose ``messages`` are the new
+  turn. The stored conversation (its last ``CONVERSATION_CONTEXT_MESSAGES``
+  messages, and its first system message if that falls outside) goes first.
+  When the reply is complete, the new messages and the reply (choice 0) are
+  stored; a failed or abandoned reply stores nothing. The answer is the chat
+  answer, plus ``conversation_id`` (non-streamed) and an ``X-Conversation-Id``
+  header.
+- ``DELETE /v1/conversations/{id}`` → ``{"id", "object": "conversation.deleted", "deleted": true}``.
+
+A conversation belongs to the API key that created it; any other key gets 404.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import AsyncIterator, Optional
+
+from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, Field
+
+from shared.schemas import ChatMessage
+
+from ..access import admit, identify
+from ..chat_reuse import DONE, events, first_choice_text, json_body
+from ..conversations import Conversation
+from ..errors import ApiError
+from ..keys import KeyRecord
+from ..responses import SSE_DONE, sse
+from ..schemas import ChatCompletionRequest
+from .chat import chat_completions
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+
+class NewConversation(BaseModel):
+    messages: list[ChatMessage] = Field(default_factory=list, max_length=1000)
+    metadata: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+
+async def owned(request: Request, conversation_id: str, key: KeyRecord) -> Conversation:
+    conversation = await request.app.state.conversations.get(conversation_id, owner=key.id)
+    if conversation is None:
+        raise ApiError(404, f"no conversation {conversation_id!r}", "conversation_not_found")
+    return conversation
+
+
+def context(stored: list[dict], limit: int) -> list[ChatMessage]:
+    """The last ``limit`` stored messages, with the first system message kept if it falls outside."""
+    kept = stored[-limit:]
+    system = next((m for m in stored if m.get("role") == "system"), None)
+    if system is not None and system not in kept:
+        kept = [system, *kept[1:]] if len(kept) >= limit else [system, *kept]
+    return [ChatMessage.model_validate(m) for m in kept]
+
+
+@router.post("")
+async def create_conversation(request: Request, body: Optional[NewConversation] = Body(None),
+                              key: KeyRecord = Depends(identify)) -> dict:
+    body = body or NewConversation()
+    conversation = await request.app.state.conversations.create(
+        owner=key.id, messages=[m.model_dump() for m in body.messages], metadata=body.metadata)
+    return conversation.public()
+
+
+@router.get("/{conversation_id}")
+async def get_conversation(conversation_id: str, request: Request, key: KeyRecord = Depends(identify)) -> dict:
+    return (await owned(request, conversation_id, key)).public()
+
+
+@router.delete("/{conversation_id}")
+async def delete_conversation(conversation_id: str, request: Request,
+                              key: KeyRecord = Depends(identify)) -> dict:
+    if not await request.app.state.conversations.delete(conversation_id, owner=key.id):
+        raise ApiError(404, f"no conversation {conversation_id!r}", "conversation_not_found")
+    return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
+
+
+@router.post("/{conversation_id}/chat")
+async def conversation_chat(conversation_id: str, body: ChatCompletionRequest, request: Request,
+                            key: KeyRecord = Depends(admit)):
+    state = request.app.state
+    conversation = await owned(request, conversation_id, key)
+    history = context(conversation.messages, state.settings.conversation_context_messages)
+    reply = await chat_completions(body.model_copy(update={"messages": [*history, *body.messages]}), request, key)
+    new_messages = [m.model_dump() for m in body.messages]
+
+    async def remember(text: str) -> None:
+        await state.conversations.append(conversation_id, owner=key.id,
+                                         messages=[*new_messages, {"role": "assistant", "content": text}])
+
+    headers = {"X-Conversation-Id": conversation_id}
+    if isinstance(reply, StreamingResponse):
+        return StreamingResponse(relay_and_remember(reply.body_iterator, remember), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Request-Id": reply.headers.get("x-request-id", ""), **headers})
+    completion = json_body(reply)
+    await remember(first_choice_text(completion))
+    return JSONResponse({**completion, "conversation_id": conversation_id},
+                        headers={"X-Request-Id": completion.get("id", ""), **headers})
+
+
+async def relay_and_remember(body: AsyncIterator[bytes], remember) -> AsyncIterator[bytes]:
+    """Pass the chat stream through; once it ends cleanly, store choice 0's text."""
+    parts: list[str] = []
+    failed = False
+    async with aclosing(events(body)) as stream:
+        async for event in stream:
+            if event == DONE:
+                if not failed:
+                    await remember("".join(parts))
+                yield SSE_DONE
+                return
+            failed = failed or "error" in event
+            for choice in event.get("choices") or ():
+                if choice.get("index", 0) == 0 and (choice.get("delta") or {}).get("content"):
+                    parts.append(choice["delta"]["content"])
+            yield sse(event)

@@ -1,0 +1,47 @@
+"""``GET|POST /web_retrieval``: pages from miners, checked before the client sees them.
+
+The same fields either way (``search_query``, ``n_miners``, ``n_results``,
+``max_response_time``, ``uids``): as query parameters for GET (``uids`` repeated
+or comma-separated), as a JSON body for POST. The answer is the subnet's
+``{"results": [{"url", "content", "relevant"}]}``, each result also naming its
+``miner_uid``, plus ``id`` (under which the answers went to the validator) and
+``miners``: what each queried miner did. See
+``api.web_retrieval`` for the rules.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ..access import admit
+from ..keys import KeyRecord
+from ..meter import meter_of
+from ..moderation import screen
+from ..web_retrieval import WebRetrievalQuery, retrieve
+
+router = APIRouter(tags=["web retrieval"])
+
+
+async def answer(request: Request, query: WebRetrievalQuery) -> dict:
+    """Screen, retrieve, and keep the request's credits only when miners found something."""
+    await screen(request, [query.search_query])
+    meter = meter_of(request)
+    meter.describe(task="WebRetrievalTask", strategy="uids" if query.uids else "sample", model=None, stream=False,
+                   prompt_tokens=len(query.search_query.split()))
+    result = await retrieve(request.app.state, query)
+    meter.charge = bool(result.get("results"))
+    return result
+
+
+@router.get("/web_retrieval")
+async def web_retrieval_get(request: Request, query: Annotated[WebRetrievalQuery, Query()],
+                            key: KeyRecord = Depends(admit)) -> dict:
+    return await answer(request, query)
+
+
+@router.post("/web_retrieval")
+async def web_retrieval_post(query: WebRetrievalQuery, request: Request,
+                             key: KeyRecord = Depends(admit)) -> dict:
+    return await answer(request, query)
