@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from shared.auth import Signer
+from shared.http_metrics import MetricsMiddleware
 from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
@@ -31,9 +32,10 @@ from .forwarder import ScoringForwarder
 from .key_admin import KeyAdmin
 from .keys import KeyCache
 from .meter import MeterMiddleware, record_unfinished
+from .metrics import ApiMetrics
 from .ratelimit import RedisRateLimiter, StoreRateLimiter, parse_windows
 from .recorder import Recorder
-from .routers import account, admin_logs, api_management, chat, health
+from .routers import account, admin_logs, api_management, chat, health, metrics
 from .settings import ApiSettings, load
 from .store import open_store
 
@@ -80,6 +82,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.default_windows = parse_windows(settings.default_rate_limits)
         state.recorder = Recorder(state.store, batch_size=settings.usage_batch_size,
                                   interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
+        state.metrics = ApiMetrics(enabled=settings.metrics_enabled)
         state.unrecorded = set()
         state.background = set()
         state.directory = DirectoryClient(client, settings.validator_url, validator_hotkey,
@@ -96,7 +99,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             logger.warning("no ADMIN_KEY set: /api_management refuses every call")
         tasks = [asyncio.create_task(state.directory.run(), name="directory"),
                  asyncio.create_task(state.forwarder.run(), name="forwarder"),
-                 asyncio.create_task(prune_logs(state.store, settings.log_retention_days), name="retention")]
+                 asyncio.create_task(prune_logs(state.store, settings.log_retention_days), name="retention"),
+                 asyncio.create_task(state.metrics.sampler(state), name="metrics")]
         recorder_task = asyncio.create_task(state.recorder.run(), name="recorder")
         logger.info("API worker up; validator {} at {}; store {}, rate limits in {}", validator_hotkey,
                     settings.validator_url, state.store.dialect, "redis" if settings.redis_url else "the store")
@@ -111,6 +115,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await asyncio.wait([recorder_task], timeout=10.0)
             await state.recorder.drain(timeout=10.0)
             await state.forwarder.drain(timeout=3.0)
+            state.metrics.close(state)
             await client.close()
             await state.limiter.close()
             await state.store.close()
@@ -118,11 +123,13 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Subnet API", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(MeterMiddleware)
+    app.add_middleware(MetricsMiddleware)
     app.include_router(chat.router)
     app.include_router(account.router)
     app.include_router(api_management.router)
     app.include_router(admin_logs.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app
 
 
