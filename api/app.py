@@ -26,6 +26,7 @@ from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 
+from . import dashboard
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
@@ -130,6 +131,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app.include_router(admin_logs.router)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    if settings.dashboard_enabled:
+        app.include_router(dashboard.router)
     return app
 
 
