@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -53,7 +54,9 @@ def browser():
 
 
 def wait(driver, condition, timeout: float = WAIT):
-    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+    """Until ``condition`` is truthy; the pages re-render their tables, so an element may go stale meanwhile."""
+    return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                         ignored_exceptions=(NoSuchElementException, StaleElementReferenceException)).until(condition)
 
 
 def screenshot(driver, folder: Path, name: str) -> None:
@@ -142,7 +145,7 @@ def test_a_key_created_in_the_browser_is_shown_once_and_its_request_is_logged(br
 
     wait(browser, logged)
     screenshot(browser, shots, "3-logs")
-    browser.find_element(By.CSS_SELECTOR, selector).click()
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, selector).click() or True)
     miners = wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#log-miners tbody tr[data-uid]"))
     assert len(miners) >= 1
     assert any("answered" in row.text for row in miners)
@@ -174,14 +177,14 @@ def test_disable_and_delete_from_the_keys_page_take_effect_at_once(browser, loca
     browser.find_element(By.ID, "create-button").click()
     key = wait(browser, lambda d: d.find_element(By.ID, "new-key").text)
     xpath = "//tr[td//a[text()='short-lived']]"
-    row = wait(browser, lambda d: d.find_element(By.XPATH, xpath))
+    wait(browser, lambda d: d.find_element(By.XPATH, xpath))
     assert chat(local_subnet, key)[0] == 200
 
-    row.find_element(By.CSS_SELECTOR, "button.toggle").click()
+    wait(browser, lambda d: d.find_element(By.XPATH, xpath).find_element(By.CSS_SELECTOR, "button.toggle")).click()
     wait(browser, lambda d: "disabled" in d.find_element(By.XPATH, xpath).text)
     assert chat(local_subnet, key) == (401, {"error": {"message": "this API key is disabled", "type":
                                                        "authentication_error", "code": "disabled_api_key"}})
-    browser.find_element(By.XPATH, xpath).find_element(By.CSS_SELECTOR, "button.delete").click()
+    wait(browser, lambda d: d.find_element(By.XPATH, xpath).find_element(By.CSS_SELECTOR, "button.delete")).click()
     wait(browser, lambda d: d.find_element(By.ID, "confirm-yes")).click()
     wait(browser, lambda d: not d.find_elements(By.XPATH, xpath))
     assert chat(local_subnet, key)[0] == 401

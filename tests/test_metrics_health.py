@@ -75,25 +75,26 @@ async def test_api_metrics_add_up_over_two_workers(local_subnet, api_key, tmp_pa
 
 
 async def test_requests_tokens_and_miner_outcomes_are_counted(local_subnet, api_key):
+    """Counted when each request is recorded (its miners done): earlier tests' slow miners may still add, so ≥."""
     url = local_subnet.api_url
+    good = local_subnet.member("miner", "good").uid
     text = await scrape(url)
     ok, tokens = (value(text, "gateway_requests_total", {"outcome": "ok", "task": "InferenceTask"}),
                   value(text, "gateway_tokens_total", {"kind": "completion"}))
-    answers = [await gw.chat(url, api_key, max_tokens=3) for _ in range(3)]
+    answers = [await gw.chat(url, api_key, max_tokens=3, uids=[good]) for _ in range(3)]
     assert [a.status for a in answers] == [200] * 3
     assert (await gw.chat(url, "sk-sn-unknown")).status == 401
 
     async def counted():
         now = await scrape(url)
-        done = value(now, "gateway_requests_total", {"outcome": "ok", "task": "InferenceTask"}) == ok + 3
-        return now if done else None
+        done = value(now, "gateway_requests_total", {"outcome": "ok", "task": "InferenceTask"}) >= ok + 3
+        return now if done and value(now, "gateway_tokens_total", {"kind": "completion"}) >= tokens + 9 else None
 
     after = await gw.eventually(counted, timeout=5)
-    assert after, "requests were never counted"
-    assert value(after, "gateway_tokens_total", {"kind": "completion"}) == tokens + 9
-    winners = {str(a.body["miner_uid"]) for a in answers}
-    assert all(value(after, "gateway_miner_wins_total", {"uid": uid}) >= 1 for uid in winners)
-    assert value(after, "gateway_miner_calls_total", {"outcome": "ok"}) >= 3
+    assert after, "requests and tokens were never counted"
+    assert value(after, "gateway_miner_wins_total", {"uid": str(good)}) >= 3
+    assert value(after, "gateway_miner_calls_total", {"uid": str(good), "outcome": "ok"}) >= 3
+    assert value(after, "gateway_miner_latency_seconds_count") >= 3
     assert value(after, "gateway_http_errors_total", {"route": "/v1/chat/completions", "status": "401",
                                                       "code": "invalid_api_key"}) >= 1
     assert value(after, "gateway_validator_reachable") == 1 and value(after, "gateway_directory_available_miners") == 4

@@ -26,10 +26,15 @@ async function show() {
   document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.dataset.page === route.page));
   const view = document.getElementById("view");
   const module = PAGES[route.page];
+  // Each render fills a page of its own, shown only if no newer navigation started meanwhile: a slow
+  // answer for the page just left must not overwrite the one now open.
   const render = async (first) => {
+    const page = h("div", { class: "page" });
     try {
-      await module.render(view, route, first);
+      await module.render(page, route, first);
+      if (mine === generation) view.replaceChildren(page);
     } catch (error) {
+      if (mine !== generation) return;
       if (first) clear(view, h("div", { class: "banner bad" }, `Could not load this page: ${error.message}`));
       else toast(error.message, true);
     }
