@@ -9,6 +9,7 @@ deleting the key from the page take effect at once. A screenshot of each page go
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -60,11 +61,12 @@ def wait(driver, condition, timeout: float = WAIT):
 
 
 def screenshot(driver, folder: Path, name: str) -> None:
-    """The whole page: the window is made as tall as the document first."""
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1440, min(max(900, height), 4000))
-    driver.save_screenshot(str(folder / f"{name}.png"))
-    driver.set_window_size(1440, 1000)
+    """The whole page, below the fold too (Chromium's DevTools protocol)."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000), "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True,
+                                                             "clip": clip})
+    (folder / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
 
 def log_in(driver, net) -> None:
