@@ -6,12 +6,15 @@ import uvicorn
 
 from shared.settings import configure_logging
 
+from .metrics_dir import prepare as prepare_metrics
 from .settings import load
 
 
 def main() -> None:
     settings = load()
     configure_logging(settings.log_level)
+    if settings.metrics_enabled:  # before any worker imports prometheus_client
+        prepare_metrics(settings.data_dir, settings.api_port, settings.metrics_dir)
     uvicorn.run(
         "api.app:create_app_from_env",
         factory=True,

@@ -23,11 +23,13 @@ from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from shared.auth import Signer
+from shared.http_metrics import MetricsMiddleware
 from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
+from . import dashboard
 from .conversations import SqliteConversationStore
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
@@ -35,6 +37,7 @@ from .forwarder import ScoringForwarder
 from .key_admin import KeyAdmin
 from .keys import KeyCache
 from .meter import MeterMiddleware, record_unfinished
+from .metrics import ApiMetrics
 from .moderation import Moderator
 from .ratelimit import RedisRateLimiter, StoreRateLimiter, parse_windows
 from .recorder import Recorder
@@ -47,6 +50,7 @@ from .routers import (
     completions,
     conversations,
     health,
+    metrics,
     models,
     web_retrieval,
 )
@@ -99,6 +103,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.default_windows = parse_windows(settings.default_rate_limits)
         state.recorder = Recorder(state.store, batch_size=settings.usage_batch_size,
                                   interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
+        state.metrics = ApiMetrics(enabled=settings.metrics_enabled)
         state.unrecorded = set()
         state.conversations = SqliteConversationStore(settings.sqlite_path)
         state.background = set()
@@ -125,7 +130,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             logger.warning("no ADMIN_KEY set: /api_management refuses every call")
         tasks = [asyncio.create_task(state.directory.run(), name="directory"),
                  asyncio.create_task(state.forwarder.run(), name="forwarder"),
-                 asyncio.create_task(prune_logs(state.store, settings.log_retention_days), name="retention")]
+                 asyncio.create_task(prune_logs(state.store, settings.log_retention_days), name="retention"),
+                 asyncio.create_task(state.metrics.sampler(state), name="metrics")]
         recorder_task = asyncio.create_task(state.recorder.run(), name="recorder")
         logger.info("API worker up; validator {} at {}; store {}, rate limits in {}", validator_hotkey,
                     settings.validator_url, state.store.dialect, "redis" if settings.redis_url else "the store")
@@ -140,6 +146,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await asyncio.wait([recorder_task], timeout=10.0)
             await state.recorder.drain(timeout=10.0)
             await state.forwarder.drain(timeout=3.0)
+            state.metrics.close(state)
             await client.close()
             await state.http.close()
             await state.limiter.close()
@@ -149,12 +156,15 @@ def create_app(settings: ApiSettings) -> FastAPI:
     app = FastAPI(title="Subnet API", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(MeterMiddleware)
+    app.add_middleware(MetricsMiddleware)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
     for module in (chat, completions, conversations, models, web_retrieval, availability, account,
-                   api_management, admin_logs, health):
+                   api_management, admin_logs, health, metrics):
         app.include_router(module.router)
+    if settings.dashboard_enabled:
+        app.include_router(dashboard.router)
     return app
 
 

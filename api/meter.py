@@ -112,7 +112,9 @@ def record_if_ready(meter: Meter, state: Any) -> None:
         return
     meter.recorded = True
     state.unrecorded.discard(meter)
-    state.recorder.submit(meter.to_log())
+    log = meter.to_log()
+    state.recorder.submit(log)
+    state.metrics.observe_log(log)
 
 
 def miners_finished(meter: Meter, state: Any) -> None:

@@ -212,5 +212,9 @@ class RedisRateLimiter:
     async def peek(self, key_id: str, windows: list[Window]) -> Decision:
         return await self._run(key_id, windows, False)
 
+    async def ping(self) -> None:
+        """One round trip to Redis (readiness probes)."""
+        await self._redis.ping()
+
     async def close(self) -> None:
         await self._redis.aclose()

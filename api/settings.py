@@ -78,6 +78,15 @@ class ApiSettings(CommonSettings):
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
+    # Dashboard, metrics, health probes.
+    dashboard_enabled: bool = True
+    dashboard_session_hours: float = Field(12.0, gt=0.0, le=24 * 30)
+    dashboard_cookie_secure: bool = False  # Secure cookies even when the request did not arrive over https
+    metrics_enabled: bool = True
+    metrics_key: SecretStr = SecretStr("")  # empty: /metrics is open; else Prometheus sends it as a Bearer token
+    metrics_dir: str = ""  # empty: DATA_DIR/metrics/api-<port> (multiprocess files, emptied at start)
+    ready_max_directory_age_seconds: float = Field(600.0, ge=0.0)  # older: /health/readiness says 503; 0: any
+
     def admin_key_digest(self) -> bytes:
         """The admin key's sha256; the plain key is not kept once this is computed."""
         if self.admin_key_sha256:

@@ -54,6 +54,9 @@ Local subnet is up (state in {net.directory}, logs in {net.directory}/logs).
 
 Demo API key: {key}
 Admin key:    stored in {net.directory}/admin-key
+Dashboard:    {net.api_url}/dashboard   (log in with the admin key: cat {net.directory}/admin-key)
+Metrics:      {net.api_url}/metrics  and  {net.validator_url}/metrics
+Probes:       {net.api_url}/health/readiness  and  {net.validator_url}/health/readiness
 Keys, usage, logs:  DATA_DIR={net.directory}/data/api python -m api.cli keys list   (or: usage, logs)
 
 Try it:

@@ -125,7 +125,7 @@ class LocalSubnet:
 
     # -- processes ------------------------------------------------------------------------------
     def _env(self, member: Member, **settings: object) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.endswith("_ENV_FILE")}
+        env = {k: v for k, v in os.environ.items() if not k.endswith("_ENV_FILE") and k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(
             WALLET_NAME=member.name, WALLET_HOTKEY="default", WALLET_PATH=str(self.wallet_path),
             CHAIN="local", SUBNET_FILE=str(self.subnet_file), DATA_DIR=str(self.directory / "data" / member.name),

@@ -223,3 +223,20 @@ async def test_a_streamed_answer_is_metered_like_its_usage_chunk(hosts):
     usage = await eventually(lambda: requests_logged(hosts, key, 1), timeout=5)
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
         usage_chunk["prompt_tokens"], usage_chunk["completion_tokens"])
+
+
+async def test_metrics_of_two_ports_add_up(hosts):
+    """Each port's /metrics counts its own process (its own folder); Prometheus sums the targets."""
+    from test_metrics_health import CREDITS_ROUTE, scrape, value
+
+    key, _ = await new_key(hosts)
+    before = [value(await scrape(url), "gateway_http_requests_total", CREDITS_ROUTE) for url in hosts.api_urls]
+    sent = [7, 5]
+    for url, count in zip(hosts.api_urls, sent):
+        for _ in range(count):
+            assert (await call("GET", url + "/v1/credits", headers={"api-key": key})).status == 200
+    after = [value(await scrape(url), "gateway_http_requests_total", CREDITS_ROUTE) for url in hosts.api_urls]
+    assert [a - b for a, b in zip(after, before)] == sent
+    assert sum(after) - sum(before) == sum(sent)
+    folders = {p.name for p in (hosts.directory / "data" / "api" / "metrics").iterdir()}
+    assert folders == {f"api-{port}" for port in hosts.api_ports}

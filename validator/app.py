@@ -10,6 +10,7 @@ workers sign with) may call it; every route but ``/health`` is signed::
     GET  /scoring/items/{request_id} → one item, scored or not, while it is kept
     GET  /scores           → every uid's moving-average score, and the last weight set
     GET  /health           → liveness and what the validator knows
+    GET  /health/liveness, /health/readiness, /metrics  → probes and Prometheus (unsigned; see probes, metrics)
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from pydantic import ValidationError
 from shared.auth import Caller, RequestVerifier, Signer
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
+from shared.http_metrics import MetricsMiddleware
 from shared.nonce_store import open_nonce_store
 from shared.schemas import Directory, ScoringBatch
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
+from . import metrics, probes
 from .availability import AvailabilityPoller
 from .database import Database
 from .directory import build_directory
@@ -91,6 +94,8 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
                                   sample_size=settings.synthetic_sample_size, timeout=settings.synthetic_timeout,
                                   interval=settings.synthetic_interval_seconds)
         app.state.weights = WeightSetter(chain, app.state.book, settings.weights_interval_seconds)
+        app.state.synthetic = synthetic
+        app.state.metrics = metrics.ValidatorMetrics()
         logger.info("validator {} on {}:{} (chain={})", signer.hotkey, settings.validator_host,
                     settings.validator_port, settings.chain)
         await app.state.metagraph.refresh()
@@ -114,6 +119,10 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
             database.close()
 
     app = FastAPI(title="validator (internal)", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(MetricsMiddleware)
+    app.include_router(probes.router)
+    if settings.metrics_enabled:
+        app.include_router(metrics.router)
 
     async def signed(request: Request) -> Caller:
         return await request.app.state.verifier(request)

@@ -14,7 +14,8 @@ import asyncio
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Optional
 
 from shared.schemas import ScoringItem
@@ -48,6 +49,7 @@ class PutResult:
     accepted: int
     duplicates: int
     dropped: int
+    responses: Counter = field(default_factory=Counter)  # (source, uid, status) of the accepted items' responses
 
 
 def bump(db: sqlite3.Connection, name: str, by: int) -> None:
@@ -63,13 +65,26 @@ class ScoringQueue:
     def __init__(self, database: Database, max_items: int):
         self.db = database
         self.max_items = max_items
+        self.responses: Counter[tuple[str, int, str]] = Counter()  # since start, for the metrics
         database.executescript(SCHEMA)
 
     async def put(self, items: list[ScoringItem]) -> PutResult:
-        return await asyncio.to_thread(self._put, items)
+        result = await asyncio.to_thread(self._put, items)
+        self.responses.update(result.responses)  # on the event loop, where the metrics read it
+        return result
 
     async def stats(self) -> dict:
         return await asyncio.to_thread(self._stats)
+
+    async def counters(self) -> dict:
+        """The persistent counters and how many items wait: cheap enough for every metrics scrape."""
+        return await asyncio.to_thread(self._counters)
+
+    def _counters(self) -> dict:
+        with self.db.reading() as db:
+            counters = dict(db.execute("SELECT name, value FROM scoring_counters"))
+            (pending,) = db.execute("SELECT COUNT(*) FROM scoring_items WHERE scored = 0").fetchone()
+        return {**counters, "pending": pending}
 
     async def pending(self, limit: int = 100) -> list[ScoringItem]:
         return [item for _, item in await asyncio.to_thread(self.take, limit)]
@@ -96,6 +111,7 @@ class ScoringQueue:
 
     def _put(self, items: list[ScoringItem]) -> PutResult:
         accepted = duplicates = 0
+        responses: Counter = Counter()
         now = time.time()
         with self.db.transaction() as db:
             for item in items:
@@ -108,6 +124,7 @@ class ScoringQueue:
                     duplicates += 1
                     continue
                 accepted += 1
+                responses.update((item.source, r.uid, r.status) for r in item.responses)
                 db.executemany(
                     "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
                     [(cursor.lastrowid, r.uid, r.hotkey, r.status) for r in item.responses],
@@ -116,7 +133,7 @@ class ScoringQueue:
             bump(db, "received", accepted)
             bump(db, "duplicates", duplicates)
             bump(db, "dropped", dropped)
-        return PutResult(accepted, duplicates, dropped)
+        return PutResult(accepted, duplicates, dropped, responses)
 
     def _drop_overflow(self, db: sqlite3.Connection) -> int:
         (waiting,) = db.execute("SELECT COUNT(*) FROM scoring_items WHERE scored = 0").fetchone()

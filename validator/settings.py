@@ -32,6 +32,10 @@ class ValidatorSettings(CommonSettings):
     # Weights.
     weights_interval_seconds: float = 1200.0
 
+    # Probes and metrics (unsigned routes of the internal server).
+    metrics_enabled: bool = True
+    ready_max_metagraph_age_seconds: float = 300.0  # older: /health/readiness says 503; 0: any age
+
     def allowed_hotkeys(self, own_hotkey: str) -> frozenset[str]:
         extra = {h.strip() for h in self.allowed_api_hotkeys.split(",") if h.strip()}
         return frozenset(extra | {own_hotkey})

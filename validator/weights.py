@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import asdict
 from typing import Optional
 
@@ -41,6 +42,7 @@ class WeightSetter:
         self.interval = interval
         self.last: Optional[dict] = None
         self.steps = 0
+        self.outcomes: Counter[str] = Counter()  # set, rate_limited, failed, error, skipped (metrics)
         self.next_delay = interval  # seconds until the next attempt; shorter after a rate limit
 
     async def step(self) -> Optional[WeightResult]:
@@ -48,10 +50,12 @@ class WeightSetter:
         self.next_delay = self.interval
         weights = self.book.weights()
         if not weights:
+            self.outcomes["skipped"] += 1
             logger.info("no miner has a positive score yet: no weights set")
             return None
         result = await self.chain.set_weights(weights)
         self.steps += 1
+        self.outcomes["set" if result.success else "rate_limited" if result.rate_limited else "failed"] += 1
         self.last = {"at": time.time(), "weights": {str(k): v for k, v in weights.items()}, **asdict(result)}
         level = "INFO" if result.success else "WARNING"
         logger.log(level, "weight step {}: {} ({} uids)\n{}", self.steps,
@@ -69,4 +73,5 @@ class WeightSetter:
             try:
                 await self.step()
             except Exception:
+                self.outcomes["error"] += 1
                 logger.exception("weight step failed")

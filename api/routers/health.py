@@ -1,12 +1,22 @@
-"""``GET /health``: always answers while the process lives, and says what it knows."""
+"""Health: ``GET /health`` (the subnet's, always 200), and probes for load balancers and orchestrators.
+
+    GET /health/liveness    200 while the event loop runs; checks nothing else (restart me only if this fails)
+    GET /health/readiness   200 or 503, with every check and why (see ``readiness``)
+
+``/health/liveliness`` is LiteLLM's spelling of liveness, kept for operators
+who already probe it.
+"""
 
 from __future__ import annotations
 
 import time
 
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 
-router = APIRouter()
+from ..readiness import readiness as check_readiness
+
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
@@ -25,3 +35,15 @@ async def health(request: Request) -> dict:
         "scoring_forwarded": state.forwarder.sent,
         "scoring_dropped": state.forwarder.dropped,
     }
+
+
+@router.get("/health/liveness")
+@router.get("/health/liveliness", include_in_schema=False)
+async def liveness() -> dict:
+    return {"status": "alive"}
+
+
+@router.get("/health/readiness")
+async def readiness(request: Request) -> JSONResponse:
+    ready, body = await check_readiness(request.app.state)
+    return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})

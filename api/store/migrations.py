@@ -91,9 +91,54 @@ V1_KEYS = [
     "CREATE INDEX rate_events_key_at ON rate_events (key_id, at)",
 ]
 
+# Per-minute roll-ups of the request logs (what the dashboard charts, whatever the traffic) and dashboard sessions.
+V2_DASHBOARD = [
+    """CREATE TABLE usage_minutes (
+        minute {int} NOT NULL,
+        key_id TEXT NOT NULL,
+        requests {int} NOT NULL DEFAULT 0,
+        ok {int} NOT NULL DEFAULT 0,
+        rejected {int} NOT NULL DEFAULT 0,
+        errors {int} NOT NULL DEFAULT 0,
+        client_closed {int} NOT NULL DEFAULT 0,
+        prompt_tokens {int} NOT NULL DEFAULT 0,
+        completion_tokens {int} NOT NULL DEFAULT 0,
+        latency_ms_sum {float} NOT NULL DEFAULT 0,
+        PRIMARY KEY (minute, key_id)
+    )""",
+    """CREATE TABLE latency_minutes (
+        minute {int} NOT NULL,
+        bucket {int} NOT NULL,
+        requests {int} NOT NULL DEFAULT 0,
+        PRIMARY KEY (minute, bucket)
+    )""",
+    """CREATE TABLE miner_minutes (
+        minute {int} NOT NULL,
+        uid {int} NOT NULL,
+        hotkey TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        calls {int} NOT NULL DEFAULT 0,
+        wins {int} NOT NULL DEFAULT 0,
+        latency_ms_sum {float} NOT NULL DEFAULT 0,
+        latency_n {int} NOT NULL DEFAULT 0,
+        first_chunk_ms_sum {float} NOT NULL DEFAULT 0,
+        first_chunk_n {int} NOT NULL DEFAULT 0,
+        PRIMARY KEY (minute, uid, hotkey, outcome)
+    )""",
+    """CREATE TABLE dashboard_sessions (
+        token_hash TEXT PRIMARY KEY,
+        csrf_token TEXT NOT NULL,
+        admin_fingerprint TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        expires_at {float} NOT NULL
+    )""",
+    "CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at)",
+]
+
 # (version, what it does, statements)
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "keys, usage, request and miner logs, rate-limit events", V1_KEYS),
+    (2, "per-minute roll-ups for the dashboard, dashboard sessions", V2_DASHBOARD),
 ]
 
 # The key table of the first release (SQLite only, no schema_version): its keys are carried over.

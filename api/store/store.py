@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from ..keys import KeyRecord
 from ..ratelimit import Decision, Window, decide
+from . import rollups
 from .drivers import Driver
 from .migrations import LEGACY_KEYS_COLUMNS, MIGRATIONS, statements
 from .records import (
@@ -36,6 +37,7 @@ from .records import (
     miner_from_row,
     miner_rows,
 )
+from .sessions import Sessions
 
 MIGRATION_LOCK = "api-store-migrations"
 # Columns an operator may change, and how a Python value is stored.
@@ -61,6 +63,12 @@ def day_of(timestamp: float) -> str:
 class Store:
     def __init__(self, db: Driver):
         self.db = db
+        self.rollups = rollups.Rollups(db)  # per-minute counters for the dashboard
+        self.sessions = Sessions(db)  # dashboard sessions
+
+    async def ping(self) -> None:
+        """One round trip (readiness probes); raises when the database is unreachable."""
+        await self.db.fetchrow("SELECT 1 AS one")
 
     @property
     def dialect(self) -> str:
@@ -246,6 +254,7 @@ class Store:
                 " completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,"
                 " charged = usage_daily.charged + excluded.charged",
                 [(key_id, day, r, p, c, ch) for (key_id, day), (r, p, c, ch, _) in daily.items()])
+            await rollups.write(tx, rollups.rollup(logs))
 
     async def daily_usage(self, key_id: Optional[str], since: Optional[float] = None,
                           until: Optional[float] = None) -> list[dict]:
@@ -267,8 +276,10 @@ class Store:
 
     async def query_logs(self, *, key_id: Optional[str] = None, since: Optional[float] = None,
                          until: Optional[float] = None, uid: Optional[int] = None, hotkey: Optional[str] = None,
-                         status: Optional[int] = None, limit: int = 100) -> list[RequestLog]:
-        """Newest first; ``uid``/``hotkey`` keep the requests that queried that miner."""
+                         status: Optional[int] = None, limit: int = 100, request_id: Optional[str] = None,
+                         status_range: Optional[tuple[int, int]] = None) -> list[RequestLog]:
+        """Newest first; ``uid``/``hotkey`` keep the requests that queried that miner; ``status_range`` is
+        inclusive (``(500, 599)``: server errors)."""
         where, args = ["1 = 1"], []
 
         def add(condition: str, value: Any) -> None:
@@ -283,6 +294,11 @@ class Store:
             add("created_at < ?", float(until))
         if status is not None:
             add("status = ?", status)
+        if status_range is not None:
+            add("status >= ?", status_range[0])
+            add("status <= ?", status_range[1])
+        if request_id is not None:
+            add("request_id = ?", request_id)
         if uid is not None:
             add("request_id IN (SELECT request_id FROM miner_logs WHERE uid = ?)", uid)
         if hotkey is not None:
@@ -300,7 +316,11 @@ class Store:
         return logs
 
     async def prune(self, before: float) -> int:
-        """Delete request logs (and their miner rows) older than ``before``; how many requests went."""
+        """Delete request logs (and their miner rows) older than ``before``; how many requests went.
+
+        Roll-ups go too, but never the last two days: the dashboard charts a day even when logs are kept less.
+        """
         async with self.db.transaction() as tx:
+            await self.rollups.prune(tx, min(before, time.time() - 2 * 86400))
             await tx.execute("DELETE FROM miner_logs WHERE created_at < $1", float(before))
             return await tx.execute("DELETE FROM request_logs WHERE created_at < $1", float(before))

@@ -8,6 +8,7 @@ subnet file) is unreachable.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Optional
 
 from loguru import logger
@@ -21,6 +22,7 @@ class MetagraphCache:
         self.every_seconds = every_seconds
         self.state: Optional[SubnetState] = None
         self.failures = 0
+        self.refreshed_at: Optional[float] = None  # when the last good read finished (readiness probes)
 
     async def refresh(self) -> bool:
         """Read the metagraph once; on failure keep the previous copy and say so."""
@@ -31,6 +33,7 @@ class MetagraphCache:
             logger.warning("metagraph refresh failed ({} in a row), keeping the last good copy: {}", self.failures, exc)
             return False
         self.failures = 0
+        self.refreshed_at = time.time()
         return True
 
     async def run(self) -> None:

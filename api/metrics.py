@@ -1,0 +1,170 @@
+"""Prometheus metrics of an API worker, right however many workers serve the port.
+
+    metrics = ApiMetrics(enabled=True)          # in the lifespan; app.state.metrics
+    app.add_middleware(MetricsMiddleware)        # shared.http_metrics: count, latency, first byte, errors
+    metrics.observe_log(log)                     # every recorded request: outcome, tokens, miner calls
+    await metrics.sampler(state)                 # lifespan task: buffers, directory, validator, every 2 s
+    body = await metrics.render()                # GET /metrics
+
+Several workers on one port (``API_WORKERS``): ``prometheus_client``'s
+multiprocess mode, set up by ``metrics_dir.prepare`` before the workers
+start; each worker writes to its own memory-mapped files (no lock shared
+between processes) and a scrape sums them all. A worker that exits removes
+its live gauges; its counters stay in the sums, as counters must. In a
+process started any other way (tests, an embedding app) the metrics live in
+a registry of this app's own.
+
+On the request path a metric costs a dict look-up and a few writes to
+memory (see ``shared.http_metrics``); what is known only when the miners have
+finished (outcome, tokens, miner calls) is counted when the request is
+recorded, off the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Optional
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+
+from shared.http_metrics import LATENCY_BUCKETS, HttpMetrics
+
+from .store import RequestLog
+
+SAMPLE_SECONDS = 2.0
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def multiprocess_mode() -> bool:
+    """Whether ``prometheus_client`` was imported with ``PROMETHEUS_MULTIPROC_DIR`` set."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+class ApiMetrics:
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.multiprocess = enabled and multiprocess_mode()
+        self.registry = None if self.multiprocess else CollectorRegistry()
+        r = self.registry
+        self.http = HttpMetrics("gateway", r)
+        self.outcomes = Counter("gateway_requests", "Requests made with a key, by task and outcome (ok, rejected,"
+                                " error, miner_error, client_closed)", ["task", "outcome"], registry=r)
+        self.tokens = Counter("gateway_tokens", "Tokens metered (prompt, completion)", ["kind"], registry=r)
+        self.credits = Counter("gateway_credits_charged", "Credits charged to keys", registry=r)
+        self.miner_calls = Counter("gateway_miner_calls", "Miner calls, by uid and outcome (ok, error, timeout,"
+                                   " cancelled)", ["uid", "outcome"], registry=r)
+        self.miner_wins = Counter("gateway_miner_wins", "Requests a miner answered (won the race)", ["uid"],
+                                  registry=r)
+        self.miner_latency = Histogram("gateway_miner_latency_seconds", "One miner call, start to end",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.miner_first_chunk = Histogram("gateway_miner_first_chunk_seconds", "One miner call, start to first"
+                                           " chunk", buckets=LATENCY_BUCKETS, registry=r)
+        self.forwarded = Counter("gateway_scoring_forwarded", "Items delivered to the validator for scoring",
+                                 registry=r)
+        self.forward_dropped = Counter("gateway_scoring_forward_dropped", "Scoring items dropped: buffer full",
+                                       registry=r)
+        self.forward_buffer = Gauge("gateway_scoring_forward_buffer", "Scoring items waiting for the validator",
+                                    multiprocess_mode="livesum", registry=r)
+        self.logs_written = Counter("gateway_request_logs_written", "Request logs written to the store", registry=r)
+        self.logs_dropped = Counter("gateway_request_logs_dropped", "Request logs dropped: buffer full", registry=r)
+        self.log_buffer = Gauge("gateway_request_log_buffer", "Request logs waiting to be written",
+                                multiprocess_mode="livesum", registry=r)
+        self.directory_age = Gauge("gateway_directory_age_seconds", "Age of the miner directory (oldest worker)",
+                                   multiprocess_mode="livemax", registry=r)
+        self.available_miners = Gauge("gateway_directory_available_miners", "Miners available in the directory"
+                                      " (worker that sees fewest)", multiprocess_mode="livemin", registry=r)
+        self.validator_reachable = Gauge("gateway_validator_reachable", "1 when the validator answered the last"
+                                         " directory refresh (every worker)", multiprocess_mode="livemin",
+                                         registry=r)
+        self.workers = Gauge("gateway_workers", "Worker processes serving this port", multiprocess_mode="livesum",
+                             registry=r)
+        self._http: dict[tuple, tuple] = {}
+        self._last: dict[str, int] = {}
+
+    # -- the request path -------------------------------------------------------------------------------------
+    def observe_http(self, method: str, route: str, status: int, seconds: float, first_byte: Optional[float],
+                     code: Optional[str]) -> None:
+        if self.enabled:
+            self.http.observe(method, route, status, seconds, first_byte, code)
+
+    def observe_log(self, log: RequestLog) -> None:
+        """One recorded request (called off the request path, when its miners have finished)."""
+        if not self.enabled:
+            return
+        self.outcomes.labels(log.task or "none", log.outcome).inc()
+        if log.prompt_tokens:
+            self.tokens.labels("prompt").inc(log.prompt_tokens)
+        if log.completion_tokens:
+            self.tokens.labels("completion").inc(log.completion_tokens)
+        if log.charged:
+            self.credits.inc(log.charged)
+        for miner in log.miners:
+            uid = str(miner.uid)
+            self.miner_calls.labels(uid, miner.outcome).inc()
+            if miner.winner:
+                self.miner_wins.labels(uid).inc()
+            if miner.latency_ms is not None and miner.outcome != "cancelled":
+                self.miner_latency.observe(miner.latency_ms / 1000)
+            if miner.first_chunk_ms is not None:
+                self.miner_first_chunk.observe(miner.first_chunk_ms / 1000)
+
+    # -- sampled state ----------------------------------------------------------------------------------------
+    def _advance(self, counter: Counter, name: str, total: int) -> None:
+        """Counters kept as plain ints by their owners: add what grew since the last sample."""
+        grown = total - self._last.get(name, 0)
+        if grown > 0:
+            counter.inc(grown)
+        self._last[name] = total
+
+    def sample(self, state: Any) -> None:
+        if not self.enabled:
+            return
+        self.workers.set(1)
+        forwarder, recorder, directory = state.forwarder, state.recorder, state.directory
+        self.forward_buffer.set(len(forwarder.buffer))
+        self._advance(self.forwarded, "forwarded", forwarder.sent)
+        self._advance(self.forward_dropped, "forward_dropped", forwarder.dropped)
+        self.log_buffer.set(len(recorder.buffer))
+        self._advance(self.logs_written, "logs_written", recorder.written)
+        self._advance(self.logs_dropped, "logs_dropped", recorder.dropped)
+        current = directory.directory
+        fetched_at = directory.fetched_at or (current.generated_at if current else None)
+        self.directory_age.set(time.time() - fetched_at if fetched_at else float("inf"))
+        self.available_miners.set(sum(1 for m in current.miners if m.availability is not None) if current else 0)
+        self.validator_reachable.set(1 if directory.validator_reachable else 0)
+
+    async def sampler(self, state: Any) -> None:
+        while self.enabled:
+            self.sample(state)
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    def close(self, state: Any) -> None:
+        """At worker exit: last sample, then this worker's live gauges leave the sums."""
+        if not self.enabled:
+            return
+        self.sample(state)
+        if self.multiprocess:
+            multiprocess.mark_process_dead(os.getpid())
+
+    # -- exposition -------------------------------------------------------------------------------------------
+    def _render(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    async def render(self) -> bytes:
+        """Every worker's files are read: off the event loop."""
+        return await asyncio.to_thread(self._render)
