@@ -10,6 +10,7 @@ the background. Start any number of them.
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import random
 import time
@@ -133,6 +134,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                  asyncio.create_task(prune_logs(state.store, settings.log_retention_days), name="retention"),
                  asyncio.create_task(state.metrics.sampler(state), name="metrics")]
         recorder_task = asyncio.create_task(state.recorder.run(), name="recorder")
+        gc.freeze()  # what start-up built (bittensor, FastAPI, settings) lives forever: keep it out of collections
         logger.info("API worker up; validator {} at {}; store {}, rate limits in {}", validator_hotkey,
                     settings.validator_url, state.store.dialect, "redis" if settings.redis_url else "the store")
         try:

@@ -45,7 +45,7 @@ class ScoringForwarder:
         batch = [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer)))]
         if not batch:
             return 0
-        payload = {"items": [item.model_dump(mode="json") for item in batch]}
+        payload = b'{"items":[' + b",".join(item.model_dump_json().encode() for item in batch) + b"]}"
         await self.client.post_json(self.validator_url, "/scoring", payload, receiver=self.validator_hotkey,
                                     timeout=10.0)
         for item in batch:  # drops during the send took from the left too: remove only what is still there

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any, Optional
 
+import orjson
+
 from .miner_call import MinerCall
 
 
@@ -65,7 +67,7 @@ def completion_object(call: MinerCall, *, request_id: str, created: int, model: 
 
 
 def sse(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 SSE_DONE = b"data: [DONE]\n\n"

@@ -14,9 +14,9 @@ client gets a truncated transfer, as from a miner that crashed mid-answer.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
@@ -28,7 +28,7 @@ class CutConnection(Exception):
 
 
 def sse(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n\n"
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 class EventStreamResponse(StreamingResponse):

@@ -13,9 +13,10 @@ sends synthetic tasks) read miners' SSE streams the same way::
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, AsyncIterator, Optional
+
+import orjson
 
 from .schemas import MinerResponse
 
@@ -24,26 +25,39 @@ class StreamBroken(Exception):
     """The miner broke the protocol: an error event, garbage, or no ``[DONE]``."""
 
 
-async def sse_chunks(lines: AsyncIterator[bytes]) -> AsyncIterator[dict]:
-    """The JSON objects of ``data:`` lines up to ``[DONE]``."""
-    async for raw in lines:
-        line = raw.strip()
-        if not line.startswith(b"data:"):
-            continue
-        data = line[5:].strip()
-        if data == b"[DONE]":
-            return
-        try:
-            chunk = json.loads(data)
-        except ValueError:
-            raise StreamBroken("unparsable chunk") from None
-        if not isinstance(chunk, dict):
-            raise StreamBroken("chunk is not a JSON object")
-        if "error" in chunk:
-            error = chunk["error"]
-            raise StreamBroken(error.get("message", str(error)) if isinstance(error, dict) else str(error))
-        yield chunk
+async def sse_chunks(content: Any) -> AsyncIterator[dict]:
+    """The JSON objects of ``data:`` lines up to ``[DONE]``.
+
+    ``content`` is an aiohttp ``StreamReader``: it is read in whatever pieces
+    arrive (``iter_any``) and split into lines here, which costs one await per
+    network read instead of one per line.
+    """
+    pending = b""
+    async for piece in content.iter_any():
+        lines = (pending + piece).split(b"\n")
+        pending = lines.pop()
+        for raw in lines:
+            line = raw.strip()
+            if not line.startswith(b"data:"):
+                continue
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            yield parse_event(data)
     raise StreamBroken("stream ended without [DONE]")
+
+
+def parse_event(data: bytes) -> dict:
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise StreamBroken("unparsable chunk") from None
+    if not isinstance(chunk, dict):
+        raise StreamBroken("chunk is not a JSON object")
+    if "error" in chunk:
+        error = chunk["error"]
+        raise StreamBroken(error.get("message", str(error)) if isinstance(error, dict) else str(error))
+    return chunk
 
 
 async def finish(response: Any, seconds: float = 1.0) -> None:

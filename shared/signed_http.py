@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 
 import aiohttp
+import orjson
 
 from .auth import Signer
 
@@ -87,7 +88,7 @@ class SignedClient:
                         f"{method} {path} → {response.status}: {payload[:300].decode('utf-8', 'replace')}",
                         response.status,
                     )
-                return json.loads(payload) if payload else None
+                return orjson.loads(payload) if payload else None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SignedCallError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
 
@@ -95,7 +96,7 @@ class SignedClient:
         return await self.request_json("GET", address, path, receiver=receiver, timeout=timeout)
 
     async def post_json(self, address: str, path: str, payload: Any, *, receiver: str, timeout: float = 10.0) -> Any:
-        body = json.dumps(payload, separators=(",", ":")).encode()
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         return await self.request_json("POST", address, path, receiver=receiver, body=body, timeout=timeout)
 
     @asynccontextmanager

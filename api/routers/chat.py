@@ -117,11 +117,13 @@ async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
     await asyncio.wait([winner.task])
     if winner.status == "ok":
         return winner
-    others = [c for c in calls if c is not winner]
-    await asyncio.gather(*(c.task for c in others), return_exceptions=True)
-    for call in others:
-        if call.status == "ok":
-            return call
+    pending = {c.task: c for c in calls if c is not winner and c.task is not None}
+    while pending:  # the first other miner to finish a whole answer, not the first one started
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            call = pending.pop(task)
+            if call.status == "ok":
+                return call
     raise ApiError(502, f"no miner finished its answer: {describe_failures(calls)}", "miners_failed")
 
 
@@ -135,9 +137,18 @@ async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: in
     queue = winner.become_winner()
     completed = False
     try:
-        while (chunk := await queue.get()) is not END:
-            if chunk.get("choices"):
-                yield chunk_event(chunk, winner, request_id=request_id, created=created, model=model)
+        ended = False
+        while not ended:
+            chunks = [await queue.get()]
+            while not queue.empty():  # chunks that arrived together leave in one write
+                chunks.append(queue.get_nowait())
+            if chunks[-1] is END:  # END is always the last thing queued
+                ended = True
+                chunks.pop()
+            events = [chunk_event(chunk, winner, request_id=request_id, created=created, model=model)
+                      for chunk in chunks if chunk.get("choices")]
+            if events:
+                yield b"".join(events)
         if winner.status != "ok":
             meter.outcome, meter.error = "miner_error", f"miner uid {winner.miner.uid}: {winner.error}"
             yield error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}")

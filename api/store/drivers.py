@@ -80,10 +80,8 @@ class SqliteDriver:
         self._lock: Optional[asyncio.Lock] = None
         self._conn = _SqliteConnection(self)
         self._rewritten: dict[str, str] = {}
-
-    @property
-    def stamp(self) -> Path:
-        return self.path.with_name(self.path.name + ".keys-changed")
+        # a plain string: stat()ed on every request, so no path object work there
+        self.stamp = str(self.path.with_name(self.path.name + ".keys-changed"))
 
     async def bump_keys(self) -> None:
         # One byte appended (O_APPEND is atomic across processes): the file's size is the generation.
