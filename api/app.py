@@ -10,8 +10,8 @@ the background. Start any number of them.
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import random
 import time
 from contextlib import asynccontextmanager

@@ -1,19 +1,26 @@
-"""One streamed call to one miner, recorded for scoring as it goes.
+"""One call to one miner, recorded for scoring as it goes.
 
-The call reads the miner's SSE stream to the end whether or not its chunks
-reach the client, so every miner's full answer can be forwarded to the
+A streamed call reads the miner's SSE stream to the end whether or not its
+chunks reach the client, so every miner's full answer can be forwarded to the
 validator. ``first`` resolves once: True when the first chunk with content
 arrives, False when the miner failed before that (connection refused, non-2xx,
 garbage, timeout), which is when the race replaces it.
+
+A client that asked for a whole answer gets miners asked for whole answers
+(one JSON object each, no per-chunk work on either side); ``first`` then
+resolves when a miner's complete answer arrives, so the race picks the first
+miner to finish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Optional
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Optional
 
 import aiohttp
+import orjson
 
 from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.schemas import MinerRecord, MinerResponse
@@ -35,11 +42,11 @@ class MinerCall:
         self.elapsed: Optional[float] = None  # seconds from the call's start to its end
 
     def start(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
-              first_chunk_timeout: float) -> None:
+              first_chunk_timeout: float, stream: bool = True) -> None:
+        """``stream=False`` when ``body`` asks for a whole answer: ``first`` then means "answered"."""
+        run = self._run if stream else self._run_whole
         self.task = asyncio.create_task(
-            self._run(client, body, connect_timeout, read_timeout, first_chunk_timeout),
-            name=f"miner-{self.miner.uid}",
-        )
+            run(client, body, connect_timeout, read_timeout, first_chunk_timeout), name=f"miner-{self.miner.uid}")
 
     def become_winner(self) -> asyncio.Queue:
         """Start relaying: what arrived so far first, then every new chunk, then END."""
@@ -67,24 +74,12 @@ class MinerCall:
         if has_content:
             self._settle_first(True)
 
-    async def _run(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
-                   first_chunk_timeout: float) -> None:
+    @asynccontextmanager
+    async def _outcome(self) -> AsyncIterator[None]:
+        """Time the call and turn whatever ends it into ``status``/``error``; ``first`` always resolves."""
         self.record.started = time.monotonic()
         try:
-            async with asyncio.timeout(first_chunk_timeout) as deadline:
-                async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
-                                              receiver=self.miner.hotkey, connect_timeout=connect_timeout,
-                                              read_timeout=read_timeout) as response:
-                    if response.status != 200:
-                        detail = (await response.read())[:200].decode("utf-8", "replace")
-                        raise StreamBroken(f"HTTP {response.status}: {detail}")
-                    async for chunk in sse_chunks(response.content):
-                        self._take(chunk)
-                        if self.first.done() and deadline.when() is not None:
-                            deadline.reschedule(None)  # the first-chunk deadline no longer applies
-                    await finish(response)
-            if not self.record.texts:
-                raise StreamBroken("empty answer")
+            yield
         except asyncio.CancelledError:
             self.status, self.error = "cancelled", "cancelled"
             raise
@@ -99,3 +94,38 @@ class MinerCall:
             self._settle_first(False)
             if self.relay is not None:
                 self.relay.put_nowait(END)
+
+    async def _run_whole(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
+                         first_chunk_timeout: float) -> None:
+        """A non-streamed answer: one JSON object, no per-chunk work on either side."""
+        async with self._outcome(), asyncio.timeout(first_chunk_timeout + read_timeout):
+            async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
+                                          receiver=self.miner.hotkey, connect_timeout=connect_timeout,
+                                          read_timeout=read_timeout) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
+            try:
+                completion = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise StreamBroken("unparsable answer") from None
+            if not self.record.take_completion(completion):
+                raise StreamBroken("empty answer")
+            self._settle_first(True)
+
+    async def _run(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
+                   first_chunk_timeout: float) -> None:
+        async with self._outcome(), asyncio.timeout(first_chunk_timeout) as deadline:
+            async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
+                                          receiver=self.miner.hotkey, connect_timeout=connect_timeout,
+                                          read_timeout=read_timeout) as response:
+                if response.status != 200:
+                    detail = (await response.read())[:200].decode("utf-8", "replace")
+                    raise StreamBroken(f"HTTP {response.status}: {detail}")
+                async for chunk in sse_chunks(response.content):
+                    self._take(chunk)
+                    if self.first.done() and deadline.when() is not None:
+                        deadline.reschedule(None)  # the first-chunk deadline no longer applies
+                await finish(response)
+            if not self.record.texts:
+                raise StreamBroken("empty answer")

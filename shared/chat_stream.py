@@ -101,6 +101,25 @@ class StreamRecord:
                 self.finish_reasons[index] = choice["finish_reason"]
         return has_content
 
+    def take_completion(self, completion: dict[str, Any]) -> bool:
+        """A whole ``chat.completion`` (a non-streamed answer): one chunk per choice, arriving now."""
+        if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+            raise StreamBroken("not a chat.completion object")
+        self.model = completion.get("model")
+        self.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
+        has_content = False
+        for choice in completion["choices"]:
+            index = int(choice.get("index", 0))
+            content = (choice.get("message") or {}).get("content")
+            if isinstance(content, str) and content:
+                self.texts[index] = [content]
+                has_content = True
+            if choice.get("finish_reason"):
+                self.finish_reasons[index] = choice["finish_reason"]
+        if 0 in self.texts:
+            self.timings.append(time.monotonic() - self.started)
+        return has_content
+
     @property
     def text(self) -> str:
         return "".join(self.texts.get(0, []))

@@ -82,12 +82,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     if body.wants_mixture:  # the first round here; the aggregation round is the race below
         miner_request, candidates, width = await first_round(state, miner_request, candidates, width,
                                                              request_id=request_id)
+    if not body.stream:  # a whole answer for the client: ask miners for whole answers too
+        miner_request = miner_request.model_copy(update={"stream": False})
     payload = miner_request.model_dump_json(exclude_none=True).encode()
 
     def launch(miner: MinerRecord) -> MinerCall:
         call = MinerCall(miner)
         call.start(state.client, payload, connect_timeout=settings.miner_connect_timeout,
-                   read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout)
+                   read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout,
+                   stream=miner_request.stream)
         return call
 
     calls: list[MinerCall] = []
