@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Protocol
+
+from shared.sqlite import open_shared_sqlite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -67,9 +68,7 @@ class ConversationStore(Protocol):
 
 class SqliteConversationStore:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db = open_shared_sqlite(path, timeout=10.0)
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()

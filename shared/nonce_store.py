@@ -13,10 +13,11 @@ Both are synchronous because ``verify`` is; each call is one indexed insert
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
+
+from .sqlite import open_shared_sqlite
 
 RETENTION_SECONDS = 60.0
 
@@ -27,10 +28,7 @@ class SqliteNonceStore:
     def __init__(self, path: str | Path, namespace: str = "", retention: float = RETENTION_SECONDS):
         self.retention = retention
         self.namespace = namespace
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = open_shared_sqlite(path, timeout=10.0)
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS nonces (namespace TEXT NOT NULL, hotkey TEXT NOT NULL,"
             " nonce INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (namespace, hotkey, nonce))"

@@ -68,3 +68,27 @@ def test_signer_never_repeats_a_nonce():
     signer = Signer(SENDER)
     nonces = [int(signer.headers("GET", "/x", receiver=RECEIVER)["X-Bittensor-Nonce"]) for _ in range(2000)]
     assert len(set(nonces)) == len(nonces) and nonces == sorted(nonces)
+
+
+def test_many_openers_of_a_fresh_sqlite_file_all_succeed(tmp_path):
+    """Two workers starting together on a fresh machine both switch the new file to WAL."""
+    import threading
+
+    from shared.sqlite import open_shared_sqlite
+
+    for round_number in range(60):
+        path = tmp_path / f"fresh-{round_number}.sqlite"
+        errors: list[Exception] = []
+
+        def open_it() -> None:
+            try:
+                open_shared_sqlite(path, timeout=10).execute("CREATE TABLE IF NOT EXISTS t (x)")
+            except Exception as exc:  # noqa: BLE001 - collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []

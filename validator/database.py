@@ -13,13 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from shared.sqlite import open_shared_sqlite
+
 
 class Database:
     def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.connection = sqlite3.connect(str(path), timeout=10.0, isolation_level=None, check_same_thread=False)
-        self.connection.execute("PRAGMA journal_mode=WAL")
-        self.connection.execute("PRAGMA synchronous=NORMAL")
+        self.connection = open_shared_sqlite(path, timeout=10.0)
         self.connection.execute("PRAGMA foreign_keys=ON")
         self.lock = threading.RLock()
 

@@ -25,6 +25,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional, Protocol, Sequence
 
+from shared.sqlite import open_shared_sqlite
+
 PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
@@ -104,12 +106,8 @@ class SqliteDriver:
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None, check_same_thread=False)
+            db = open_shared_sqlite(self.path, timeout=30.0)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA busy_timeout=30000")
             return db
 
         self._lock = asyncio.Lock()
