@@ -31,7 +31,6 @@ from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
 from . import dashboard
-from .conversations import SqliteConversationStore
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
@@ -57,6 +56,7 @@ from .routers import (
 )
 from .settings import ApiSettings, load
 from .store import open_store
+from .store.conversations import Conversations
 
 EXPOSED_HEADERS = ["X-Request-Id", "X-Conversation-Id", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                    "X-RateLimit-Reset", "X-RateLimit-Policy"]
@@ -106,7 +106,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
                                   interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
         state.metrics = ApiMetrics(enabled=settings.metrics_enabled)
         state.unrecorded = set()
-        state.conversations = SqliteConversationStore(settings.sqlite_path)
+        state.conversations = Conversations(state.store.db)
         state.background = set()
         # Unsigned outbound calls: pages named by web retrieval results, and the moderation endpoint.
         state.http = aiohttp.ClientSession()
@@ -153,7 +153,6 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await state.http.close()
             await state.limiter.close()
             await state.store.close()
-            state.conversations.close()
 
     app = FastAPI(title="Subnet API", lifespan=lifespan)
     install_error_handlers(app)

@@ -15,6 +15,7 @@ from api.key_fields import KeySpec
 from api.keys import hash_key
 from api.ratelimit import RedisRateLimiter, Window, parse_windows
 from api.store import MinerLog, RequestLog, Store, open_store
+from api.store.conversations import Conversations
 from api.store.migrations import MIGRATIONS
 
 
@@ -203,3 +204,27 @@ async def test_recorder_writes_everything_submitted_by_shutdown(tmp_path):
         assert (await store.key_by_id(key.id)).completion_tokens == 40
     finally:
         await store.close()
+
+
+async def test_conversations_belong_to_their_key_and_keep_order_across_workers(database):
+    first, second = await two_stores(database)
+    one, two = Conversations(first.db), Conversations(second.db)
+    try:
+        created = await one.create(owner="alice", messages=[{"role": "system", "content": "s"}],
+                                   metadata={"topic": "t"})
+        assert (await two.get(created.id, owner="alice")).metadata == {"topic": "t"}  # another worker sees it
+        assert await two.get(created.id, owner="bob") is None
+        assert not await two.append(created.id, owner="bob", messages=[{"role": "user", "content": "x"}])
+        await asyncio.gather(*(store.append(created.id, owner="alice", messages=[
+            {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}])
+            for i in range(6) for store in (one, two)))
+        messages = (await one.get(created.id, owner="alice")).messages
+        assert len(messages) == 25 and messages[0]["role"] == "system"
+        for user, reply in zip(messages[1::2], messages[2::2]):  # each turn's two messages stay together
+            assert user["content"][1:] == reply["content"][1:]
+        assert not await two.delete(created.id, owner="bob")
+        assert await two.delete(created.id, owner="alice")
+        assert await one.get(created.id, owner="alice") is None
+    finally:
+        await first.close()
+        await second.close()

@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 from conftest_miner_helpers import aiohttp_thread, bound_socket, signed, sse_events, uvicorn_thread
 
-from api.conversations import SqliteConversationStore
 from api.errors import ApiError
 from api.moderation import Moderator, screen
 from localnet.launcher import free_port
@@ -224,25 +223,3 @@ def test_moderation_unreachable_fails_open_or_closed():
     with pytest.raises(ApiError) as closed:
         screen_with(nowhere, ["anything"], fail_open=False)
     assert (closed.value.status, closed.value.code) == (503, "moderation_unavailable")
-
-
-# -- conversation store ------------------------------------------------------------------------------
-
-async def test_conversations_belong_to_their_key_and_keep_order(tmp_path):
-    store = SqliteConversationStore(tmp_path / "api.sqlite")
-    try:
-        created = await store.create(owner="alice", messages=[{"role": "system", "content": "s"}],
-                                     metadata={"topic": "t"})
-        assert await store.get(created.id, owner="bob") is None
-        assert not await store.append(created.id, owner="bob", messages=[{"role": "user", "content": "x"}])
-        await asyncio.gather(*(store.append(created.id, owner="alice", messages=[
-            {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]) for i in range(5)))
-        messages = (await store.get(created.id, owner="alice")).messages
-        assert len(messages) == 11 and messages[0]["role"] == "system"
-        for user, reply in zip(messages[1::2], messages[2::2]):  # each turn's two messages stay together
-            assert user["content"][1:] == reply["content"][1:]
-        assert not await store.delete(created.id, owner="bob")
-        assert await store.delete(created.id, owner="alice")
-        assert await store.get(created.id, owner="alice") is None
-    finally:
-        store.close()

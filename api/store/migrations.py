@@ -135,10 +135,29 @@ V2_DASHBOARD = [
     "CREATE INDEX dashboard_sessions_expiry ON dashboard_sessions (expires_at)",
 ]
 
+# Conversations kept server-side (``/v1/conversations``), per API key.
+V3_CONVERSATIONS = [
+    # IF NOT EXISTS: a local demo's SQLite file may hold these tables from before they became a migration
+    """CREATE TABLE IF NOT EXISTS conversations (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        metadata TEXT NOT NULL DEFAULT '{}'
+    )""",
+    """CREATE TABLE IF NOT EXISTS conversation_messages (
+        conversation_id TEXT NOT NULL,
+        seq {int} NOT NULL,
+        message TEXT NOT NULL,
+        created_at {float} NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    )""",
+]
+
 # (version, what it does, statements)
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "keys, usage, request and miner logs, rate-limit events", V1_KEYS),
     (2, "per-minute roll-ups for the dashboard, dashboard sessions", V2_DASHBOARD),
+    (3, "conversations", V3_CONVERSATIONS),
 ]
 
 # The key table of the first release (SQLite only, no schema_version): its keys are carried over.
