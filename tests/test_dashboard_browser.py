@@ -100,8 +100,9 @@ def test_a_wrong_admin_key_is_refused(browser, local_subnet, shots):
     wait(browser, lambda d: d.current_url.endswith("/dashboard/login"))
     browser.find_element(By.ID, "admin_key").send_keys("admin-wrong")
     browser.find_element(By.ID, "login-button").click()
-    error = wait(browser, lambda d: d.find_element(By.ID, "login-error"))
-    assert error.text == "Invalid admin key"
+    # the error is read inside the wait: the page may re-render the element between finding and reading it
+    shown = wait(browser, lambda d: d.find_element(By.ID, "login-error").text or None)
+    assert shown == "Invalid admin key"
     assert browser.get_cookie("gateway_session") is None
     assert "admin-wrong" not in browser.current_url
     screenshot(browser, shots, "0-login-refused")
