@@ -88,11 +88,13 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         app.state.book = ScoreBook(database, settings.score_alpha)
         web = PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
                           allow_private=settings.web_fetch_allow_private)
+        reference = settings.reference_model()
         scorer = Scorer(database, app.state.queue, app.state.book, timeout=settings.synthetic_timeout,
-                        copycat_penalty=settings.copycat_penalty, web=web)
+                        copycat_penalty=settings.copycat_penalty, web=web, reference=reference)
         synthetic = SyntheticLoop(client, app.state.poller, mix=parse_mix(settings.task_mix),
                                   sample_size=settings.synthetic_sample_size, timeout=settings.synthetic_timeout,
-                                  interval=settings.synthetic_interval_seconds)
+                                  interval=settings.synthetic_interval_seconds,
+                                  verifiable_models=reference.models if reference else frozenset())
         app.state.weights = WeightSetter(chain, app.state.book, settings.weights_interval_seconds)
         app.state.synthetic = synthetic
         app.state.metrics = metrics.ValidatorMetrics()

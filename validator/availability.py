@@ -1,8 +1,12 @@
 """Ask every serving miner what it can do, signed, and remember the answers.
 
 A miner that does not answer (or answers garbage) is recorded as unavailable
-for everything — never as available for everything. Answers are keyed by uid
-and hotkey together, so a uid re-registered under a new hotkey starts unknown.
+for everything — never as available for everything — once it has missed
+``MISSES_BEFORE_UNAVAILABLE`` polls in a row: one slow answer under load does
+not take a working miner out of routing and out of the synthetic rounds (where
+its absence would, for one, let a copy-cat of it go unnoticed). Answers are
+keyed by uid and hotkey together, so a uid re-registered under a new hotkey
+starts unknown.
 """
 
 from __future__ import annotations
@@ -19,12 +23,15 @@ from shared.chain import Neuron, SubnetState
 from shared.schemas import Availability
 from shared.signed_http import SignedCallError, SignedClient
 
+MISSES_BEFORE_UNAVAILABLE = 2
+
 
 @dataclass(frozen=True)
 class AvailabilityRecord:
     hotkey: str
     availability: Optional[Availability]
-    checked_at: float
+    checked_at: float  # when the miner last answered (or, if it never did, when it was last asked)
+    misses: int = 0  # polls in a row it did not answer
 
 
 class AvailabilityPoller:
@@ -44,7 +51,14 @@ class AvailabilityPoller:
             availability = Availability.model_validate(raw)
         except (SignedCallError, ValidationError, ValueError) as exc:
             logger.debug("availability of uid {} unknown: {}", neuron.uid, exc)
-        record = AvailabilityRecord(neuron.hotkey, availability, time.time())
+        previous = self.get(neuron)
+        if availability is not None:
+            record = AvailabilityRecord(neuron.hotkey, availability, time.time())
+        elif previous is not None and previous.availability is not None and \
+                previous.misses + 1 < MISSES_BEFORE_UNAVAILABLE:
+            record = AvailabilityRecord(neuron.hotkey, previous.availability, previous.checked_at, previous.misses + 1)
+        else:
+            record = AvailabilityRecord(neuron.hotkey, None, time.time(), (previous.misses + 1) if previous else 1)
         self.records[neuron.uid] = record
         return record
 

@@ -5,19 +5,23 @@
 - ``InferenceTask`` with a builtin model: the validator re-derives the exact
   answer (the builtin generator is deterministic). Agreement is 1 for the exact
   text and 0 for anything else, times a speed factor.
+- ``InferenceTask`` with a model the configured reference serves: the share of
+  sampled positions where the answer continues with one of the reference
+  model's top next tokens (``validator.logprob_check``), times the speed factor.
 - ``WebQuestionAnsweringTask``: relevance of the answer to the corpus passage the
   question is about (``shared.corpus``), times the speed factor.
 - ``WebRetrievalTask`` (when the scorer has a page fetcher): the pages are
   fetched and each result checked against its page and the query
   (``validator.web_retrieval_reward``), times the speed factor.
 - Empty, malformed, failed or timed-out answers earn 0.
-- Copy-cats: where honest answers differ (every task but exact inference and
-  web retrieval, where honest miners return the same pages), an
+- Copy-cats: where honest answers differ (every task but inference, where the
+  same model, prompt and seed may well give the same words, and web retrieval,
+  where honest miners return the same pages), an
   answer identical to one that arrived earlier in the same item earns
   ``-copycat_penalty``; copying must cost more than not answering.
 
-Other tasks and models without a reference (an upstream model, when no
-log-probability reference is configured) get no verdict rather than a guess.
+Other tasks, and models that neither the builtin generator nor the reference
+serves, get no verdict rather than a guess.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from shared.corpus import Corpus, relevance
 from shared.schemas import WEB_RETRIEVAL_TASK, MinerResponse, ScoringItem
 from shared.web_check import PageFetcher
 
+from .logprob_check import ReferenceModel, ReferenceUnavailable
 from .web_retrieval_reward import web_quality
 
 INFERENCE_TASK = "InferenceTask"
@@ -59,7 +64,8 @@ def question_of(item: ScoringItem) -> str:
     return ""
 
 
-def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: dict) -> Optional[float]:
+def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: dict,
+            reference: Optional[ReferenceModel] = None) -> Optional[float]:
     """How good the answer is, in [0, 1]; None when this validator cannot judge it."""
     text = "".join(response.chunks)
     if response.status != "ok" or not text.strip():
@@ -69,6 +75,12 @@ def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: d
         if model not in cache:
             cache[model] = expected_text(item, model)
         return 1.0 if text == cache[model] else 0.0
+    model = response.model or item.request.model or ""
+    if item.task == INFERENCE_TASK and reference is not None and reference.serves(model):
+        try:
+            return reference.agreement([m.model_dump() for m in item.request.messages], model, text)
+        except ReferenceUnavailable:
+            return None  # no verdict rather than a wrong one
     if item.task == QA_TASK:
         if "reference" not in cache:
             cache["reference"] = corpus.best_passage(question_of(item)).text
@@ -80,7 +92,9 @@ def copycats(item: ScoringItem) -> set[int]:
     """uids whose answer repeats, word for word, one that finished earlier in the same item."""
     seen: set[str] = set()
     copied: set[int] = set()
-    answered = [r for r in item.responses if r.status == "ok" and r.chunks and not is_exact(item, r)]
+    if item.task == INFERENCE_TASK:
+        return set()
+    answered = [r for r in item.responses if r.status == "ok" and r.chunks]
     for response in sorted(answered, key=lambda r: r.timings[-1] if r.timings else float("inf")):
         text = " ".join("".join(response.chunks).split())
         if text in seen:
@@ -90,7 +104,8 @@ def copycats(item: ScoringItem) -> set[int]:
 
 
 def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
-                corpus: Optional[Corpus] = None, web: Optional[PageFetcher] = None) -> dict[int, float]:
+                corpus: Optional[Corpus] = None, web: Optional[PageFetcher] = None,
+                reference: Optional[ReferenceModel] = None) -> dict[int, float]:
     """{uid: reward}. Web retrieval needs ``web`` (pages are fetched); without it, no verdict."""
     if item.task == WEB_RETRIEVAL_TASK:
         if web is None:
@@ -106,7 +121,7 @@ def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
         if response.uid in copied:
             rewards[response.uid] = -copycat_penalty
             continue
-        verdict = quality(item, response, corpus, cache)
+        verdict = quality(item, response, corpus, cache, reference)
         if verdict is not None:
             rewards[response.uid] = verdict * speed_factor(response, timeout) if verdict > 0 else 0.0
     return rewards

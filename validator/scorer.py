@@ -17,6 +17,7 @@ from shared.corpus import Corpus
 from shared.web_check import PageFetcher
 
 from .database import Database
+from .logprob_check import ReferenceModel
 from .rewards import reward_item
 from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
@@ -26,7 +27,8 @@ KEEP_SCORED_ITEMS = 50_000
 
 class Scorer:
     def __init__(self, database: Database, queue: ScoringQueue, book: ScoreBook, *, timeout: float,
-                 copycat_penalty: float, batch_size: int = 200, web: Optional[PageFetcher] = None):
+                 copycat_penalty: float, batch_size: int = 200, web: Optional[PageFetcher] = None,
+                 reference: Optional[ReferenceModel] = None):
         self.database = database
         self.queue = queue
         self.book = book
@@ -35,6 +37,7 @@ class Scorer:
         self.batch_size = batch_size
         self.corpus = Corpus.load()
         self.web = web  # fetches the pages that web retrieval results name
+        self.reference = reference  # checks answers from real models, when configured
         self.passes = 0
 
     def score_batch(self) -> int:
@@ -45,7 +48,7 @@ class Scorer:
         changed: set[int] = set()
         for _, item in batch:
             rewards = reward_item(item, timeout=self.timeout, copycat_penalty=self.copycat_penalty,
-                                  corpus=self.corpus, web=self.web)
+                                  corpus=self.corpus, web=self.web, reference=self.reference)
             hotkeys = {r.uid: r.hotkey for r in item.responses}
             changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()}))
         with self.database.transaction() as db:

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
+
+from pydantic import Field, SecretStr
 
 from shared.settings import CommonSettings, load_settings
+
+from .logprob_check import ReferenceModel
 
 
 class ValidatorSettings(CommonSettings):
@@ -29,6 +34,13 @@ class ValidatorSettings(CommonSettings):
     web_fetch_max_bytes: int = 1_000_000
     web_fetch_allow_private: bool = False  # true only where pages live on private addresses (the local subnet)
 
+    # A reference copy of real models, to check upstream miners' answers (empty URL: builtin models only).
+    reference_url: str = ""
+    reference_api_key: SecretStr = SecretStr("")
+    reference_models: str = ""
+    reference_top_k: int = Field(20, ge=1, le=20)
+    reference_sample_share: float = Field(0.1, gt=0.0, le=1.0)
+
     # Weights.
     weights_interval_seconds: float = 1200.0
 
@@ -39,6 +51,13 @@ class ValidatorSettings(CommonSettings):
     def allowed_hotkeys(self, own_hotkey: str) -> frozenset[str]:
         extra = {h.strip() for h in self.allowed_api_hotkeys.split(",") if h.strip()}
         return frozenset(extra | {own_hotkey})
+
+    def reference_model(self) -> Optional[ReferenceModel]:
+        models = [m.strip() for m in self.reference_models.split(",") if m.strip()]
+        if not self.reference_url or not models:
+            return None
+        return ReferenceModel(self.reference_url, models=models, api_key=self.reference_api_key.get_secret_value(),
+                              top_k=self.reference_top_k, share=self.reference_sample_share)
 
     @property
     def database_path(self) -> Path:

@@ -118,8 +118,10 @@ async def query(client: SignedClient, uid: int, hotkey: str, address: str, body:
 
 class SyntheticLoop:
     def __init__(self, client: SignedClient, poller: AvailabilityPoller, *, mix: dict[str, float],
-                 sample_size: int, timeout: float, interval: float, rng: Optional[random.Random] = None):
+                 sample_size: int, timeout: float, interval: float, rng: Optional[random.Random] = None,
+                 verifiable_models: frozenset[str] = frozenset()):
         self.client = client
+        self.verifiable_models = verifiable_models  # real models the reference can check, besides builtin ones
         self.poller = poller
         self.mix = mix
         self.sample_size = sample_size
@@ -144,10 +146,11 @@ class SyntheticLoop:
                     serving.append((neuron, record.availability))
                     models.update(m for m, ok in record.availability.llm_model_availabilities.items() if ok)
             if task == INFERENCE_TASK:
-                exact = sorted(m for m in models if m.startswith(BUILTIN_MODEL_PREFIX))
-                if not exact:
-                    continue  # no reference for upstream models: nothing to verify against
-                model = self.rng.choice(exact)
+                checkable = sorted(m for m in models
+                                   if m.startswith(BUILTIN_MODEL_PREFIX) or m in self.verifiable_models)
+                if not checkable:
+                    continue  # nothing to verify answers against
+                model = self.rng.choice(checkable)
                 serving = [(n, a) for n, a in serving if a.llm_model_availabilities.get(model)]
                 request = inference_request(self.rng, self.corpus, model)
             elif task == QA_TASK:
