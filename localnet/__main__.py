@@ -100,6 +100,7 @@ def main() -> None:
                       miner_ports=[args.miner_base_port + i for i in range(len(behaviours))],
                       behaviours=behaviours, api_workers=args.api_workers, web_port=args.web_port)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started as a background job
     try:
         print("starting the local subnet…", flush=True)
         net.start()
