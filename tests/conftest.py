@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from store_fixtures import POSTGRES_URL, drop_schema, unique_name
 
 from localnet.launcher import LocalSubnet, free_port
 from shared.auth import Signer
@@ -27,6 +28,17 @@ def start_subnet(directory: Path, **kwargs) -> LocalSubnet:
         net.stop()
         raise
     return net
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path):
+    """(DATABASE_URL, sqlite path, schema) for a fresh store, on each backend; the PostgreSQL schema is dropped."""
+    if request.param == "sqlite":
+        yield "", tmp_path / "api.sqlite", ""
+        return
+    schema = unique_name(f"test_{request.node.module.__name__.split('.')[-1]}")
+    yield POSTGRES_URL, tmp_path / "unused.sqlite", schema
+    drop_schema(schema)
 
 
 @pytest.fixture(scope="session")

@@ -5,25 +5,12 @@ from __future__ import annotations
 import random
 import time
 
-import pytest
-from store_fixtures import POSTGRES_URL, drop_schema, unique_name
-
 from api.dashboard.overview import traffic
 from api.key_admin import KeyAdmin
 from api.key_fields import KeySpec
 from api.store import MinerLog, RequestLog, open_store
 from api.store.rollups import quantile, rollup
 from api.store.sessions import Session
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    if request.param == "sqlite":
-        yield "", tmp_path / "api.sqlite", ""
-        return
-    schema = unique_name("test_dash")
-    yield POSTGRES_URL, tmp_path / "unused.sqlite", schema
-    drop_schema(schema)
 
 
 def log(key_id: str, at: float, outcome: str = "ok", latency: float = 50.0, status: int = 200, **extra) -> RequestLog:

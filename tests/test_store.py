@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 import pytest
-from store_fixtures import POSTGRES_URL, REDIS_URL, drop_redis_prefix, drop_schema, unique_name
+from store_fixtures import REDIS_URL, drop_redis_prefix, unique_name
 
 from api.key_admin import KeyAdmin
 from api.key_fields import KeySpec
@@ -17,17 +17,6 @@ from api.ratelimit import RedisRateLimiter, Window, parse_windows
 from api.store import MinerLog, RequestLog, Store, open_store
 from api.store.conversations import Conversations
 from api.store.migrations import MIGRATIONS
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path):
-    """(DATABASE_URL, sqlite path, schema) for a fresh store; the PostgreSQL schema is dropped afterwards."""
-    if request.param == "sqlite":
-        yield "", tmp_path / "api.sqlite", ""
-        return
-    schema = unique_name("test_store")
-    yield POSTGRES_URL, tmp_path / "unused.sqlite", schema
-    drop_schema(schema)
 
 
 async def two_stores(database) -> tuple[Store, Store]:
