@@ -175,3 +175,18 @@ async def test_weights_reach_the_bittensor_chain_with_the_right_uids(tmp_path, m
     assert call.function == "set_mechanism_weights"
     assert call.params["dests"] == [1, 3]
     assert call.params["weights"] == [21845, 65535]
+
+
+def test_a_caught_copycat_restarts_from_the_penalty(tmp_path):
+    database = Database(tmp_path / "validator.sqlite")
+    queue = ScoringQueue(database, max_items=100)
+    book = ScoreBook(database, alpha=0.1)
+    book.apply({uid: (HOTKEYS[uid], 0.9) for uid in (1, 3)})
+    before = float(book.scores[3])
+    question = Corpus.load().passages[14].questions[0]
+    honest = "".join(answer_question([{"role": "user", "content": question}], "hotkey-1", 5, 160))
+    asyncio.run(queue.put([item("WebQuestionAnsweringTask", [answer(1, honest, 0.1), answer(3, honest, 0.4)],
+                                content=question, request_id="copied")]))
+    Scorer(database, queue, book, timeout=10.0, copycat_penalty=2.0).score_batch()
+    assert before > 0 and book.scores[3] == -2.0  # not an average that a few good rounds wash out
+    assert book.scores[1] > before  # the miner that answered first is rewarded as usual

@@ -18,7 +18,8 @@
   same model, prompt and seed may well give the same words, and web retrieval,
   where honest miners return the same pages), an
   answer identical to one that arrived earlier in the same item earns
-  ``-copycat_penalty``; copying must cost more than not answering.
+  ``-copycat_penalty``; copying must cost more than not answering. (The
+  scorer goes further: a caught copy-cat's moving average restarts there.)
 
 Other tasks, and models that neither the builtin generator nor the reference
 serves, get no verdict rather than a guess.
@@ -92,8 +93,8 @@ def copycats(item: ScoringItem) -> set[int]:
     """uids whose answer repeats, word for word, one that finished earlier in the same item."""
     seen: set[str] = set()
     copied: set[int] = set()
-    if item.task == INFERENCE_TASK:
-        return set()
+    if item.task in (INFERENCE_TASK, WEB_RETRIEVAL_TASK):
+        return set()  # identical honest answers are expected there
     answered = [r for r in item.responses if r.status == "ok" and r.chunks]
     for response in sorted(answered, key=lambda r: r.timings[-1] if r.timings else float("inf")):
         text = " ".join("".join(response.chunks).split())

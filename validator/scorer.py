@@ -18,7 +18,7 @@ from shared.web_check import PageFetcher
 
 from .database import Database
 from .logprob_check import ReferenceModel
-from .rewards import reward_item
+from .rewards import copycats, reward_item
 from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
 
@@ -50,7 +50,10 @@ class Scorer:
             rewards = reward_item(item, timeout=self.timeout, copycat_penalty=self.copycat_penalty,
                                   corpus=self.corpus, web=self.web, reference=self.reference)
             hotkeys = {r.uid: r.hotkey for r in item.responses}
-            changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()}))
+            caught = copycats(item)
+            changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()
+                                            if uid not in caught}))
+            changed.update(self.book.restart({uid: hotkeys[uid] for uid in caught}, -self.copycat_penalty))
         with self.database.transaction() as db:
             self.book.save(db, sorted(changed))
             self.queue.mark_scored(db, [row_id for row_id, _ in batch])

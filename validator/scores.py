@@ -96,6 +96,24 @@ class ScoreBook:
             self.last_reward[uids] = values
         return list(fresh)
 
+    def restart(self, caught: dict[int, str], score: float) -> list[int]:
+        """Caught cheating: the moving average starts again from ``score`` (a stale hotkey is left alone).
+
+        A copy-cat that also answers the tasks it cannot copy would otherwise
+        average its penalties away; restarting makes each catch outweigh the
+        rewards in between.
+        """
+        restarted = []
+        for uid, hotkey in caught.items():
+            self._ensure(uid + 1)
+            if self.hotkeys[uid] not in (None, hotkey):
+                continue
+            self.hotkeys[uid] = hotkey
+            self.scores[uid], self.last_reward[uid] = score, score
+            self.rewards[uid] += 1
+            restarted.append(uid)
+        return restarted
+
     def save(self, db: sqlite3.Connection, uids: list[int]) -> None:
         now = time.time()
         db.executemany(
