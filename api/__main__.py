@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from shared.coalesced_writes import CoalescingHttpProtocol
 from shared.settings import configure_logging
 
 from .metrics_dir import prepare as prepare_metrics
@@ -13,7 +14,9 @@ from .settings import load
 def main() -> None:
     settings = load()
     configure_logging(settings.log_level)
-    if settings.metrics_enabled:  # before any worker imports prometheus_client
+    # Before any worker imports prometheus_client. One worker keeps its metrics in memory: the
+    # multiprocess files, which let several workers' counts add up, cost twice as much per update.
+    if settings.metrics_enabled and (settings.api_workers > 1 or settings.metrics_dir):
         prepare_metrics(settings.data_dir, settings.api_port, settings.metrics_dir)
     uvicorn.run(
         "api.app:create_app_from_env",
@@ -23,6 +26,8 @@ def main() -> None:
         workers=settings.api_workers,
         log_level="warning",
         access_log=False,
+        http=CoalescingHttpProtocol,
+        server_header=False,
     )
 
 

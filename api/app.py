@@ -34,6 +34,7 @@ from . import dashboard
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
+from .hot_path import serve_chat, takes_hot_path
 from .key_admin import KeyAdmin
 from .keys import KeyCache
 from .meter import MeterMiddleware, record_unfinished
@@ -82,6 +83,18 @@ async def prune_logs(store, retention_days: float) -> None:
         except Exception as exc:
             logger.warning("log retention failed: {}", type(exc).__name__)
         await asyncio.sleep(min(3600.0, retention_days * 8640))
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, except that chat completions skip its stack (see ``api.hot_path``)."""
+
+    hot_path_cors = False  # CORS configured: browser requests take the FastAPI route
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        if takes_hot_path(scope, self.hot_path_cors):
+            await serve_chat(self, scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
 
 
 def create_app(settings: ApiSettings) -> FastAPI:
@@ -154,7 +167,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await state.limiter.close()
             await state.store.close()
 
-    app = FastAPI(title="Subnet API", lifespan=lifespan)
+    app = GatewayApp(title="Subnet API", lifespan=lifespan)
+    app.hot_path_cors = bool(settings.cors_origin_list)
     install_error_handlers(app)
     app.add_middleware(MeterMiddleware)
     app.add_middleware(MetricsMiddleware)

@@ -14,6 +14,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .json_response import FastJSONResponse
+
 TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -43,12 +45,13 @@ def error_body(status: int, message: str, code: Any = None) -> dict:
 
 
 def error_response(status: int, message: str, code: Any = None, headers: Optional[dict] = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message, code), status_code=status, headers=headers)
+    return FastJSONResponse(error_body(status, message, code), status_code=status, headers=headers)
 
 
-def describe_validation_error(exc: RequestValidationError) -> str:
+def describe_validation_errors(errors: Any) -> str:
+    """pydantic's errors (from FastAPI or from ``model_validate_json``) as one line a client can act on."""
     parts = []
-    for error in exc.errors()[:5]:
+    for error in list(errors)[:5]:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
         parts.append(f"{where or 'body'}: {error.get('msg')}")
     return "invalid request: " + "; ".join(parts)
@@ -67,4 +70,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         request.state.error_code = "invalid_request"
-        return error_response(422, describe_validation_error(exc), "invalid_request")
+        return error_response(422, describe_validation_errors(exc.errors()), "invalid_request")

@@ -10,13 +10,14 @@ Every worker keeps what it looked up for at most ``KEY_CACHE_SECONDS`` (one
 second by default), without a store round trip per request. Sooner than that,
 a change to any key (admin API on any worker or host, or the CLI) bumps the
 store's key generation, and every worker drops its cache when it sees a new
-one: at once on one host (a file size, one ``stat`` per request), within
+one: at once on one host (a counter in shared memory, ``store.key_stamp``), within
 milliseconds across hosts (PostgreSQL ``NOTIFY``). The time limit is the
 backstop when a notification is lost.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -80,6 +81,7 @@ class KeyCache:
     max_entries: int = 100_000
     _entries: dict[str, tuple[float, Optional[KeyRecord]]] = field(default_factory=dict)
     _generation: int = 0
+    _loading: dict[str, asyncio.Future] = field(default_factory=dict)
 
     async def get(self, key_hash: str) -> Optional[KeyRecord]:
         if self.generation is not None:
@@ -91,10 +93,21 @@ class KeyCache:
         hit = self._entries.get(key_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
+        # One look-up per key at a time: when an entry expires under load, every request waiting for that
+        # key shares it instead of queueing its own behind the store's writes.
+        loading = self._loading.get(key_hash)
+        if loading is None:
+            loading = self._loading[key_hash] = asyncio.ensure_future(self._load(key_hash, now))
+            loading.add_done_callback(lambda _: self._loading.pop(key_hash, None))
+        return await asyncio.shield(loading)
+
+    async def _load(self, key_hash: str, now: float) -> Optional[KeyRecord]:
+        generation = self._generation
         record = await self.load(key_hash)
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()  # a flood of unknown keys must not grow memory
-        self._entries[key_hash] = (now + self.ttl, record)
+        if generation == self._generation:  # a key changed meanwhile: what was read may be stale
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()  # a flood of unknown keys must not grow memory
+            self._entries[key_hash] = (now + self.ttl, record)
         return record
 
     def forget(self, key_hash: str) -> None:

@@ -38,7 +38,7 @@ class Meter:
         self.path = path
         self.created_at = time.time()
         self.started = time.perf_counter()
-        self.request_id = f"req-{uuid.uuid4().hex}"
+        self.request_id: Optional[str] = None  # the route's id (chatcmpl-…); a req-… one is made if it sets none
         self.key: Optional[KeyRecord] = None
         self.headers: list[tuple[bytes, bytes]] = []  # X-RateLimit-*, added to the response
         self.cost = 0  # credits this request costs when charged
@@ -56,14 +56,23 @@ class Meter:
         self.error: Optional[str] = None
         self.status: Optional[int] = None
         self.first_byte: Optional[float] = None
+        self.body_done = False  # the response's last byte was sent
         self.finished: Optional[float] = None
         self.recorded = False
         self.logged = True  # False for free routes (account queries): no request log, no usage
+        self._after_response: list = []
 
     def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
                  stream: bool = False, prompt_tokens: int = 0) -> None:
         self.task, self.strategy, self.model, self.stream, self.prompt_tokens = (
             task, strategy, model, stream, prompt_tokens)
+
+    def after_response(self, action) -> None:
+        """Run ``action`` once the response is over (now, if it already is)."""
+        if self.finished is not None:
+            action()
+        else:
+            self._after_response.append(action)
 
     @property
     def ready(self) -> bool:
@@ -73,7 +82,8 @@ class Meter:
         usage = usage_of(self.winner, self.prompt_tokens) if self.winner is not None else {}
         latency = ((self.finished or time.perf_counter()) - self.started) * 1000
         return RequestLog(
-            request_id=self.request_id, key_id=self.key.id, created_at=self.created_at, path=self.path,
+            request_id=self.request_id or f"req-{uuid.uuid4().hex}", key_id=self.key.id,
+            created_at=self.created_at, path=self.path,
             status=self.status or 500, outcome=self.outcome or "error", latency_ms=round(latency, 3),
             task=self.task, strategy=self.strategy, model=self.model, stream=self.stream,
             error=(self.error or None) and self.error[:500],
@@ -137,12 +147,12 @@ async def refund(state: Any, key_id: str, amount: int) -> None:
         logger.error("credit refund of {} failed for a key: {}", amount, type(exc).__name__)
 
 
-def settle(meter: Meter, state: Any, body_done: bool) -> None:
+def settle(meter: Meter, state: Any) -> None:
     meter.finished = time.perf_counter()
     status = meter.status = meter.status or 500
     if meter.outcome is None:
         if status < 400:
-            meter.outcome = "ok" if body_done else "client_closed"
+            meter.outcome = "ok" if meter.body_done else "client_closed"
         else:
             meter.outcome = "rejected" if status in REJECTED else "error"
     if meter.reserved and not meter.charge:
@@ -152,6 +162,26 @@ def settle(meter: Meter, state: Any, body_done: bool) -> None:
     if meter.logged:
         state.unrecorded.add(meter)
         record_if_ready(meter, state)
+    actions, meter._after_response = meter._after_response, []
+    for action in actions:
+        action()
+
+
+def metered(meter: Meter, send: Any) -> Any:
+    """``send``, noting on the meter the status, when the first byte left and whether the body ended,
+    and adding the meter's X-RateLimit-* headers to the response."""
+
+    async def metered_send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            meter.status = message["status"]
+            meter.first_byte = time.perf_counter()
+            if meter.headers:
+                message = {**message, "headers": [*message.get("headers", ()), *meter.headers]}
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            meter.body_done = True
+        await send(message)
+
+    return metered_send
 
 
 class MeterMiddleware:
@@ -166,21 +196,8 @@ class MeterMiddleware:
             return
         meter = Meter(scope["path"])
         scope.setdefault("state", {})["meter"] = meter
-        body_done = False
-
-        async def metered_send(message: dict) -> None:
-            nonlocal body_done
-            if message["type"] == "http.response.start":
-                meter.status = message["status"]
-                meter.first_byte = time.perf_counter()
-                if meter.headers:
-                    message = {**message, "headers": [*message.get("headers", ()), *meter.headers]}
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                body_done = True
-            await send(message)
-
         try:
-            await self.app(scope, receive, metered_send)
+            await self.app(scope, receive, metered(meter, send))
         finally:
             if meter.key is not None:
-                settle(meter, scope["app"].state, body_done)
+                settle(meter, scope["app"].state)

@@ -89,7 +89,7 @@ class ApiMetrics:
                                          registry=r)
         self.workers = Gauge("gateway_workers", "Worker processes serving this port", multiprocess_mode="livesum",
                              registry=r)
-        self._http: dict[tuple, tuple] = {}
+        self._children: dict[tuple, Any] = {}
         self._last: dict[str, int] = {}
 
     # -- the request path -------------------------------------------------------------------------------------
@@ -102,22 +102,33 @@ class ApiMetrics:
         """One recorded request (called off the request path, when its miners have finished)."""
         if not self.enabled:
             return
-        self.outcomes.labels(log.task or "none", log.outcome).inc()
+        child = self._child
+        child(self.outcomes, log.task or "none", log.outcome).inc()
         if log.prompt_tokens:
-            self.tokens.labels("prompt").inc(log.prompt_tokens)
+            child(self.tokens, "prompt").inc(log.prompt_tokens)
         if log.completion_tokens:
-            self.tokens.labels("completion").inc(log.completion_tokens)
+            child(self.tokens, "completion").inc(log.completion_tokens)
         if log.charged:
             self.credits.inc(log.charged)
         for miner in log.miners:
             uid = str(miner.uid)
-            self.miner_calls.labels(uid, miner.outcome).inc()
+            child(self.miner_calls, uid, miner.outcome).inc()
             if miner.winner:
-                self.miner_wins.labels(uid).inc()
+                child(self.miner_wins, uid).inc()
             if miner.latency_ms is not None and miner.outcome != "cancelled":
                 self.miner_latency.observe(miner.latency_ms / 1000)
             if miner.first_chunk_ms is not None:
                 self.miner_first_chunk.observe(miner.first_chunk_ms / 1000)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: ``labels()`` checks and locks on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            if len(self._children) > 100_000:  # label values come from a bounded set; this is a backstop
+                self._children.clear()
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- sampled state ----------------------------------------------------------------------------------------
     def _advance(self, counter: Counter, name: str, total: int) -> None:

@@ -73,11 +73,27 @@ def sse(payload: Any) -> bytes:
 SSE_DONE = b"data: [DONE]\n\n"
 
 
-def chunk_event(chunk: dict, call: MinerCall, *, request_id: str, created: int, model: Optional[str]) -> bytes:
-    chunk.update(id=request_id, object="chat.completion.chunk", created=created,
-                 model=model or chunk.get("model") or "default", **miner_fields(call))
-    chunk.pop("usage", None)
-    return sse(chunk)
+class ChunkEvents:
+    """The winner's chunks as the client's SSE events: our id, created, model and miner fields, its choices.
+
+    What is the same in every event of a stream is serialised once, on the first chunk; each event
+    then costs one ``orjson.dumps`` of its ``choices``. The miner's own top-level fields (its id,
+    usage, anything else) are not passed on.
+    """
+
+    def __init__(self, call: MinerCall, *, request_id: str, created: int, model: Optional[str]):
+        self.call = call
+        self.request_id = request_id
+        self.created = created
+        self.model = model
+        self._prefix: Optional[bytes] = None
+
+    def event(self, chunk: dict) -> bytes:
+        if self._prefix is None:
+            head = orjson.dumps({"id": self.request_id, "object": "chat.completion.chunk", "created": self.created,
+                                 "model": self.model or chunk.get("model") or "default", **miner_fields(self.call)})
+            self._prefix = b"data: " + head[:-1] + b',"choices":'
+        return self._prefix + orjson.dumps(chunk["choices"]) + b"}\n\n"
 
 
 def usage_event(call: MinerCall, *, request_id: str, created: int, model: Optional[str],

@@ -86,18 +86,21 @@ class ChatCompletionRequest(BaseModel):
         return bool(self.stream_options and self.stream_options.include_usage)
 
     def sampling(self) -> SamplingParameters:
-        merged: dict[str, Any] = (self.sampling_parameters or SamplingParameters()).model_dump()
+        """OpenAI's fields over ``sampling_parameters``; both were validated with this request, so the
+        merge is a copy, not a second validation."""
+        update: dict[str, Any] = {}
         if self.temperature is not None:
-            merged["temperature"] = self.temperature
-            merged["do_sample"] = self.temperature > 0
+            update["temperature"] = self.temperature
+            update["do_sample"] = self.temperature > 0
         if self.top_p is not None:
-            merged["top_p"] = self.top_p
+            update["top_p"] = self.top_p
         limit = self.max_completion_tokens or self.max_tokens
         if limit is not None:
-            merged["max_new_tokens"] = limit
-        return SamplingParameters.model_validate(merged)
+            update["max_new_tokens"] = limit
+        base = self.sampling_parameters or SamplingParameters()
+        return base.model_copy(update=update) if update else base
 
-    def to_miner_request(self) -> MinerChatRequest:
+    def to_miner_request(self, stream: bool = True) -> MinerChatRequest:
         """The body every miner of this request receives (one seed, so their answers compare)."""
         known = set(type(self).model_fields)
         passthrough = {k: v for k, v in (self.model_extra or {}).items() if k not in known}
@@ -107,7 +110,7 @@ class ChatCompletionRequest(BaseModel):
             task=self.task,
             seed=self.seed if self.seed is not None else secrets.randbelow(2**32),
             n=self.n,
-            stream=True,
+            stream=stream,
             sampling_parameters=self.sampling(),
             stream_options={"include_usage": True},
             json_format=self.json_format,

@@ -6,7 +6,13 @@
   miners, so traffic spreads while better-rated miners get more of it.
 
 The result is an ordered candidate list: the first ``fanout`` are queried at
-once, the rest replace those that fail before their first byte.
+once, the rest replace those that fail before their first byte. A sample holds
+at most ``MAX_CANDIDATES`` miners (no request tries more), drawn without
+shuffling the whole pool.
+
+What depends only on the directory (the miners by uid; per task and model,
+the available ones by incentive) is computed once per directory, not per
+request: on a 256-miner subnet that was 300 µs of every request.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from shared.schemas import Directory, MinerRecord
 
 from .errors import ApiError
 
+MAX_CANDIDATES = 48  # fanout (at most 32) and the replacements of those that fail
+
 
 def current_directory(state) -> Directory:
     """The directory the worker routes by, or 503 while it has none."""
@@ -26,11 +34,24 @@ def current_directory(state) -> Directory:
     return state.directory.directory
 
 
+def routing_memo(directory: Directory) -> dict:
+    """Per-directory results (a directory is replaced, never changed, when the validator sends a new one)."""
+    memo = directory._routing
+    if memo is None:
+        memo = directory._routing = {"by_uid": {m.uid: m for m in directory.miners}}
+    return memo
+
+
 def available_for(directory: Directory, task: str, model: Optional[str]) -> list[MinerRecord]:
-    return [
-        m for m in directory.miners
-        if m.address and m.availability is not None and m.availability.serves(task, model)
-    ]
+    """The miners available for ``task`` and ``model``, highest incentive first (shared: do not modify)."""
+    memo = routing_memo(directory)
+    pool = memo.get((task, model))
+    if pool is None:
+        pool = memo[(task, model)] = sorted(
+            (m for m in directory.miners
+             if m.address and m.availability is not None and m.availability.serves(task, model)),
+            key=lambda m: m.incentive, reverse=True)
+    return pool
 
 
 def select_candidates(
@@ -45,7 +66,7 @@ def select_candidates(
 ) -> tuple[list[MinerRecord], int]:
     """Returns (candidates in order, how many to query at once; 0 means the caller's fanout)."""
     if uids is not None:
-        by_uid = {m.uid: m for m in directory.miners}
+        by_uid = routing_memo(directory)["by_uid"]
         missing = [uid for uid in uids if uid not in by_uid]
         if missing:
             raise ApiError(400, f"uids not on the subnet: {missing}", "unknown_uids")
@@ -59,9 +80,10 @@ def select_candidates(
         if model is not None and available_for(directory, task, None):
             raise ApiError(404, f"no available miner serves model {model!r} for {task}", "model_not_found")
         raise ApiError(503, f"no miner is available for {task} right now", "no_miners_available")
-    pool.sort(key=lambda m: m.incentive, reverse=True)
     if top_n is not None:
         return pool[:top_n], min(top_n, len(pool))
     head = pool[:top_pool]
-    rng.shuffle(head)
-    return head + pool[top_pool:], 0
+    if len(head) >= MAX_CANDIDATES:
+        return rng.sample(head, MAX_CANDIDATES), 0
+    picked = rng.sample(head, len(head))
+    return picked + pool[top_pool:top_pool + MAX_CANDIDATES - len(picked)], 0

@@ -38,7 +38,7 @@ class ApiSettings(CommonSettings):
 
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)
-    max_attempts: int = Field(6, ge=1)
+    max_attempts: int = Field(6, ge=1, le=48)
     miner_connect_timeout: float = 2.0
     first_chunk_timeout: float = 15.0
     miner_read_timeout: float = 30.0

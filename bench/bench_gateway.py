@@ -7,15 +7,18 @@ answers; the validator; ONE API worker), then drives load from a separate
 process (bench/load.py) at concurrency 1 and 32, non-stream and stream
 (20 content chunks), through the API (``uids`` pins the one miner) and
 directly against that miner with signed requests. Prints p50/p99 and
-requests/s for both, the ratios, and the median latency the gateway adds.
-With ``--memory-requests N`` it also sends N more requests and reports the API
+requests/s for both, the ratios, and the median latency the gateway adds;
+and, per request, the CPU time of each process (API worker, miner,
+validator, load generator) over the same window, read from /proc. On a
+shared 2-core machine that is the stable figure: the processes share the
+cores, so the sum of their CPU per request bounds the throughput. With
+``--memory-requests N`` it also sends N more requests and reports the API
 worker's resident memory before and after.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -25,22 +28,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.measure import LOAD_GENERATOR, family, machine_line, run_load  # noqa: E402
 from localnet.launcher import LocalSubnet, free_port  # noqa: E402
+
+SERVERS = ("api", "miner", "validator")
 
 
 def load(net: LocalSubnet, *, direct: bool, concurrency: int, stream: bool, seconds: float, key: str) -> dict:
     miner = net.member("miner")
-    command = [sys.executable, str(ROOT / "bench" / "load.py"), "--concurrency", str(concurrency),
-               "--seconds", str(seconds), "--tokens", "20"]
+    arguments = ["--concurrency", str(concurrency), "--seconds", str(seconds), "--tokens", "20"]
     if stream:
-        command.append("--stream")
+        arguments.append("--stream")
     if direct:
-        command += ["--url", f"http://{miner.axon}", "--direct", "--receiver", miner.hotkey,
-                    "--wallet-path", str(net.wallet_path)]
+        arguments += ["--url", f"http://{miner.axon}", "--direct", "--receiver", miner.hotkey,
+                      "--wallet-path", str(net.wallet_path)]
     else:
-        command += ["--url", net.api_url, "--key", key, "--uid", str(miner.uid)]
-    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])
+        arguments += ["--url", net.api_url, "--key", key, "--uid", str(miner.uid)]
+    miner_process = next(p for name, p in net.processes.items() if name.startswith("miner"))
+    servers = {"api": family(net.processes["api"].pid), "miner": family(miner_process.pid),
+               "validator": [net.processes["validator"].pid]}
+    return run_load(arguments, servers)
 
 
 def rss_kib(pid: int) -> int:
@@ -64,15 +71,18 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         net = LocalSubnet(Path(tmp), api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
-                          behaviours=["good"], api_workers=1,
+                          behaviours=["good"], api_workers=1, web_port=free_port(),
                           validator_settings={"synthetic_interval_seconds": 3600},
                           extra_env={"LOG_LEVEL": "WARNING"})
         net.start()
         try:
             key = net.create_api_key("bench")
-            print(f"machine: {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores; "
-                  f"one API worker, one miner, validator; load from a separate process; {args.seconds:.0f} s each")
-            print(f"{'case':<28}{'path':<8}{'rps':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+            print(machine_line())
+            print(LOAD_GENERATOR)
+            print(f"one API worker, one miner (builtin backend), the validator; {args.seconds:g} s per run; "
+                  "columns api…sum: CPU µs per request of each process over the run, and their sum")
+            print(f"{'case':<28}{'path':<8}{'rps':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
+                  + "".join(f"{name:>10}" for name in (*SERVERS, "load", "sum")))
             for stream in (False, True):
                 for concurrency in (1, 32):
                     case = f"{'stream 20 chunks' if stream else 'non-stream'}, c={concurrency}"
@@ -81,8 +91,10 @@ def main() -> None:
                     gateway = load(net, direct=False, concurrency=concurrency, stream=stream,
                                    seconds=args.seconds, key=key)
                     for name, result in (("direct", direct), ("api", gateway)):
+                        cpu = [result["cpu_us"][server] for server in (*SERVERS, "load")]
                         print(f"{case:<28}{name:<8}{result['rps']:>9.0f}{result['p50_ms']:>9.2f}"
-                              f"{result['p99_ms']:>9.2f}{result['errors']:>8}")
+                              f"{result['p99_ms']:>9.2f}{result['errors']:>8}"
+                              + "".join(f"{value:>10.0f}" for value in (*cpu, sum(cpu))))
                     print(f"{'':<28}{'ratio':<8}{gateway['rps'] / direct['rps']:>9.2f}"
                           f"{gateway['p50_ms'] / direct['p50_ms']:>9.2f}{gateway['p99_ms'] / direct['p99_ms']:>9.2f}"
                           f"   added p50 {gateway['p50_ms'] - direct['p50_ms']:.2f} ms")

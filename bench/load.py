@@ -1,11 +1,16 @@
-"""An asyncio load generator: N concurrent clients for a fixed time, latency per request.
+"""A load generator: N concurrent keep-alive clients for a fixed time, latency per request.
 
 Run as its own process (``python bench/load.py …``) so that it does not share
 an event loop or a core's time slice with the server it measures. Prints one
-JSON line: requests, errors, rps, p50, p99 (milliseconds).
+JSON line: requests, errors, rps, p50_ms, p99_ms, and ``cpu_us_per_request``
+(this process's own CPU time during the load, per good request: what it took
+from the servers on a shared machine).
 
-Direct-to-miner requests are signed per request (btauth/1, fresh nonce),
-exactly as the API worker does; the signing cost is included, as it is there.
+The client is :mod:`bench.loadclient` (asyncio protocols and httptools). The
+request to an API worker is the same bytes every time, built once. A request
+straight to a miner is signed per request (btauth/1, fresh nonce), exactly as
+the API worker does; only the nonce and signature headers change, and the
+signing cost is included, as it is there.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ import json
 import sys
 import time
 from pathlib import Path
-
-import aiohttp
+from typing import Callable
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.loadclient import build_request, drive, request_head  # noqa: E402
+
+PATH = "/v1/chat/completions"
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -27,52 +36,60 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] if ordered else float("nan")
 
 
+def api_body(args: argparse.Namespace) -> bytes:
+    """An OpenAI request; ``uids`` (ours) only when pinned, so that any OpenAI-compatible server takes it."""
+    body = {"model": args.model, "messages": [{"role": "user", "content": "benchmark"}], "stream": args.stream,
+            "max_tokens": args.tokens, "seed": 1}
+    if args.uid is not None:
+        body["uids"] = [args.uid]
+    return json.dumps(body).encode()
+
+
+def signed_requests(args: argparse.Namespace, host: str) -> Callable[[], bytes]:
+    """Requests to a miner: fixed head and body, a fresh nonce and signature each time."""
+    from bittensor.http_auth import HEADER_NONCE, HEADER_SIGNATURE
+
+    from shared.auth import Signer
+    from shared.wallet import load_hotkey
+
+    signer = Signer(load_hotkey(args.wallet_name, "default", args.wallet_path))
+    body = json.dumps({"messages": [{"role": "user", "content": "benchmark"}], "stream": args.stream,
+                       "seed": 1, "sampling_parameters": {"max_new_tokens": args.tokens}}).encode()
+    fixed = {name: value for name, value in signer.headers("POST", PATH, body, receiver=args.receiver).items()
+             if name not in (HEADER_NONCE, HEADER_SIGNATURE)}
+    head = request_head("POST", host, PATH, {"Content-Type": "application/json", **fixed}, len(body))
+    nonce_prefix = f"{HEADER_NONCE}: ".encode("latin-1")
+    signature_prefix = f"\r\n{HEADER_SIGNATURE}: ".encode("latin-1")
+    tail = b"\r\n\r\n" + body
+
+    def make() -> bytes:
+        headers = signer.headers("POST", PATH, body, receiver=args.receiver)
+        return b"".join((head, nonce_prefix, headers[HEADER_NONCE].encode(), signature_prefix,
+                         headers[HEADER_SIGNATURE].encode(), tail))
+
+    return make
+
+
 async def run(args: argparse.Namespace) -> dict:
-    body = json.dumps({
-        "model": "default", "messages": [{"role": "user", "content": "benchmark"}], "stream": args.stream,
-        "max_tokens": args.tokens, "seed": 1, "uids": [args.uid] if args.uid is not None else None,
-        **({} if args.direct else {}),
-    }).encode()
-    signer = None
+    url = urlsplit(args.url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
     if args.direct:
-        from shared.auth import Signer
-        from shared.wallet import load_hotkey
-
-        signer = Signer(load_hotkey(args.wallet_name, "default", args.wallet_path))
-        body = json.dumps({"messages": [{"role": "user", "content": "benchmark"}], "stream": args.stream,
-                           "seed": 1, "sampling_parameters": {"max_new_tokens": args.tokens}}).encode()
-    path = "/v1/chat/completions"
-    latencies: list[float] = []
-    errors = 0
-    stop_at = time.monotonic() + args.seconds
-    connector = aiohttp.TCPConnector(limit=0)
-
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async def client() -> None:
-            nonlocal errors
-            while time.monotonic() < stop_at:
-                if signer is not None:
-                    headers = signer.headers("POST", path, body, receiver=args.receiver)
-                else:
-                    headers = {"Authorization": f"Bearer {args.key}"}
-                headers["Content-Type"] = "application/json"
-                started = time.perf_counter()
-                try:
-                    async with session.post(args.url + path, data=body, headers=headers) as response:
-                        payload = await response.read()
-                        ok = response.status == 200 and (not args.stream or payload.endswith(b"[DONE]\n\n"))
-                except aiohttp.ClientError:
-                    ok = False
-                if ok:
-                    latencies.append((time.perf_counter() - started) * 1000)
-                else:
-                    errors += 1
-
-        began = time.monotonic()
-        await asyncio.gather(*(client() for _ in range(args.concurrency)))
-        elapsed = time.monotonic() - began
-    return {"requests": len(latencies), "errors": errors, "rps": len(latencies) / elapsed,
-            "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99)}
+        make_request = signed_requests(args, url.netloc)
+    else:
+        headers = {"Content-Type": "application/json"}
+        if args.key:
+            headers["Authorization"] = f"Bearer {args.key}"
+        request = build_request("POST", url.netloc, url.path.rstrip("/") + PATH, headers, api_body(args))
+        make_request = lambda: request  # noqa: E731
+    print(f"load: {args.concurrency} clients for {args.seconds:g} s against {args.url}", file=sys.stderr, flush=True)
+    cpu_before = time.process_time()
+    result = await drive(host, port, make_request, concurrency=args.concurrency, seconds=args.seconds,
+                         stream=args.stream)
+    cpu = time.process_time() - cpu_before
+    latencies = result.latencies_ms
+    return {"requests": len(latencies), "errors": result.errors, "rps": len(latencies) / result.elapsed,
+            "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
+            "cpu_us_per_request": cpu * 1e6 / len(latencies) if latencies else float("nan")}
 
 
 def main() -> None:
@@ -84,6 +101,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20)
     parser.add_argument("--uid", type=int)
     parser.add_argument("--key", default="")
+    parser.add_argument("--model", default="default")
     parser.add_argument("--direct", action="store_true", help="sign requests and send them to a miner")
     parser.add_argument("--receiver", default="")
     parser.add_argument("--wallet-name", default="localnet-validator")

@@ -36,8 +36,30 @@ MINER_TASKS = "InferenceTask,WebQuestionAnsweringTask,WebRetrievalTask"
 DEMO_VALIDATOR_SETTINGS = {"synthetic_interval_seconds": 1.0, "weights_interval_seconds": 20.0}
 
 
+def ephemeral_ports_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port for a process that will bind it a moment later.
+
+    Drawn at random below the kernel's ephemeral range, where outgoing connections take their local
+    ports: a port from that range (what binding port 0 gives) can be taken by any new connection
+    between this check and the server's bind, which made a starting API worker fail now and then.
+    """
+    top = ephemeral_ports_start()
+    for _ in range(100):
+        port = max(1024, top - 12000) + secrets.randbelow(min(12000, top - 1024))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 

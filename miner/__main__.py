@@ -13,6 +13,7 @@ import os
 
 import uvicorn
 
+from shared.coalesced_writes import CoalescingHttpProtocol
 from shared.settings import configure_logging
 
 from .app import create_app
@@ -28,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
 
     settings = load_miner_settings()
     configure_logging(settings.log_level)
-    common = dict(host=settings.miner_host, port=settings.miner_port, log_level=settings.log_level.lower())
+    log_level = settings.log_level.lower()
+    common = dict(host=settings.miner_host, port=settings.miner_port, log_level=log_level,
+                  http=CoalescingHttpProtocol,
+                  access_log=log_level in ("trace", "debug", "info"))  # else every request formats a line for nothing
     if settings.miner_workers > 1:
         uvicorn.run("miner.app:create_app_from_env", factory=True, workers=settings.miner_workers, **common)
     else:

@@ -3,6 +3,7 @@
 Every route but ``/health`` depends on :func:`verified_caller`, which runs the
 app's ``RequestVerifier`` (``btauth/1``: 401 for any signature problem) and
 then this policy (403 for a valid signature from a hotkey that may not call).
+The chat endpoint, plain ASGI, calls ``RequestVerifier.verify`` itself.
 """
 
 from __future__ import annotations

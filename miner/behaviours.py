@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .web_index import WebIndex
 
 BEHAVIOURS = ("good", "noisy", "slow", "broken", "copycat", "junk_urls", "off_page")
+PLAIN = ("good", "junk_urls", "off_page")  # chat answers exactly as the backend produced them
 SLOW_FIRST_CHUNK_SECONDS = 1.5
 COPYCAT_DELAY_SECONDS = 0.3
 NOISE_PERCENT = 30
@@ -91,32 +92,60 @@ class Behaviour:
         return shape_results(self.name, index.search(query, n_results), query, index)
 
     def wrap(self, stream: ChoiceStream, request: Any, model: str, index: int) -> ChoiceStream:
+        if self.name in PLAIN and self.chunk_delay <= 0:
+            return stream  # exactly what the backend produced, as fast as it comes
         key = request_key(request, model) + index.to_bytes(2, "big")
         cut = self.name == "broken" and broken_mode(request, model) == "cut"
-        return ChoiceStream(self._shape(stream.pieces, key, index, cut), stream.outcome)
+        return ChoiceStream(self._shape(stream.batches, key, index, cut), stream.outcome)
 
-    async def _shape(self, pieces: AsyncIterator[str], key: bytes, index: int, cut: bool) -> AsyncIterator[str]:
+    def _first_wait(self, index: int) -> float:
+        """How long the first piece of choice ``index`` is held back."""
+        if index == 0 and self.name == "slow":
+            return self.slow_first_chunk
+        if index == 0 and self.name == "copycat":
+            return COPYCAT_DELAY_SECONDS  # waiting for the copied answer
+        return 0.0
+
+    async def _shape(
+        self, batches: AsyncIterator[list[str]], key: bytes, index: int, cut: bool
+    ) -> AsyncIterator[list[str]]:
         numbers = DigestNumbers(key)
         sent = 0
         swapped = False
         try:
-            async for piece in pieces:
-                if sent == 0 and self.name == "slow" and index == 0:
-                    await asyncio.sleep(self.slow_first_chunk)
-                elif sent == 0 and self.name == "copycat" and index == 0:
-                    await asyncio.sleep(COPYCAT_DELAY_SECONDS)  # waiting for the copied answer
-                elif sent > 0 and self.chunk_delay > 0:
-                    await asyncio.sleep(self.chunk_delay)
-                if self.name == "noisy" and _WORD.search(piece):
-                    # the first word always, then ~30%: a noisy answer never equals the good one
-                    if not swapped or numbers.below(100) < NOISE_PERCENT:
-                        piece = swap_word(piece, numbers)
-                        swapped = True
-                yield piece
-                sent += 1
+            async for batch in batches:
+                if self.name == "noisy":
+                    batch, swapped = add_noise(batch, numbers, swapped)
+                if not batch:
+                    continue
+                if sent == 0 and self._first_wait(index) > 0:
+                    await asyncio.sleep(self._first_wait(index))
                 if cut:
+                    yield batch[:1]
                     raise CutConnection()
+                if self.chunk_delay <= 0:
+                    yield batch
+                    sent += len(batch)
+                    continue
+                for piece in batch:  # spaced out: one piece at a time
+                    if sent > 0:
+                        await asyncio.sleep(self.chunk_delay)
+                    yield [piece]
+                    sent += 1
         finally:
-            close = getattr(pieces, "aclose", None)
+            close = getattr(batches, "aclose", None)
             if close is not None:
                 await close()
+
+
+def add_noise(batch: list[str], numbers: DigestNumbers, swapped: bool) -> tuple[list[str], bool]:
+    """``batch`` with about a third of its words swapped, and whether any word has been swapped yet."""
+    noisy = []
+    for piece in batch:
+        if _WORD.search(piece):
+            # the first word always, then ~30%: a noisy answer never equals the good one
+            if not swapped or numbers.below(100) < NOISE_PERCENT:
+                piece = swap_word(piece, numbers)
+                swapped = True
+        noisy.append(piece)
+    return noisy, swapped

@@ -1,17 +1,18 @@
 """Every error the miner answers, in OpenAI's shape: ``{"error": {"message", "type", "code"}}``.
 
 Routes and backends raise :class:`MinerError` with the status it deserves;
-the handlers below turn it, FastAPI's ``HTTPException`` (what the signature
-check raises) and body validation errors into that JSON.
+the handlers below turn it, ``HTTPException`` (what the signature check
+raises, and routing's 404 and 405) and body validation errors into that JSON.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException  # FastAPI's is a subclass; routing raises this one (404, 405)
 
 # status → (type, code) for errors raised without their own.
 DEFAULT_KINDS = {

@@ -11,6 +11,8 @@ import secrets
 import time
 from typing import Any, Optional
 
+import orjson
+
 
 def new_completion_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
@@ -66,3 +68,28 @@ def completion(
         ],
         "usage": totals,
     }
+
+
+class ChunkEvents:
+    """The content events of one streamed completion, rendered from fixed parts.
+
+    A stream sends one event per piece, so building a ``chunk`` dict and
+    serialising it each time is most of what streaming costs. The parts that
+    never change are serialised once; the bytes are exactly those of
+    ``sse(chunk(completion_id, created, model, index, {"content": piece}))``
+    (orjson keeps key order and adds no spaces).
+    """
+
+    def __init__(self, completion_id: str, created: int, model: str):
+        head = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model}
+        self._head = b"data: " + orjson.dumps(head)[:-1] + b',"choices":[{"index":'
+
+    def content(self, index: int, pieces: list[str], *, role_first: bool) -> bytes:
+        """One event per piece; the first carries ``"role": "assistant"`` when ``role_first``."""
+        opening = self._head + str(index).encode() + b',"delta":{'
+        events = [
+            opening + (b'"role":"assistant",' if role_first and i == 0 else b"") + b'"content":' + orjson.dumps(piece)
+            + b'},"finish_reason":null}]}\n\n'
+            for i, piece in enumerate(pieces)
+        ]
+        return b"".join(events)

@@ -7,6 +7,7 @@ comma-separated strings so that they read naturally in a ``.env`` file.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Literal
 
 from pydantic import model_validator
@@ -61,15 +62,16 @@ class MinerSettings(CommonSettings):
             raise ValueError("MINER_WORKERS must be at least 1")
         return self
 
-    @property
+    # Read on every request: split once (settings do not change after loading).
+    @cached_property
     def models(self) -> list[str]:
         return split_list(self.miner_models)
 
-    @property
+    @cached_property
     def tasks(self) -> list[str]:
         return split_list(self.miner_tasks)
 
-    @property
+    @cached_property
     def extra_allowed_hotkeys(self) -> frozenset[str]:
         return frozenset(split_list(self.allowed_hotkeys))
 

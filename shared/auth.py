@@ -21,10 +21,12 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from bittensor import http_auth
 from bittensor.http_auth import AuthError, Caller
+from bittensor.signing import resolve_signer
+from bittensor.wallets import CRYPTO_TYPE_NAMES
 from fastapi import HTTPException, Request
 
 
@@ -41,6 +43,12 @@ class Signer:
         self.hotkey: str = keypair.ss58_address
         self._last_nonce = 0
         self._lock = threading.Lock()
+        # ``http_auth.sign`` resolves its signer on every call (a runtime Protocol check: a tenth of its
+        # cost); resolved once here, each request only builds the SDK's payload and signs it.
+        self._signer = resolve_signer(keypair, role="hotkey")
+        self._scheme = CRYPTO_TYPE_NAMES.get(self._signer.crypto_type)
+        if self._scheme is None:
+            raise ValueError(f"cannot sign btauth requests with crypto type {self._signer.crypto_type}")
 
     def _next_nonce(self) -> int:
         candidate = time.time_ns() // 1000 * 1000 + secrets.randbelow(1000)
@@ -51,22 +59,41 @@ class Signer:
         return candidate
 
     def headers(self, method: str, path: str, body: bytes = b"", *, receiver: str) -> dict[str, str]:
-        return http_auth.sign(
-            self.keypair, method=method, path=path, body=body, receiver_ss58=receiver, nonce_ns=self._next_nonce()
-        )
+        """The same headers as ``http_auth.sign`` (tests pin them byte for byte)."""
+        nonce = self._next_nonce()
+        payload = http_auth.build_payload(scheme=self._scheme, method=method, path=path, body=body, nonce_ns=nonce,
+                                          sender_ss58=self.hotkey, receiver_ss58=receiver)
+        headers = {
+            http_auth.HEADER_VERSION: http_auth.VERSION,
+            http_auth.HEADER_HOTKEY: self.hotkey,
+            http_auth.HEADER_NONCE: str(nonce),
+            http_auth.HEADER_SIGNATURE: "0x" + bytes(self._signer.sign(payload)).hex(),
+        }
+        if self._scheme != "sr25519":
+            headers[http_auth.HEADER_CRYPTO] = self._scheme
+        headers[http_auth.HEADER_RECEIVER] = receiver
+        return headers
 
 
 def request_target(request: Request) -> str:
     """The path and query exactly as sent: what the sender signed (not the decoded path)."""
-    target = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1")
-    query = request.scope.get("query_string", b"")
+    return scope_target(request.scope)
+
+
+def scope_target(scope: Mapping[str, Any]) -> str:
+    """:func:`request_target` for a bare ASGI scope."""
+    target = scope.get("raw_path") or scope["path"].encode()
+    query = scope.get("query_string", b"")
     if query:
-        target += "?" + query.decode("latin-1")
-    return target
+        target += b"?" + query
+    return target.decode("latin-1")
 
 
 class RequestVerifier:
-    """FastAPI dependency: verify a ``btauth/1`` request, then ask who may call."""
+    """FastAPI dependency: verify a ``btauth/1`` request, then ask who may call.
+
+    ``verify`` is the same check without a framework, for a plain ASGI endpoint.
+    """
 
     def __init__(self, self_hotkey: str, nonce_store: Any, is_allowed: Callable[[str], bool], *, why_forbidden: str):
         self.self_hotkey = self_hotkey
@@ -75,13 +102,16 @@ class RequestVerifier:
         self.why_forbidden = why_forbidden
 
     async def __call__(self, request: Request) -> Caller:
-        body = await request.body()
+        return self.verify(request.method, request_target(request), request.headers, await request.body())
+
+    def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
+        """The caller, or ``HTTPException`` 401 (bad signature) or 403 (not allowed to call)."""
         try:
             caller = http_auth.verify(
-                request.headers,
+                headers,
                 body,
-                method=request.method,
-                path=request_target(request),
+                method=method,
+                path=target,
                 self_hotkey_ss58=self.self_hotkey,
                 nonce_store=self.nonce_store,
             )
@@ -92,4 +122,4 @@ class RequestVerifier:
         return caller
 
 
-__all__ = ["AuthError", "Caller", "RequestVerifier", "Signer", "request_target"]
+__all__ = ["AuthError", "Caller", "RequestVerifier", "Signer", "request_target", "scope_target"]

@@ -7,8 +7,8 @@ the other worker would pass. These stores are shared instead::
     store = open_nonce_store(redis_url="", sqlite_path=".data/nonces.sqlite", namespace=my_hotkey)
     http_auth.verify(..., nonce_store=store)   # True the first time a pair is seen, in any process
 
-Both are synchronous because ``verify`` is; each call is one indexed insert
-(SQLite, about 0.1 ms) or one ``SET NX EX`` round trip on loopback (Redis).
+Both are synchronous because ``verify`` is; each call is one insert into a clustered
+key (SQLite, tens of microseconds) or one ``SET NX EX`` round trip on loopback (Redis).
 """
 
 from __future__ import annotations
@@ -23,29 +23,41 @@ RETENTION_SECONDS = 60.0
 
 
 class SqliteNonceStore:
-    """Nonces in a SQLite file (WAL), shared by the processes of one host."""
+    """Nonces in a SQLite file (WAL), shared by the processes of one host.
+
+    The table is clustered on its key (``WITHOUT ROWID``): one b-tree to
+    write per request instead of a table and its index, which halves the page
+    writes of every insert. The key starts with the nonce, the sender's clock
+    in nanoseconds: ``verify`` refuses a nonce older than its freshness window
+    before it asks the store, so rows whose nonce is older than ``retention``
+    can never matter again, and they are deleted as one range of the key.
+    """
+
+    CLEAN_UP_EVERY = 1000  # writes
 
     def __init__(self, path: str | Path, namespace: str = "", retention: float = RETENTION_SECONDS):
         self.retention = retention
         self.namespace = namespace
         self._db = open_shared_sqlite(path, timeout=10.0)
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS nonces (namespace TEXT NOT NULL, hotkey TEXT NOT NULL,"
-            " nonce INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (namespace, hotkey, nonce))"
+            "CREATE TABLE IF NOT EXISTS btauth_nonces (namespace TEXT NOT NULL, nonce INTEGER NOT NULL,"
+            " hotkey TEXT NOT NULL, PRIMARY KEY (namespace, nonce, hotkey)) WITHOUT ROWID"
         )
         self._lock = threading.Lock()
         self._writes = 0
 
     def check_and_store(self, hotkey_ss58: str, nonce_ns: int) -> bool:
-        now = time.time()
         with self._lock:
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO nonces (namespace, hotkey, nonce, expires) VALUES (?, ?, ?, ?)",
-                (self.namespace, hotkey_ss58, nonce_ns, now + self.retention),
+                "INSERT OR IGNORE INTO btauth_nonces (namespace, nonce, hotkey) VALUES (?, ?, ?)",
+                (self.namespace, nonce_ns, hotkey_ss58),
             )
             self._writes += 1
-            if self._writes % 1000 == 0:
-                self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+            if self._writes % self.CLEAN_UP_EVERY == 0:
+                oldest = time.time_ns() - int(self.retention * 1e9)
+                self._db.execute(
+                    "DELETE FROM btauth_nonces WHERE namespace = ? AND nonce < ?", (self.namespace, oldest)
+                )
             return cursor.rowcount == 1
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 TASKS = (
     "InferenceTask",
@@ -111,6 +111,7 @@ class Directory(BaseModel):
     validator_hotkey: str
     generated_at: float
     miners: list[MinerRecord]
+    _routing: Optional[dict] = PrivateAttr(default=None)  # the API's per-directory routing memo (not sent)
 
 
 class MinerResponse(BaseModel):

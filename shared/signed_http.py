@@ -19,6 +19,7 @@ import aiohttp
 import orjson
 
 from .auth import Signer
+from .http_pool import HttpPool
 
 
 class SignedCallError(Exception):
@@ -52,6 +53,16 @@ def base_url(address: str) -> str:
     return address if "://" in address else f"http://{address}"
 
 
+def plain_http_target(url: str) -> Optional[tuple[str, int]]:
+    """``(host, port)`` of an ``http://host:port`` URL without a path; None for anything else."""
+    if not url.startswith("http://"):
+        return None
+    host, _, port = url[7:].rpartition(":")
+    if not host or not port.isdigit() or "/" in host or "@" in host:
+        return None
+    return host.strip("[]"), int(port)
+
+
 class SignedClient:
     def __init__(self, signer: Signer, *, limit: int = 512):
         self.signer = signer
@@ -59,8 +70,10 @@ class SignedClient:
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300),
             json_serialize=json.dumps,
         )
+        self.pool = HttpPool()
 
     async def close(self) -> None:
+        await self.pool.close()
         await self.session.close()
 
     def _headers(self, method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
@@ -103,8 +116,19 @@ class SignedClient:
     async def post_stream(
         self, address: str, path: str, body: bytes, *, receiver: str, connect_timeout: float, read_timeout: float
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """Open a streamed POST; the caller reads ``response.content`` line by line."""
+        """Open a POST whose answer the caller reads as it comes (``response.content.iter_any()``) or whole.
+
+        Plain ``http://`` peers (every miner on a local subnet, most on a real one) go through the pooled
+        client of ``shared.http_pool``; ``https://`` ones through aiohttp.
+        """
         headers = self._headers("POST", path, body, receiver)
+        url = base_url(address)
+        target = plain_http_target(url)
+        if target is not None:
+            async with self.pool.post(*target, path, headers, body, connect_timeout=connect_timeout,
+                                      read_timeout=read_timeout) as response:
+                yield response
+            return
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
-        async with self.session.post(base_url(address) + path, data=body, headers=headers, timeout=timeout) as resp:
-            yield resp
+        async with self.session.post(url + path, data=body, headers=headers, timeout=timeout) as response:
+            yield response

@@ -59,6 +59,14 @@ def api_key(local_subnet) -> str:
     return local_subnet.create_api_key("tests")
 
 
+@pytest.fixture(scope="module")
+def client(local_subnet, api_key):
+    """The official ``openai`` client on the shared local subnet (a module may define its own)."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=local_subnet.api_url + "/v1", api_key=api_key, max_retries=0, timeout=30)
+
+
 @pytest.fixture(scope="session")
 def signer_for():
     """``signer_for(net, role, behaviour=None)``: a Signer with that member's hotkey, loaded from its wallet."""

@@ -30,9 +30,9 @@ def bound_socket() -> socket.socket:
 
 
 @contextmanager
-def uvicorn_thread(app: Any, sock: socket.socket, timeout: float = 10.0) -> Iterator[str]:
+def uvicorn_thread(app: Any, sock: socket.socket, timeout: float = 10.0, http: Any = "auto") -> Iterator[str]:
     """Run ``app`` with uvicorn on ``sock``; yield its base URL once ``/health`` answers."""
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
@@ -84,13 +84,16 @@ def upstream_sse(payload: Any) -> bytes:
 class FakeUpstream:
     """A tiny OpenAI-compatible server (aiohttp) that records what it was sent.
 
-    Model ``up-fail`` answers 503; ``up-midfail`` sends one piece, then an error event.
+    Model ``up-fail`` answers 503; ``up-midfail`` sends one piece, then an error event; ``up-ragged``
+    sends its events with CRLF line ends, one split over two ``data:`` lines, in 7-byte writes;
+    ``up-slow`` sends 200 pieces 50 ms apart and notes in ``abandoned`` when its reader leaves.
     """
 
     PIECES = ["Hello", " from", " upstream"]
 
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
+        self.abandoned: list[str] = []
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
@@ -103,6 +106,12 @@ class FakeUpstream:
             return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
+        if model == "up-ragged":
+            await self.ragged(response)
+            return response
+        if model == "up-slow":
+            await self.slow(response)
+            return response
         for i, piece in enumerate(self.PIECES):
             if model == "up-midfail" and i == 1:
                 await response.write(upstream_sse({"error": {"message": "GPU fell over"}}))
@@ -116,6 +125,28 @@ class FakeUpstream:
             await response.write(upstream_sse({"choices": [], "usage": usage}))
         await response.write(upstream_sse("[DONE]"))
         return response
+
+    async def ragged(self, response: web.StreamResponse) -> None:
+        events = [upstream_sse(content_chunk(piece)).replace(b"\n", b"\r\n") for piece in self.PIECES]
+        events[1] = events[1].replace(b', "finish_reason"', b'\r\ndata: , "finish_reason"', 1)
+        stream = b"".join(events) + b"data: [DONE]\r\n\r\n"
+        for start in range(0, len(stream), 7):
+            await response.write(stream[start:start + 7])
+            await asyncio.sleep(0.001)
+
+    async def slow(self, response: web.StreamResponse) -> None:
+        try:
+            for i in range(200):
+                await response.write(upstream_sse(content_chunk(f"w{i} ")))
+                await asyncio.sleep(0.05)
+        except (ConnectionError, asyncio.CancelledError):
+            self.abandoned.append("up-slow")
+            raise
+        await response.write(upstream_sse("[DONE]"))
+
+
+def content_chunk(piece: str) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}
 
 
 @contextmanager

@@ -9,11 +9,6 @@ from openai import OpenAI
 MESSAGES = [{"role": "user", "content": "Explain what a subnet validator does."}]
 
 
-@pytest.fixture(scope="module")
-def client(local_subnet, api_key) -> OpenAI:
-    return OpenAI(base_url=local_subnet.api_url + "/v1", api_key=api_key, max_retries=0, timeout=30)
-
-
 def uid_of(net, behaviour: str) -> int:
     return net.member("miner", behaviour).uid
 

@@ -21,6 +21,7 @@ from miner.settings import MinerSettings
 from shared.auth import Signer
 from shared.chain import ChainError, Neuron, SubnetState
 from shared.chain.cache import MetagraphCache
+from shared.coalesced_writes import CoalescingHttpProtocol
 from shared.schemas import TASKS, MinerChatRequest, SamplingParameters
 from shared.wallet import ensure_wallet, load_hotkey
 
@@ -88,7 +89,7 @@ def miners(subnet, upstream):
     extra = {
         "noisy": {"allowed_hotkeys": subnet.hotkeys["outsider"]},
         "upstream": {"miner_backend": "upstream", "upstream_url": f"{upstream.url}/v1", "upstream_api_key": "sk-up",
-                     "miner_models": "up-model,up-fail,up-midfail"},
+                     "miner_models": "up-model,up-fail,up-midfail,up-ragged,up-slow"},
     }
     with ExitStack() as stack:
         running = {}
@@ -96,7 +97,7 @@ def miners(subnet, upstream):
             sock = bound_socket()
             port = sock.getsockname()[1]
             app = create_app(miner_settings(subnet, name, port, **extra.get(name, {})))
-            url = stack.enter_context(uvicorn_thread(app, sock))
+            url = stack.enter_context(uvicorn_thread(app, sock, http=CoalescingHttpProtocol))  # as python -m miner
             running[name] = SimpleNamespace(url=url, port=port, hotkey=subnet.hotkeys[name])
         yield running
 
@@ -387,6 +388,35 @@ async def test_upstream_errors_become_clean_miner_errors(http, miners, subnet):
     chunks, events = streamed(text)
     assert status == 200 and content_of(chunks[:-1]) == "Hello"
     assert "GPU fell over" in json.loads(events[-2])["error"]["message"] and events[-1] == "[DONE]"
+
+
+async def test_upstream_events_cut_anywhere_are_read_whole(http, miners, subnet):
+    """CRLF line ends, data over two lines, reads that end mid-line: the same three pieces come out."""
+    body = {"messages": user(), "model": "up-ragged", "stream": True}
+    status, _, text = await call(http, miners["upstream"], subnet.validator, body)
+    chunks, events = streamed(text)
+    assert status == 200 and content_of(chunks) == "Hello from upstream" and events[-1] == "[DONE]"
+    status, _, text = await call(http, miners["upstream"], subnet.validator, {**body, "stream": False})
+    assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "Hello from upstream"
+
+
+async def test_a_client_that_leaves_mid_stream_stops_the_upstream_request(http, miners, subnet, upstream):
+    miner = miners["upstream"]
+    raw, headers = signed(subnet.validator, "POST", CHAT, {"messages": user(), "model": "up-slow", "stream": True},
+                          miner.hotkey)
+    async with http.post(miner.url + CHAT, data=raw, headers=headers) as response:
+        assert (await response.content.readline()).startswith(b"data: {")
+        response.close()  # hang up after the first event; the whole answer would take 10 s
+    deadline = time.monotonic() + 5
+    while "up-slow" not in upstream.abandoned and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert "up-slow" in upstream.abandoned
+
+
+async def test_other_methods_on_the_chat_path_are_405(http, miners, subnet):
+    status, _, text = await call(http, miners["good"], subnet.validator, method="GET")
+    assert_error(status, text, 405, "Method Not Allowed")
+    assert json.loads(text)["error"]["code"] == "method_not_allowed"
 
 
 # --- the builtin generator and the metagraph cache, directly -----------------------------------------------

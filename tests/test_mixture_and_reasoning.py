@@ -6,15 +6,9 @@ import asyncio
 
 import openai
 import pytest
-from openai import OpenAI
 from test_scoring_forwarding import wait_for_item
 
 MESSAGES = [{"role": "user", "content": "How do validators score miners?"}]
-
-
-@pytest.fixture(scope="module")
-def client(local_subnet, api_key) -> OpenAI:
-    return OpenAI(base_url=local_subnet.api_url + "/v1", api_key=api_key, max_retries=0, timeout=30)
 
 
 def uid_of(net, behaviour: str) -> int:

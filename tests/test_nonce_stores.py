@@ -6,6 +6,7 @@ Four processes verify the very same signed request; exactly one accepts it.
 from __future__ import annotations
 
 import multiprocessing
+import time
 import uuid
 
 import bittensor as bt
@@ -92,3 +93,16 @@ def test_many_openers_of_a_fresh_sqlite_file_all_succeed(tmp_path):
         for thread in threads:
             thread.join()
         assert errors == []
+
+
+def test_sqlite_store_forgets_only_nonces_older_than_its_retention(tmp_path):
+    store = SqliteNonceStore(tmp_path / "n.sqlite", namespace="miner-a", retention=60)
+    now = time.time_ns()
+    ancient, recent = now - 61 * 10**9, now - 5 * 10**9
+    assert store.check_and_store("hk", ancient) and store.check_and_store("hk", recent)
+    for offset in range(SqliteNonceStore.CLEAN_UP_EVERY):  # enough writes for the periodic clean-up to run
+        assert store.check_and_store("other", now + offset)
+    assert not store.check_and_store("hk", recent)  # inside the retention: still refused
+    assert not store.check_and_store("other", now)
+    # past the retention the row is gone (verify() refuses such a nonce as stale before asking the store)
+    assert store.check_and_store("hk", ancient)

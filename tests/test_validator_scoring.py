@@ -16,7 +16,7 @@ from shared.chain.bittensor_chain import BittensorChain
 from shared.corpus import Corpus
 from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
 from validator.database import Database
-from validator.rewards import reward_item
+from validator.rewards import BuiltinAnswers, reward_item
 from validator.scorer import Scorer
 from validator.scores import ScoreBook
 from validator.scoring_queue import ScoringQueue
@@ -79,6 +79,50 @@ def test_question_answering_rewards_relevance_and_punishes_copycats():
     assert rewards[1] > 0.4 and rewards[2] > 0.4
     assert rewards[3] == -2.0  # the same words as uid 1, later
     assert rewards[4] < 0.5 * min(rewards[1], rewards[2])
+
+
+def test_remembered_builtin_answers_are_what_the_generator_gives_for_that_very_request():
+    answers = BuiltinAnswers(size=64)
+    base = {"messages": MESSAGES, "model": "builtin-small", "task": "InferenceTask", "seed": 5,
+            "sampling_parameters": SAMPLING.model_dump()}
+    variants = [base, {**base, "seed": 6}, {**base, "model": "builtin-large"},
+                {**base, "messages": [{"role": "user", "content": "Something else entirely."}]},
+                {**base, "messages": [{"role": "system", "content": "Be brief."}, *MESSAGES]},
+                {**base, "messages": [{"role": "user", "content": [{"type": "text", "text": "In parts."}]}]}]
+    variants += [{**base, "sampling_parameters": {**base["sampling_parameters"], name: value}}
+                 for name, value in (("temperature", 0.0), ("top_p", 0.5), ("top_k", 5), ("max_new_tokens", 30))]
+    for _ in range(2):  # the second round is served from memory
+        for fields in variants:
+            request = MinerChatRequest(**fields)
+            scoring_item = ScoringItem(request_id="r", created_at=0.0, task="InferenceTask", request=request,
+                                       responses=[answer(1, "x")])
+            expected = "".join(generate_tokens([m.model_dump() for m in request.messages], request.model,
+                                               request.seed, request.sampling_parameters.model_dump()))
+            assert answers.text(scoring_item, request.model) == expected, fields
+    assert (answers.misses, answers.hits) == (len(variants), len(variants))
+
+
+def test_remembered_builtin_answers_are_bounded():
+    answers = BuiltinAnswers(size=2)
+    items = [item("InferenceTask", [answer(1, "x")], content=f"question {i}") for i in range(3)]
+    for scoring_item in items:
+        answers.text(scoring_item, "builtin-small")
+    assert len(answers.texts) == 2
+    answers.text(items[0], "builtin-small")  # the least recently used went first
+    assert (answers.misses, answers.hits) == (4, 0)
+
+
+def test_a_few_rewards_at_a_time_blend_exactly_like_many_at_once(tmp_path):
+    rewards = {uid: (f"hotkey-{uid}", (uid % 7) / 7 - 0.2) for uid in range(40)}
+    one_by_one = ScoreBook(Database(tmp_path / "a.sqlite"), alpha=0.3)
+    at_once = ScoreBook(Database(tmp_path / "b.sqlite"), alpha=0.3)
+    for _ in range(3):
+        for uid, reward in rewards.items():
+            one_by_one.apply({uid: reward})
+        at_once.apply(rewards)
+    assert one_by_one.scores.tolist() == at_once.scores.tolist()  # bit for bit, not approximately
+    assert one_by_one.rewards.tolist() == at_once.rewards.tolist() == [3] * 40
+    assert one_by_one.last_reward.tolist() == at_once.last_reward.tolist()
 
 
 def state_with(hotkeys: dict[int, str]) -> SubnetState:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -108,6 +109,7 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
             asyncio.create_task(scorer.run(app.state.metagraph), name="scorer"),
             asyncio.create_task(app.state.weights.run(), name="weights"),
         ]
+        gc.freeze()  # what start-up built (bittensor, FastAPI, the corpus) lives forever: keep it out of collections
         try:
             yield
         finally:

@@ -27,11 +27,12 @@ serves, get no verdict rather than a guess.
 
 from __future__ import annotations
 
-from typing import Optional
+from collections import OrderedDict
+from typing import Hashable, Optional
 
-from miner.backends.builtin import QA_TASK, generate_completion
+from miner.backends.builtin import QA_TASK, canonical_key, generate_completion
 from shared.corpus import Corpus, relevance
-from shared.schemas import WEB_RETRIEVAL_TASK, MinerResponse, ScoringItem
+from shared.schemas import WEB_RETRIEVAL_TASK, MinerChatRequest, MinerResponse, ScoringItem
 from shared.web_check import PageFetcher
 
 from .logprob_check import ReferenceModel, ReferenceUnavailable
@@ -58,6 +59,45 @@ def expected_text(item: ScoringItem, model: str) -> str:
     return "".join(tokens)
 
 
+class BuiltinAnswers:
+    """The builtin generator's answers, remembered for the last ``size`` distinct requests.
+
+    Organic traffic repeats itself (the same prompt, model, seed and sampling
+    from a client that pins its seed), and re-deriving the answer is most of
+    what scoring such an item costs. The key holds exactly what the generator
+    reads (``canonical_key``'s inputs), so two requests share an answer only
+    when the generator could not tell them apart.
+    """
+
+    def __init__(self, size: int = 4096):
+        self.size = size
+        self.texts: OrderedDict[Hashable, str] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def key(request: MinerChatRequest, model: str) -> Hashable:
+        sampling = request.sampling_parameters
+        messages = tuple((str(m.role), m.content) for m in request.messages)
+        if not all(isinstance(content, str) for _, content in messages):  # lists of parts: hash them canonically
+            return canonical_key([m.model_dump() for m in request.messages], model, request.seed,
+                                 sampling.model_dump())
+        return (model, request.seed, float(sampling.temperature), float(sampling.top_p), int(sampling.top_k),
+                int(sampling.max_new_tokens), messages)
+
+    def text(self, item: ScoringItem, model: str) -> str:
+        key = self.key(item.request, model)
+        text = self.texts.get(key)
+        if text is not None:
+            self.hits += 1
+            self.texts.move_to_end(key)
+            return text
+        self.misses += 1
+        text = self.texts[key] = expected_text(item, model)
+        if len(self.texts) > self.size:
+            self.texts.popitem(last=False)
+        return text
+
+
 def question_of(item: ScoringItem) -> str:
     for message in reversed(item.request.messages):
         if message.role == "user" and isinstance(message.content, str):
@@ -66,7 +106,7 @@ def question_of(item: ScoringItem) -> str:
 
 
 def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: dict,
-            reference: Optional[ReferenceModel] = None) -> Optional[float]:
+            reference: Optional[ReferenceModel] = None, answers: Optional[BuiltinAnswers] = None) -> Optional[float]:
     """How good the answer is, in [0, 1]; None when this validator cannot judge it."""
     text = "".join(response.chunks)
     if response.status != "ok" or not text.strip():
@@ -74,7 +114,7 @@ def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: d
     if is_exact(item, response):
         model = response.model or item.request.model
         if model not in cache:
-            cache[model] = expected_text(item, model)
+            cache[model] = answers.text(item, model) if answers is not None else expected_text(item, model)
         return 1.0 if text == cache[model] else 0.0
     model = response.model or item.request.model or ""
     if item.task == INFERENCE_TASK and reference is not None and reference.serves(model):
@@ -106,8 +146,12 @@ def copycats(item: ScoringItem) -> set[int]:
 
 def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
                 corpus: Optional[Corpus] = None, web: Optional[PageFetcher] = None,
-                reference: Optional[ReferenceModel] = None) -> dict[int, float]:
-    """{uid: reward}. Web retrieval needs ``web`` (pages are fetched); without it, no verdict."""
+                reference: Optional[ReferenceModel] = None, answers: Optional[BuiltinAnswers] = None
+                ) -> dict[int, float]:
+    """{uid: reward}. Web retrieval needs ``web`` (pages are fetched); without it, no verdict.
+
+    ``answers`` remembers builtin answers across items (the scorer keeps one); without it each is re-derived.
+    """
     if item.task == WEB_RETRIEVAL_TASK:
         if web is None:
             return {}
@@ -122,7 +166,7 @@ def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
         if response.uid in copied:
             rewards[response.uid] = -copycat_penalty
             continue
-        verdict = quality(item, response, corpus, cache, reference)
+        verdict = quality(item, response, corpus, cache, reference, answers)
         if verdict is not None:
             rewards[response.uid] = verdict * speed_factor(response, timeout) if verdict > 0 else 0.0
     return rewards

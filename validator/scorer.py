@@ -18,7 +18,7 @@ from shared.web_check import PageFetcher
 
 from .database import Database
 from .logprob_check import ReferenceModel
-from .rewards import copycats, reward_item
+from .rewards import BuiltinAnswers, copycats, reward_item
 from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
 
@@ -38,6 +38,7 @@ class Scorer:
         self.corpus = Corpus.load()
         self.web = web  # fetches the pages that web retrieval results name
         self.reference = reference  # checks answers from real models, when configured
+        self.answers = BuiltinAnswers()  # repeated organic requests are not re-derived
         self.passes = 0
 
     def score_batch(self) -> int:
@@ -48,7 +49,8 @@ class Scorer:
         changed: set[int] = set()
         for _, item in batch:
             rewards = reward_item(item, timeout=self.timeout, copycat_penalty=self.copycat_penalty,
-                                  corpus=self.corpus, web=self.web, reference=self.reference)
+                                  corpus=self.corpus, web=self.web, reference=self.reference,
+                                  answers=self.answers)
             hotkeys = {r.uid: r.hotkey for r in item.responses}
             caught = copycats(item)
             changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS scores (
     updated_at REAL NOT NULL
 );
 """
+FEW_UIDS = 16  # up to this many rewards at once (one item's miners) are blended one by one, more as arrays
 
 
 class ScoreBook:
@@ -88,12 +89,17 @@ class ScoreBook:
             elif known != hotkey:
                 continue
             fresh[uid] = reward
-        if fresh:
+        if len(fresh) > FEW_UIDS:
             uids = np.fromiter(fresh, dtype=np.int64, count=len(fresh))
             values = np.fromiter(fresh.values(), dtype=np.float64, count=len(fresh))
             self.scores[uids] = (1 - self.alpha) * self.scores[uids] + self.alpha * values
             self.rewards[uids] += 1
             self.last_reward[uids] = values
+        else:  # one item's few miners: numpy's per-call overhead would cost more than the arithmetic
+            for uid, value in fresh.items():
+                self.scores[uid] = (1 - self.alpha) * float(self.scores[uid]) + self.alpha * value
+                self.rewards[uid] += 1
+                self.last_reward[uid] = value
         return list(fresh)
 
     def restart(self, caught: dict[int, str], score: float) -> list[int]:

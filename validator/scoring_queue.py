@@ -6,12 +6,16 @@ retried after a lost reply is not counted twice), survives a restart, and is
 handed to the scorer until it is marked scored. When more than ``max_items``
 wait, the oldest are dropped and counted: fresh traffic matters more than a
 backlog the scorer can no longer catch up with.
+
+The file is the record; the items this process put are also kept as parsed
+objects (up to ``HANDOFF_MAX``) until they are scored, so the scorer does not
+parse again what ``/scoring`` has just validated. Anything else (a backlog
+from before a restart, an overflowing handoff) is read back from the file.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections import Counter
@@ -42,6 +46,7 @@ CREATE INDEX IF NOT EXISTS scoring_responses_item ON scoring_responses(item_id);
 CREATE INDEX IF NOT EXISTS scoring_items_pending ON scoring_items(scored, id);
 CREATE TABLE IF NOT EXISTS scoring_counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+HANDOFF_MAX = 4096  # parsed items kept for the scorer: about 20 scorer passes
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,7 @@ class ScoringQueue:
         self.db = database
         self.max_items = max_items
         self.responses: Counter[tuple[str, int, str]] = Counter()  # since start, for the metrics
+        self.handoff: dict[int, ScoringItem] = {}  # row id → the unscored item as put here, in id order
         database.executescript(SCHEMA)
 
     async def put(self, items: list[ScoringItem]) -> PutResult:
@@ -95,7 +101,9 @@ class ScoringQueue:
             rows = db.execute(
                 "SELECT id, payload FROM scoring_items WHERE scored = 0 ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-        return [(row_id, ScoringItem.model_validate(json.loads(payload))) for row_id, payload in rows]
+            handoff = self.handoff
+            return [(row_id, item if (item := handoff.get(row_id)) is not None else
+                     ScoringItem.model_validate_json(payload)) for row_id, payload in rows]
 
     def find(self, request_id: str) -> Optional[tuple[bool, ScoringItem]]:
         """(scored?, item) for one request id, while the queue still keeps it."""
@@ -103,47 +111,61 @@ class ScoringQueue:
             row = db.execute("SELECT scored, payload FROM scoring_items WHERE request_id = ?", (request_id,)).fetchone()
         return (bool(row[0]), ScoringItem.model_validate_json(row[1])) if row else None
 
-    @staticmethod
-    def mark_scored(db: sqlite3.Connection, ids: list[int]) -> None:
+    def mark_scored(self, db: sqlite3.Connection, ids: list[int]) -> None:
         """Inside the caller's transaction, together with the scores these items produced."""
         db.executemany("UPDATE scoring_items SET scored = 1 WHERE id = ? AND scored = 0", [(i,) for i in ids])
         bump(db, "scored", len(ids))
+        for row_id in ids:
+            self.handoff.pop(row_id, None)
 
     def _put(self, items: list[ScoringItem]) -> PutResult:
-        accepted = duplicates = 0
-        responses: Counter = Counter()
+        first: dict[str, ScoringItem] = {}  # a request id repeated within the batch is stored once, as it came first
+        for item in items:
+            first.setdefault(item.request_id, item)
+        with self.db.lock:
+            with self.db.transaction() as db:
+                stored = self._insert(db, first)
+                dropped = self._drop_overflow(db)
+                bump(db, "received", len(stored))
+                bump(db, "duplicates", len(items) - len(stored))
+                bump(db, "dropped", dropped)
+            # Only after the commit (ids of a rolled-back insert are handed out again), and still under the lock.
+            room = HANDOFF_MAX - len(self.handoff)
+            self.handoff.update(stored[:max(room, 0)])
+        responses = Counter((item.source, r.uid, r.status) for _, item in stored for r in item.responses)
+        return PutResult(len(stored), len(items) - len(stored), dropped, responses)
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, items: dict[str, ScoringItem]) -> list[tuple[int, ScoringItem]]:
+        """Store the items not stored before, in a few statements; returns (row id, item) of those stored now."""
         now = time.time()
-        with self.db.transaction() as db:
-            for item in items:
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO scoring_items (request_id, source, task, received_at, payload)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (item.request_id, item.source, item.task, now, item.model_dump_json()),
-                )
-                if cursor.rowcount == 0:
-                    duplicates += 1
-                    continue
-                accepted += 1
-                responses.update((item.source, r.uid, r.status) for r in item.responses)
-                db.executemany(
-                    "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
-                    [(cursor.lastrowid, r.uid, r.hotkey, r.status) for r in item.responses],
-                )
-            dropped = self._drop_overflow(db)
-            bump(db, "received", accepted)
-            bump(db, "duplicates", duplicates)
-            bump(db, "dropped", dropped)
-        return PutResult(accepted, duplicates, dropped, responses)
+        # Ids only grow (AUTOINCREMENT) and the caller's transaction holds the write lock: the rows above the
+        # current maximum afterwards are exactly the ones these inserts added, known request ids being ignored.
+        (before,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM scoring_items").fetchone()
+        db.executemany(
+            "INSERT OR IGNORE INTO scoring_items (request_id, source, task, received_at, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(item.request_id, item.source, item.task, now, item.model_dump_json()) for item in items.values()],
+        )
+        stored = [(row_id, items[request_id]) for row_id, request_id in db.execute(
+            "SELECT id, request_id FROM scoring_items WHERE id > ? ORDER BY id", (before,))]
+        db.executemany(
+            "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
+            [(row_id, r.uid, r.hotkey, r.status) for row_id, item in stored for r in item.responses],
+        )
+        return stored
 
     def _drop_overflow(self, db: sqlite3.Connection) -> int:
         (waiting,) = db.execute("SELECT COUNT(*) FROM scoring_items WHERE scored = 0").fetchone()
         excess = waiting - self.max_items
         if excess <= 0:
             return 0
-        db.execute(
-            "DELETE FROM scoring_items WHERE id IN (SELECT id FROM scoring_items WHERE scored = 0 ORDER BY id LIMIT ?)",
-            (excess,),
-        )
+        (last,) = db.execute(
+            "SELECT MAX(id) FROM (SELECT id FROM scoring_items WHERE scored = 0 ORDER BY id LIMIT ?)", (excess,)
+        ).fetchone()
+        db.execute("DELETE FROM scoring_items WHERE scored = 0 AND id <= ?", (last,))
+        for row_id in [row_id for row_id in self.handoff if row_id <= last]:  # the handoff is in id order too
+            del self.handoff[row_id]
         return excess
 
     def _stats(self) -> dict:

@@ -14,12 +14,13 @@ import uuid
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
 
 from ..access import admit, require_allowed
 from ..errors import ApiError
+from ..json_response import FastJSONResponse
 from ..keys import KeyRecord
 from ..meter import Meter, meter_of, miners_finished
 from ..miner_call import END, MinerCall
@@ -27,7 +28,7 @@ from ..mixture import first_round
 from ..moderation import message_texts, screen
 from ..race import describe_failures, race
 from ..reasoning import serve_reasoning
-from ..responses import SSE_DONE, chunk_event, completion_object, error_event, prompt_words, usage_event
+from ..responses import SSE_DONE, ChunkEvents, completion_object, error_event, prompt_words, usage_event
 from ..schemas import ChatCompletionRequest
 from ..selection import select_candidates
 
@@ -37,19 +38,36 @@ def strategy_of(body: ChatCompletionRequest) -> str:
     return "uids" if body.uids is not None else "top_n" if body.top_n is not None else "sample"
 
 
-async def forward_when_done(state, meter: Meter, calls: list[MinerCall], request_id: str,
-                            request: MinerChatRequest) -> None:
-    """Wait for every miner of the request to finish, then queue their answers for the validator and the log."""
-    await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
-    if calls:
-        state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
-                                           created_at=time.time(), request=request,
-                                           responses=[c.response_record() for c in calls]))
-    miners_finished(meter, state)
+def forward_when_done(state, meter: Meter, calls: list[MinerCall], request_id: str,
+                      request: MinerChatRequest) -> None:
+    """Once every miner of the request has finished, queue their answers for the validator and the log.
+
+    Queued once the client has its answer, never before: building the scoring item and the log is
+    work the client need not wait for. Miners still running are waited for by a background task;
+    when all have finished already (a whole answer from one miner), no task is needed.
+    """
+
+    def forward() -> None:
+        if calls:
+            state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
+                                               created_at=time.time(), request=request,
+                                               responses=[c.response_record() for c in calls]))
+        miners_finished(meter, state)
+
+    running = [c.task for c in calls if c.task is not None and not c.task.done()]
+    if not running:
+        meter.after_response(forward)
+        return
+
+    async def wait_then_forward() -> None:
+        await asyncio.gather(*running, return_exceptions=True)
+        meter.after_response(forward)
+
+    keep_running(state, wait_then_forward())
 
 
-def keep_running(request: Request, coroutine) -> None:
-    tasks: set = request.app.state.background
+def keep_running(state, coroutine) -> None:
+    tasks: set = state.background
     task = asyncio.create_task(coroutine)
     tasks.add(task)
     task.add_done_callback(tasks.discard)
@@ -71,7 +89,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         state.directory.directory, task=body.task, model=body.requested_model, uids=body.uids,
         top_n=body.top_n, top_pool=settings.top_pool, rng=state.rng,
     )
-    miner_request = body.to_miner_request()
+    # A whole answer for the client: miners are asked for whole answers too (mixture and test-time
+    # inference stream their own rounds, and decide below).
+    miner_request = body.to_miner_request(stream=body.stream or body.wants_mixture or body.wants_reasoning)
     request_id = meter.request_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     if body.wants_reasoning:
@@ -82,7 +102,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     if body.wants_mixture:  # the first round here; the aggregation round is the race below
         miner_request, candidates, width = await first_round(state, miner_request, candidates, width,
                                                              request_id=request_id)
-    if not body.stream:  # a whole answer for the client: ask miners for whole answers too
+    if not body.stream and miner_request.stream:  # after mixture's first round: whole answers from here
         miner_request = miner_request.model_copy(update={"stream": False})
     payload = miner_request.model_dump_json(exclude_none=True).encode()
 
@@ -99,7 +119,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         winner = await race(candidates, fanout=width or settings.fanout,
                             max_attempts=max(settings.max_attempts, width), launch=launch, calls=calls)
     finally:
-        keep_running(request, forward_when_done(state, meter, calls, request_id, miner_request))
+        forward_when_done(state, meter, calls, request_id, miner_request)
 
     if body.stream:
         meter.winner = winner
@@ -111,13 +131,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         )
     answer = await complete(winner, calls)
     meter.winner, meter.charge = answer, True
-    return JSONResponse(completion_object(answer, request_id=request_id, created=created, model=body.model,
+    return FastJSONResponse(completion_object(answer, request_id=request_id, created=created, model=body.model,
                                           prompt_tokens=prompt_tokens), headers={"X-Request-Id": request_id})
 
 
 async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
     """The winner's whole answer; if it broke mid-way, another miner's complete one."""
-    await asyncio.wait([winner.task])
+    if not winner.task.done():
+        await asyncio.wait([winner.task])
     if winner.status == "ok":
         return winner
     pending = {c.task: c for c in calls if c is not winner and c.task is not None}
@@ -138,6 +159,7 @@ async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: in
     had what it read); not when the miner broke mid-stream.
     """
     queue = winner.become_winner()
+    render = ChunkEvents(winner, request_id=request_id, created=created, model=model)
     completed = False
     try:
         ended = False
@@ -148,19 +170,18 @@ async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: in
             if chunks[-1] is END:  # END is always the last thing queued
                 ended = True
                 chunks.pop()
-            events = [chunk_event(chunk, winner, request_id=request_id, created=created, model=model)
-                      for chunk in chunks if chunk.get("choices")]
-            if events:
+            events = [render.event(chunk) for chunk in chunks if chunk.get("choices")]
+            if events and not ended:
                 yield b"".join(events)
-        if winner.status != "ok":
+        if winner.status != "ok":  # the end of the stream leaves with the last chunks, in one write
             meter.outcome, meter.error = "miner_error", f"miner uid {winner.miner.uid}: {winner.error}"
-            yield error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}")
+            events.append(error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}"))
         else:
             meter.charge = True
             if include_usage:
-                yield usage_event(winner, request_id=request_id, created=created, model=model,
-                                  prompt_tokens=prompt_tokens)
-        yield SSE_DONE
+                events.append(usage_event(winner, request_id=request_id, created=created, model=model,
+                                          prompt_tokens=prompt_tokens))
+        yield b"".join(events) + SSE_DONE
         completed = True
     finally:
         if not completed and meter.outcome is None:

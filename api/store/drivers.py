@@ -17,7 +17,6 @@ transaction on SQLite is exclusive whatever its ``lock`` says.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any, AsyncIterator, Optional, Protocol, Sequence
 
 from shared.sqlite import open_shared_sqlite
+
+from .key_stamp import KeyStamp
 
 PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -82,21 +83,14 @@ class SqliteDriver:
         self._lock: Optional[asyncio.Lock] = None
         self._conn = _SqliteConnection(self)
         self._rewritten: dict[str, str] = {}
-        # a plain string: stat()ed on every request, so no path object work there
-        self.stamp = str(self.path.with_name(self.path.name + ".keys-changed"))
+        self.stamp_path = str(self.path.with_name(self.path.name + ".keys-changed"))
+        self._stamp: Optional[KeyStamp] = None
 
     async def bump_keys(self) -> None:
-        # One byte appended (O_APPEND is atomic across processes): the file's size is the generation.
-        with open(self.stamp, "ab") as stamp:
-            stamp.write(b".")
-            if stamp.tell() > 1_000_000:
-                stamp.truncate(0)
+        self._stamp.bump()
 
     def keys_generation(self) -> int:
-        try:
-            return os.stat(self.stamp).st_size
-        except FileNotFoundError:
-            return 0
+        return self._stamp.value()
 
     def sql(self, sql: str) -> str:
         rewritten = self._rewritten.get(sql)
@@ -112,6 +106,7 @@ class SqliteDriver:
 
         self._lock = asyncio.Lock()
         self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        self._stamp = KeyStamp(self.stamp_path)
 
     async def _run(self, work) -> Any:
         # Shielded: once queued, a statement runs even if the caller is cancelled, so the
@@ -151,6 +146,9 @@ class SqliteDriver:
         if self._db is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
             self._db = None
+        if self._stamp is not None:
+            self._stamp.close()
+            self._stamp = None
         self._executor.shutdown(wait=True)
 
 

@@ -1,15 +1,18 @@
-"""What a backend gives the miner for one choice: content pieces, then how it ended.
+"""What a backend gives the miner for one choice: batches of content pieces, then how it ended.
 
 ::
 
     stream = backend.open(request, model, index)
-    async for piece in stream.pieces:      # text deltas, in order
+    async for batch in stream.batches:     # lists of text deltas, in order
         ...
-    stream.outcome.finish_reason           # "stop" | "length", final once pieces is exhausted
+    stream.outcome.finish_reason           # "stop" | "length", final once batches is exhausted
     stream.outcome.completion_tokens
 
-Behaviours (``miner.behaviours``) wrap ``pieces`` and pass ``outcome`` on, so
-any backend can be made noisy, slow or broken.
+A batch is what became ready together: the builtin backend's whole answer, or
+the events one network read brought from an upstream server. The miner sends
+a batch in one write (still one SSE event per piece), instead of one write per
+piece. Behaviours (``miner.behaviours``) wrap ``batches`` and pass ``outcome``
+on, so any backend can be made noisy, slow or broken.
 """
 
 from __future__ import annotations
@@ -32,8 +35,14 @@ class Outcome:
 
 @dataclass
 class ChoiceStream:
-    pieces: AsyncIterator[str]
+    batches: AsyncIterator[list[str]]
     outcome: Outcome = field(default_factory=Outcome)
+
+
+async def all_at_once(pieces: list[str]) -> AsyncIterator[list[str]]:
+    """``pieces`` as one batch (nothing at all when there are none)."""
+    if pieces:
+        yield pieces
 
 
 class Backend(Protocol):

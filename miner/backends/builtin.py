@@ -28,9 +28,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from typing import Any, AsyncIterator, Mapping
+import struct
+from typing import Any, Mapping
 
-from .base import ChoiceStream, Outcome
+from .base import ChoiceStream, Outcome, all_at_once
 
 MIN_TOKENS = 20
 MAX_TOKENS = 60
@@ -48,6 +49,7 @@ VOCABULARY = (
     "rule", "choice", "balance", "measure", "test", "check", "plan", "goal", "problem", "solution",
 )
 _WORD = re.compile(r"[A-Za-z0-9']+")
+_EIGHT_WORDS = struct.Struct(">8I")
 
 
 def message_text(content: Any) -> str:
@@ -80,19 +82,25 @@ def canonical_key(messages: list[Mapping[str, Any]], model: str, seed: int, samp
 
 
 class DigestNumbers:
-    """Integers drawn from sha256(key || counter): the same on every machine and Python."""
+    """Integers drawn from sha256(key || counter): the same on every machine and Python.
+
+    Each digest is eight big-endian 32-bit words, used in order; ``below(n)`` is
+    the next word modulo ``n``.
+    """
 
     def __init__(self, key: bytes):
         self.key = key
         self.counter = 0
-        self.buffer = b""
+        self.words: tuple[int, ...] = ()
+        self.used = 0
 
     def below(self, n: int) -> int:
-        if len(self.buffer) < 4:
-            self.buffer += hashlib.sha256(self.key + self.counter.to_bytes(8, "big")).digest()
+        if self.used == len(self.words):
+            self.words = _EIGHT_WORDS.unpack(hashlib.sha256(self.key + self.counter.to_bytes(8, "big")).digest())
             self.counter += 1
-        chunk, self.buffer = self.buffer[:4], self.buffer[4:]
-        return int.from_bytes(chunk, "big") % n
+            self.used = 0
+        self.used += 1
+        return self.words[self.used - 1] % n
 
 
 def vocabulary_size(sampling: Mapping[str, Any]) -> int:
@@ -129,13 +137,17 @@ def generate_completion(
         words += restated
         words[-1] += ","
     sentence_left = 3 + numbers.below(5)  # the opener's sentence goes on before the first full stop
-    while len(words) < natural:
-        word = VOCABULARY[numbers.below(pool)]
+    # Words past the cut would be drawn and thrown away: stop drawing there (a negative limit, which the
+    # schema forbids, keeps its old meaning of dropping words from the end).
+    wanted = min(natural, limit) if limit >= 0 else natural
+    below = numbers.below
+    for count in range(len(words) + 1, wanted + 1):  # count: how many words there are with this one
+        word = VOCABULARY[below(pool)]
         if sentence_left == 0:
-            sentence_left = 5 + numbers.below(7)
+            sentence_left = 5 + below(7)
             word = word.capitalize()
         sentence_left -= 1
-        if sentence_left == 0 or len(words) + 1 == natural:
+        if sentence_left == 0 or count == natural:
             word += "."
             sentence_left = 0
         words.append(word)
@@ -184,7 +196,7 @@ class BuiltinBackend:
         self.style = style
 
     def open(self, request: Any, model: str, index: int) -> ChoiceStream:
-        messages = [message.model_dump() for message in request.messages]
+        messages = [{"role": message.role, "content": message.content} for message in request.messages]
         sampling = request.sampling_parameters.model_dump()
         if request.task == QA_TASK:
             limit = int(sampling.get("max_new_tokens", 1024))
@@ -193,12 +205,7 @@ class BuiltinBackend:
         else:
             tokens, finish_reason = generate_completion(messages, model, request.seed + index, sampling)
         outcome = Outcome(finish_reason, prompt_tokens(messages), len(tokens))
-        return ChoiceStream(_iterate(tokens), outcome)
+        return ChoiceStream(all_at_once(tokens), outcome)
 
     async def close(self) -> None:
         return None
-
-
-async def _iterate(tokens: list[str]) -> AsyncIterator[str]:
-    for token in tokens:
-        yield token

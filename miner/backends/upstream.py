@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Optional
 
 import aiohttp
+import orjson
 
 from ..errors import MinerError
-from .base import ChoiceStream, Outcome
+from .base import ChoiceStream, Outcome, all_at_once
 from .builtin import count_tokens, prompt_tokens
 
 
@@ -41,19 +42,42 @@ def upstream_payload(request: Any, model: str, index: int) -> dict[str, Any]:
     }
 
 
-async def sse_data(lines: aiohttp.StreamReader) -> AsyncIterator[str]:
-    """The ``data`` of each server-sent event (multi-line data joined with newlines)."""
-    data: list[str] = []
-    async for raw in lines:
-        line = raw.decode("utf-8").rstrip("\r\n")
-        if not line:
-            if data:
-                yield "\n".join(data)
-                data = []
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data:
-        yield "\n".join(data)
+async def sse_batches(body: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+    """The ``data`` of each server-sent event, in batches: the events that one read completed.
+
+    Multi-line data is joined with newlines. A batch holds every event that
+    arrived together, so that the miner can pass them on in one write.
+    """
+    data: list[bytes] = []
+    partial = b""
+    async for received in body.iter_any():
+        *lines, partial = (partial + received).split(b"\n")
+        events = _take_lines(lines, data)
+        if events:
+            yield events
+    events = _take_lines([partial, b""] if partial else [b""], data)  # the stream may end without a blank line
+    if events:
+        yield events
+
+
+def _take_lines(lines: list[bytes], data: list[bytes]) -> list[bytes]:
+    """The events that ``lines`` complete; ``data`` carries an unfinished event's lines over."""
+    events = []
+    for line in lines:
+        if line.startswith(b"data:"):
+            line = line[5:].rstrip(b"\r")
+            data.append(line[1:] if line.startswith(b" ") else line)
+        elif not line.rstrip(b"\r") and data:
+            events.append(data[0] if len(data) == 1 else b"\n".join(data))
+            data.clear()
+    return events
+
+
+def json_bytes(payload: Any) -> bytes:
+    try:
+        return orjson.dumps(payload)
+    except TypeError:  # an integer beyond 64 bits (a seed can be any integer)
+        return json.dumps(payload).encode()
 
 
 def upstream_error_message(status: int, text: str) -> str:
@@ -68,59 +92,82 @@ class UpstreamBackend:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, *, api_key: str = "", model: str = ""):
         self.session = session
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = {"Content-Type": "application/json"}
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.model = model
 
     def open(self, request: Any, model: str, index: int) -> ChoiceStream:
         outcome = Outcome(prompt_tokens=prompt_tokens([m.model_dump() for m in request.messages]))
         payload = upstream_payload(request, self.model or model, index)
-        return ChoiceStream(self._pieces(payload, outcome), outcome)
+        return ChoiceStream(self._batches(payload, outcome), outcome)
 
     async def close(self) -> None:
         return None  # the session belongs to the app's lifespan
 
-    async def _pieces(self, payload: dict[str, Any], outcome: Outcome) -> AsyncIterator[str]:
+    async def _batches(self, payload: dict[str, Any], outcome: Outcome) -> AsyncIterator[list[str]]:
         text: list[str] = []
-        reported_usage = False
+        reading = _EventReader(outcome)
         try:
-            async with self.session.post(self.url, json=payload, headers=self.headers) as response:
+            async with self.session.post(self.url, data=json_bytes(payload), headers=self.headers) as response:
                 if response.status != 200:
                     raise MinerError(502, upstream_error_message(response.status, await response.text()))
                 if response.content_type == "application/json":  # a server that ignores "stream"
-                    events = [await response.text()]
+                    batches = all_at_once([await response.read()])
                 else:
-                    events = sse_data(response.content)
-                async for data in _as_async(events):
-                    if data.strip() == "[DONE]":
+                    batches = sse_batches(response.content)
+                async for events in batches:
+                    pieces, failure = reading.take(events)
+                    if pieces:  # what came before a failure is sent before it
+                        text.extend(pieces)
+                        yield pieces
+                    if failure is not None:
+                        raise failure
+                    if reading.done:
                         break
-                    event = json.loads(data)
-                    if event.get("error"):
-                        raise MinerError(502, upstream_error_message(502, json.dumps(event)))
-                    usage = event.get("usage")
-                    if usage:
-                        reported_usage = True
-                        outcome.prompt_tokens = int(usage.get("prompt_tokens", outcome.prompt_tokens))
-                        outcome.completion_tokens = int(usage.get("completion_tokens", 0))
-                    for choice in event.get("choices") or []:
-                        part = choice.get("delta") or choice.get("message") or {}
-                        content = part.get("content")
-                        if choice.get("finish_reason"):
-                            outcome.finish_reason = choice["finish_reason"]
-                        if content:
-                            text.append(content)
-                            yield content
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise MinerError(502, f"upstream unreachable: {type(exc).__name__}: {exc}"[:300]) from None
-        except ValueError as exc:
-            raise MinerError(502, f"upstream sent an unreadable event: {exc}"[:300]) from None
-        if not reported_usage:
+        if not reading.reported_usage:
             outcome.completion_tokens = count_tokens("".join(text))
 
 
-async def _as_async(events: Any) -> AsyncIterator[str]:
-    if isinstance(events, list):
-        for event in events:
-            yield event
-    else:
-        async for event in events:
-            yield event
+class _EventReader:
+    """Reads upstream chunks into content pieces, filling in the outcome as it goes."""
+
+    def __init__(self, outcome: Outcome):
+        self.outcome = outcome
+        self.reported_usage = False
+        self.done = False
+
+    def take(self, events: list[bytes]) -> tuple[list[str], Optional[MinerError]]:
+        """The content of ``events`` up to ``[DONE]``, and the error that stopped them, if any."""
+        pieces: list[str] = []
+        for data in events:
+            if data.strip() == b"[DONE]":
+                self.done = True
+                break
+            try:
+                self._read(orjson.loads(data), pieces)
+            except MinerError as exc:
+                return pieces, exc
+            except ValueError as exc:
+                return pieces, MinerError(502, f"upstream sent an unreadable event: {exc}"[:300])
+        return pieces, None
+
+    def _read(self, event: Any, pieces: list[str]) -> None:
+        if not isinstance(event, dict):
+            raise ValueError("not a JSON object")
+        if event.get("error"):
+            raise MinerError(502, upstream_error_message(502, json.dumps(event)))
+        usage = event.get("usage")
+        if usage:
+            self.reported_usage = True
+            self.outcome.prompt_tokens = int(usage.get("prompt_tokens", self.outcome.prompt_tokens))
+            self.outcome.completion_tokens = int(usage.get("completion_tokens", 0))
+        for choice in event.get("choices") or []:
+            part = choice.get("delta") or choice.get("message") or {}
+            content = part.get("content")
+            if choice.get("finish_reason"):
+                self.outcome.finish_reason = choice["finish_reason"]
+            if content:
+                pieces.append(content)

@@ -1,0 +1,17 @@
+"""A JSON response rendered by orjson: the same JSON as Starlette's, in a fraction of the time.
+
+Used for what the hot routes answer (completions, errors); orjson writes
+UTF-8 as is, like Starlette's ``ensure_ascii=False``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import JSONResponse
+
+
+class FastJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)

@@ -1,0 +1,257 @@
+"""Side by side, in one run: a fake upstream directly, LiteLLM proxy in front of it, and our stack in front of it.
+
+    .venv/bin/python bench/bench_peer.py [--seconds 5] [--skip-litellm]
+
+Starts ``bench/fake_upstream.py`` (an OpenAI-compatible server with a fixed
+short answer: 20 chunks when streamed), then, on the same machine:
+
+- LiteLLM proxy, ONE worker, with a config that routes the model ``default``
+  to the fake upstream (``openai/`` provider, ``api_base``). LiteLLM is not a
+  dependency of this project: it is installed on first use into its own venv,
+  ``bench/.peer-venv`` (git-ignored), at the version pinned below. If that
+  install fails the comparison runs without it.
+- our stack: one reference miner with ``MINER_BACKEND=upstream`` pointing at
+  the fake upstream, the validator and ONE API worker (``LocalSubnet``).
+
+Load comes from ``bench/load.py`` in a separate process, at concurrency 1 and
+32, non-stream and stream, against each of the three in turn (interleaved per
+case, so that a change in the machine's background load hits all three
+alike). Prints requests/s, p50/p99, errors, CPU µs per request of the gateway
+processes, the upstream and the load generator, and the ratios: each gateway
+against direct, ours against LiteLLM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.fake_upstream import MODEL  # noqa: E402
+from bench.measure import LOAD_GENERATOR, family, machine_line, run_load  # noqa: E402
+from localnet.launcher import LocalSubnet, free_port  # noqa: E402
+
+LITELLM_VERSION = "1.106.2"  # the version this comparison was written against
+LITELLM_KEY = "sk-bench-" + "0" * 32  # LiteLLM refuses to start without a master key
+DEFAULT_VENV = ROOT / "bench" / ".peer-venv"
+OUR_PROCESSES = ("api", "miner", "validator")
+
+
+def wait_http(url: str, timeout: float, process: subprocess.Popen) -> None:
+    """Until ``url`` answers 200, or raise (also when the process has exited)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def spawn(command: list[str], log: Path, env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    with open(log, "ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(process: Optional[subprocess.Popen]) -> None:
+    """SIGTERM to the process group this script started, SIGKILL after a grace period."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+# -- LiteLLM ----------------------------------------------------------------------------------------
+def litellm_executable(venv: Path) -> Optional[Path]:
+    """LiteLLM's CLI from its own venv, installing it there first if needed; None (and why) if that fails."""
+    executable = venv / "bin" / "litellm"
+    if executable.exists():
+        return executable
+    print(f"installing litellm[proxy]=={LITELLM_VERSION} into {venv} (once) …", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, text=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+                       check=True, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        print(f"LiteLLM skipped: could not install it ({detail.strip()[-500:]})")
+        return None
+    return executable if executable.exists() else None
+
+
+def installed_version(venv: Path) -> str:
+    return subprocess.run([str(venv / "bin" / "python"), "-c",
+                           "import importlib.metadata as m; print(m.version('litellm'))"],
+                          capture_output=True, text=True).stdout.strip() or "unknown"
+
+
+def litellm_config(path: Path, upstream_url: str) -> Path:
+    path.write_text(
+        "model_list:\n"
+        "  - model_name: default\n"
+        "    litellm_params:\n"
+        f"      model: openai/{MODEL}\n"
+        f"      api_base: {upstream_url}\n"
+        "      api_key: unused\n"
+        "general_settings:\n"
+        f"  master_key: {LITELLM_KEY}\n"
+    )
+    return path
+
+
+def start_litellm(venv: Path, directory: Path, upstream_url: str) -> tuple[Optional[subprocess.Popen], int]:
+    """The proxy and its port, or (None, 0) when it cannot be installed or started."""
+    executable = litellm_executable(venv)
+    if executable is None:
+        return None, 0
+    port = free_port()
+    config = litellm_config(directory / "litellm.yaml", upstream_url)
+    # No remote cost map (no internet), and uvicorn's log level ERROR: no access log line per request.
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    command = [str(executable), "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+               "--num_workers", "1"]
+    process = spawn(command, directory / "litellm.log", env)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health/liveliness", 180, process)
+    except (RuntimeError, TimeoutError) as exc:
+        stop(process)
+        log = (directory / "litellm.log").read_text(errors="replace")[-1500:]
+        print(f"LiteLLM skipped: it did not start ({exc}):\n{log}")
+        return None, 0
+    print(f"LiteLLM {installed_version(venv)} (pinned {LITELLM_VERSION}): litellm {' '.join(command[1:])}")
+    return process, port
+
+
+# -- the run ----------------------------------------------------------------------------------------
+def start_ours(directory: Path, upstream_url: str) -> LocalSubnet:
+    net = LocalSubnet(directory, api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
+                      behaviours=["good"], api_workers=1, web_port=free_port(),
+                      miner_settings=[{"miner_backend": "upstream", "upstream_url": upstream_url,
+                                       "upstream_model": MODEL}],
+                      validator_settings={"synthetic_interval_seconds": 3600},
+                      extra_env={"LOG_LEVEL": "WARNING"})
+    try:
+        net.start()
+    except Exception:
+        net.stop()
+        raise
+    return net
+
+
+def print_row(case: str, name: str, result: dict, gateway: tuple[str, ...]) -> None:
+    cpu = result["cpu_us"]
+    gateway_us = sum(cpu[server] for server in gateway)
+    total = gateway_us + cpu["upstream"] + cpu["load"]
+    split = f"  ({', '.join(f'{server} {cpu[server]:.0f}' for server in gateway)})" if len(gateway) > 1 else ""
+    print(f"{case:<24}{name:<9}{result['rps']:>8.0f}{result['p50_ms']:>9.2f}{result['p99_ms']:>9.2f}"
+          f"{result['errors']:>7}{gateway_us:>9.0f}{cpu['upstream']:>9.0f}{cpu['load']:>7.0f}{total:>7.0f}{split}")
+
+
+def ratio(value: float, base: float) -> str:
+    return f"x{value / base:.2f}" if base and base == base else "x n/a"  # n/a: nothing to divide by (or NaN)
+
+
+def compare(label: str, result: dict, base: dict) -> str:
+    return (f"{label}: rps {ratio(result['rps'], base['rps'])}, p50 {ratio(result['p50_ms'], base['p50_ms'])} "
+            f"({result['p50_ms'] - base['p50_ms']:+.2f} ms), p99 {ratio(result['p99_ms'], base['p99_ms'])}")
+
+
+def warm_up(target: list[str], seconds: float) -> None:
+    """A few requests of each kind first: LiteLLM imports much of itself on its first request (seconds)."""
+    for stream in ([], ["--stream"]):
+        run_load([*target, "--concurrency", "4", "--seconds", str(seconds), *stream], {})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--warm-up", type=float, default=2.0, help="seconds of unreported load per target and kind")
+    parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="where LiteLLM is (or gets) installed")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        upstream_port = free_port()
+        upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+        upstream = spawn([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(upstream_port)],
+                         directory / "upstream.log")
+        litellm: Optional[subprocess.Popen] = None
+        litellm_port = 0
+        net: Optional[LocalSubnet] = None
+        try:
+            wait_http(upstream_url + "/models", 30, upstream)
+            print(machine_line())
+            print(LOAD_GENERATOR)
+            if not args.skip_litellm:
+                litellm, litellm_port = start_litellm(args.venv, directory, upstream_url)
+            net = start_ours(directory / "localnet", upstream_url)
+            key = net.create_api_key("bench")
+            miner = net.member("miner")
+            miner_process = next(p for name, p in net.processes.items() if name.startswith("miner"))
+            upstream_pids = [upstream.pid]
+
+            targets: list[tuple[str, list[str], dict[str, list[int]], tuple[str, ...]]] = [
+                ("direct", ["--url", f"http://127.0.0.1:{upstream_port}"], {}, ()),
+            ]
+            if litellm is not None:
+                targets.append(("litellm", ["--url", f"http://127.0.0.1:{litellm_port}", "--key", LITELLM_KEY],
+                                {"litellm": family(litellm.pid)}, ("litellm",)))
+            targets.append(("ours", ["--url", net.api_url, "--key", key, "--uid", str(miner.uid)],
+                            {"api": family(net.processes["api"].pid), "miner": family(miner_process.pid),
+                             "validator": [net.processes["validator"].pid]}, OUR_PROCESSES))
+
+            for _, target, _, _ in targets:
+                warm_up(target, args.warm_up)
+            print(f"fake upstream {upstream_url} (20 chunks when streamed); ours: one API worker, one reference "
+                  f"miner (MINER_BACKEND=upstream), the validator; {args.seconds:g} s per run")
+            print("CPU columns: µs per request of the gateway's processes, the fake upstream, the load generator, "
+                  "and their sum")
+            print(f"{'case':<24}{'target':<9}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
+                  f"{'gateway':>9}{'upstream':>9}{'load':>7}{'sum':>7}")
+            for stream in (False, True):
+                for concurrency in (1, 32):
+                    case = f"{'stream 20 chunks' if stream else 'non-stream'}, c={concurrency}"
+                    results = {}
+                    for name, target, servers, gateway in targets:
+                        arguments = [*target, "--concurrency", str(concurrency), "--seconds", str(args.seconds)]
+                        if stream:
+                            arguments.append("--stream")
+                        results[name] = run_load(arguments, {**servers, "upstream": upstream_pids})
+                        print_row(case, name, results[name], gateway)
+                    for name in ("litellm", "ours"):
+                        if name in results:
+                            print(" " * 24 + compare(f"{name} vs direct", results[name], results["direct"]))
+                    if "litellm" in results:
+                        ours, peer = results["ours"], results["litellm"]
+                        cpu = ratio(sum(ours["cpu_us"][s] for s in OUR_PROCESSES), peer["cpu_us"]["litellm"])
+                        print(" " * 24 + compare("ours vs litellm", ours, peer) + f", gateway CPU per request {cpu}")
+        finally:
+            if net is not None:
+                net.stop()
+            stop(litellm)
+            stop(upstream)
+
+
+if __name__ == "__main__":
+    main()

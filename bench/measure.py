@@ -1,0 +1,70 @@
+"""Run ``bench/load.py`` in its own process and charge each server its CPU time per request.
+
+    result = run_load(["--url", url, "--concurrency", "32"], {"api": family(api_pid), "miner": [miner_pid]})
+    result["rps"], result["cpu_us"]["api"], result["cpu_us"]["load"]
+
+On a small shared machine throughput moves with whatever else runs, but the
+CPU a process spends per request is stable, and the processes of one set-up
+share the same cores: their per-request CPU times add up, and the machine's
+cores divided by that sum bound the requests per second. Each server's
+utime+stime (``/proc/PID/stat``) is read when the load generator says it
+starts and again when it prints its result, so start-up is not charged; the
+load generator reports its own CPU over the same window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+LOAD = Path(__file__).resolve().parent / "load.py"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process; 0 for a process that is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def family(pid: int) -> list[int]:
+    """A process and its direct children (uvicorn's workers when it runs more than one)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [pid, *(int(child) for child in children)]
+
+
+def machine_line() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor() or "unknown CPU")
+    load = " ".join(f"{value:.1f}" for value in os.getloadavg())
+    cores = len(os.sched_getaffinity(0))  # what nproc prints
+    return f"machine: {cores} cores ({model}), load average {load}; Python {platform.python_version()}"
+
+
+LOAD_GENERATOR = ("load generator: bench/load.py in its own process (asyncio protocols + httptools, uvloop, "
+                  "one keep-alive connection per client)")
+
+
+def run_load(arguments: list[str], servers: dict[str, list[int]]) -> dict:
+    """One load run: load.py's JSON plus ``cpu_us`` (µs of CPU per good request, per server and ``load``)."""
+    process = subprocess.Popen([sys.executable, str(LOAD), *arguments], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    notice = process.stderr.readline()  # "load: …" just before the first request
+    before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in servers.items()}
+    output = process.stdout.readline()
+    after = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in servers.items()}
+    _, errors = process.communicate()
+    if process.returncode != 0 or not output.strip():
+        raise RuntimeError(f"load.py failed ({process.returncode}): {(notice + errors).strip()[-2000:]}")
+    result = json.loads(output)
+    requests = max(1, result["requests"])
+    result["cpu_us"] = {name: (after[name] - before[name]) * 1e6 / requests for name in servers}
+    result["cpu_us"]["load"] = result["cpu_us_per_request"]
+    return result

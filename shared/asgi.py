@@ -1,0 +1,87 @@
+"""The few ASGI pieces our plain hot-path endpoints need (the miner's chat, the API's chat):
+read the body, answer JSON, notice a client leave.
+
+::
+
+    raw = await read_body(receive, max_bytes=...)    # ClientGone if the client left first; BodyTooLarge
+    await send_json(send, 200, {"ok": True})         # one start, one body
+    with DisconnectWatch(receive) as watch:          # cancels this task if the client goes away
+        ...                                          # watch.fired: it did
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Optional
+
+import orjson
+from starlette.types import Receive, Scope, Send
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class BodyTooLarge(Exception):
+    """The request body is longer than the endpoint accepts."""
+
+
+async def read_body(receive: Receive, max_bytes: Optional[int] = None) -> bytes:
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if max_bytes is not None and size > max_bytes:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def header_map(scope: Scope) -> dict[str, str]:
+    """The request headers by (lower-case) name; a repeated header keeps its last value, as Starlette's do."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+
+
+async def send_json(send: Send, status: int, payload: Any) -> None:
+    body = orjson.dumps(payload)
+    headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class DisconnectWatch:
+    """Cancels the current task when the client disconnects, so a long stream stops being produced.
+
+    Starlette's ``StreamingResponse`` does this with a task group per response;
+    here it is one small task that waits on ``receive``.
+    """
+
+    def __init__(self, receive: Receive):
+        self._receive = receive
+        self._task: Optional[asyncio.Task] = None
+        self._listener: Optional[asyncio.Future] = None
+        self._watching = False
+        self.fired = False
+
+    def __enter__(self) -> "DisconnectWatch":
+        self._task = asyncio.current_task()
+        self._watching = True
+        self._listener = asyncio.ensure_future(self._listen())
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._watching = False
+        if self._listener is not None:
+            self._listener.cancel()
+
+    async def _listen(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self._watching and self._task is not None:
+            self.fired = True
+            self._task.cancel()

@@ -1,0 +1,58 @@
+"""A chat request on its way to miners and back: OpenAI's sampling fields folded over the subnet's
+``sampling_parameters`` (never dropped), and the winner's chunks rendered for the client."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+
+from api.miner_call import MinerCall
+from api.responses import ChunkEvents
+from api.schemas import ChatCompletionRequest
+from shared.schemas import MinerRecord, SamplingParameters
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def test_defaults_when_nothing_is_asked():
+    assert ChatCompletionRequest(messages=MESSAGES).sampling() == SamplingParameters()
+
+
+def test_openai_fields_override_sampling_parameters_and_extras_survive():
+    request = ChatCompletionRequest(messages=MESSAGES, temperature=0.0, top_p=0.5, max_tokens=7,
+                                    max_completion_tokens=9,
+                                    sampling_parameters={"temperature": 1.2, "top_k": 5, "repetition_penalty": 1.1})
+    sampling = request.sampling()
+    assert (sampling.temperature, sampling.do_sample, sampling.top_p, sampling.top_k, sampling.max_new_tokens) == \
+        (0.0, False, 0.5, 5, 9)  # max_completion_tokens wins over max_tokens
+    assert sampling.model_extra == {"repetition_penalty": 1.1}
+    assert request.sampling_parameters.temperature == 1.2  # the client's object is left as it was
+
+
+def test_the_miner_request_carries_them_and_the_stream_choice():
+    request = ChatCompletionRequest(messages=MESSAGES, temperature=0.3, seed=11)
+    whole = request.to_miner_request(stream=False)
+    assert whole.stream is False and whole.seed == 11 and whole.sampling_parameters.temperature == 0.3
+    assert request.to_miner_request().stream is True
+
+
+def test_relayed_chunks_carry_our_fields_and_the_miners_choices():
+    async def render() -> list[dict]:
+        call = MinerCall(MinerRecord(uid=3, hotkey="5Hk", address="127.0.0.1:1", incentive=0.1, stake=1.0))
+        events = ChunkEvents(call, request_id="chatcmpl-1", created=7, model=None)
+        miner_chunks = [
+            {"id": "miner-id", "model": "builtin-small", "usage": {"completion_tokens": 1},
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hé"}, "finish_reason": None}]},
+            {"id": "miner-id", "model": "builtin-small",
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        ]
+        raw = [events.event(chunk) for chunk in miner_chunks]
+        assert all(r.startswith(b"data: ") and r.endswith(b"}\n\n") for r in raw)
+        return [orjson.loads(r[6:]) for r in raw]
+
+    first, last = asyncio.run(render())
+    assert first == {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "builtin-small",
+                     "miner_uid": 3, "miner_hotkey": "5Hk", "responder_hotkey": "5Hk",
+                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hé"}, "finish_reason": None}]}
+    assert last["choices"][0]["finish_reason"] == "stop" and last["id"] == "chatcmpl-1" and "usage" not in last

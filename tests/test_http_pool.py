@@ -1,0 +1,138 @@
+"""The pooled HTTP/1.1 client of the miner hop, against real servers on 127.0.0.1.
+
+A scripted asyncio server answers each request with exactly the bytes a case
+needs (lengths, chunks, early closes, garbage, silence), and counts the
+connections it accepted, so reuse is observed rather than assumed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.http_pool import HttpPool
+
+OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}'
+
+
+class Scripted:
+    """Answers the n-th request with ``answers[n]``: bytes, a list of (delay, bytes), or "close"."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.connections = 0
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                self.requests.append(head + await reader.readexactly(length))
+                answer = self.answers.pop(0)
+                if answer == "close":
+                    break
+                for delay, piece in answer if isinstance(answer, list) else [(0, answer)]:
+                    await asyncio.sleep(delay)
+                    if piece == "close":
+                        writer.close()
+                        return
+                    writer.write(piece)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def __aenter__(self):
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self.server.close()
+
+
+async def post(pool: HttpPool, port: int, read_timeout: float = 5.0):
+    async with pool.post("127.0.0.1", port, "/v1/chat/completions", {"X-Test": "1"}, b'{"q": 1}',
+                         connect_timeout=2, read_timeout=read_timeout) as response:
+        return response.status, await response.read()
+
+
+async def test_answers_are_read_and_the_connection_is_reused():
+    async with Scripted([OK, OK, OK]) as server:
+        pool = HttpPool()
+        assert [await post(pool, server.port) for _ in range(3)] == [(200, b'{"ok": true}')] * 3
+        assert server.connections == 1
+        first = server.requests[0]
+        assert first.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n") and b"X-Test: 1\r\n" in first
+        assert first.endswith(b'\r\n\r\n{"q": 1}')
+        await pool.close()
+
+
+async def test_a_chunked_stream_arrives_piece_by_piece():
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    pieces = [(0, head + b"6\r\ndata: \r\n"), (0.2, b"5\r\nhello\r\n"), (0.2, b"0\r\n\r\n")]
+    async with Scripted([pieces, OK]) as server:
+        pool = HttpPool()
+        loop = asyncio.get_running_loop()
+        seen = []
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=2, read_timeout=5) as response:
+            async for piece in response.content.iter_any():
+                seen.append((round(loop.time(), 1), piece))
+        assert [piece for _, piece in seen] == [b"data: ", b"hello"]
+        assert seen[1][0] - seen[0][0] >= 0.1  # the second piece was handed over when it came, not at the end
+        assert await post(pool, server.port) == (200, b'{"ok": true}') and server.connections == 1
+        await pool.close()
+
+
+async def test_silence_is_a_timeout_and_the_connection_is_not_reused():
+    async with Scripted([[(1.0, OK)], OK]) as server:
+        pool = HttpPool()
+        with pytest.raises(TimeoutError):
+            await post(pool, server.port, read_timeout=0.2)
+        assert await post(pool, server.port) == (200, b'{"ok": true}') and server.connections == 2
+        await pool.close()
+
+
+async def test_a_close_mid_body_is_an_oserror():
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
+    async with Scripted([[(0, cut), (0.05, "close")]]) as server:
+        with pytest.raises(OSError, match="closed before the answer ended"):
+            await post(HttpPool(), server.port)
+
+
+async def test_garbage_is_an_oserror():
+    async with Scripted([b"SMTP ready\r\n\r\n"]) as server:
+        with pytest.raises(OSError, match="malformed"):
+            await post(HttpPool(), server.port)
+
+
+async def test_an_answer_without_length_ends_with_its_connection():
+    unframed = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
+    async with Scripted([[(0, unframed), (0.05, "close")], OK]) as server:
+        pool = HttpPool()
+        assert await post(pool, server.port) == (200, b"until the end")
+        assert await post(pool, server.port) == (200, b'{"ok": true}') and server.connections == 2
+        await pool.close()
+
+
+async def test_an_abandoned_answer_closes_its_connection():
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    async with Scripted([[(0, head + b"3\r\none\r\n"), (0.3, b"0\r\n\r\n")], OK]) as server:
+        pool = HttpPool()
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=2, read_timeout=5) as response:
+            assert await anext(aiter(response.content.iter_any())) == b"one"
+        assert await post(pool, server.port) == (200, b'{"ok": true}') and server.connections == 2
+        await pool.close()
+
+
+async def test_a_refused_connection_is_an_oserror():
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    with pytest.raises(OSError):
+        await post(HttpPool(), port)
