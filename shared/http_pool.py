@@ -24,7 +24,10 @@ Failures are ``OSError`` (refused, reset, closed mid-answer, malformed) or
 already handle for aiohttp. A connection is reused only when its last answer
 was read to the end and the server allowed keep-alive; idle ones are dropped
 before a server's usual keep-alive timeout (uvicorn's is 5 s) so a request is
-rarely sent on a connection the server is closing.
+rarely sent on a connection the server is closing. When it happens anyway (a
+server with a shorter keep-alive) and the connection closes before any byte
+of an answer, the request is sent once more on a new connection: the server
+dropped it unread, so its nonce was never used.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class _Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.status = 0
+        self.answered = False  # any byte of an answer arrived on this request
         self.framed = False  # Content-Length or chunked; otherwise the body ends when the server closes
         self.headers_done = False
         self.complete = False
@@ -72,6 +76,7 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -189,7 +194,7 @@ class HttpPool:
         self.max_idle_per_host = max_idle_per_host
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
 
-    async def _connection(self, host: str, port: int, connect_timeout: float) -> _Connection:
+    def _reusable(self, host: str, port: int) -> Optional[_Connection]:
         idle = self._idle.get((host, port))
         now = time.monotonic()
         while idle:
@@ -198,6 +203,10 @@ class HttpPool:
                 connection._reset()
                 return connection
             connection.transport.close()
+        return None
+
+    @staticmethod
+    async def _connect(host: str, port: int, connect_timeout: float) -> _Connection:
         async with asyncio.timeout(connect_timeout):
             _, connection = await asyncio.get_running_loop().create_connection(_Connection, host, port)
         return connection
@@ -218,22 +227,44 @@ class HttpPool:
     @asynccontextmanager
     async def post(self, host: str, port: int, path: str, headers: dict[str, str], body: bytes, *,
                    connect_timeout: float, read_timeout: float) -> AsyncIterator[PooledResponse]:
-        connection = await self._connection(host, port, connect_timeout)
+        head = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"]
+        for name, value in headers.items():
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name} holds a line break")
+            head.append(f"{name}: {value}\r\n")
+        head.append("\r\n")
+        request = "".join(head).encode("latin-1") + body
+        connection = self._reusable(host, port)
+        if connection is not None:
+            try:
+                await self._send(connection, request, read_timeout)
+            except BrokenAnswer:
+                # The server closed this idle connection as we used it (its keep-alive ran out first):
+                # nothing was answered, so the request goes once more on a connection of its own.
+                if connection.answered:
+                    raise
+                connection = None
+        if connection is None:
+            connection = await self._connect(host, port, connect_timeout)
+            await self._send(connection, request, read_timeout)
         try:
-            head = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"]
-            for name, value in headers.items():
-                if "\r" in value or "\n" in value:
-                    raise ValueError(f"header {name} holds a line break")
-                head.append(f"{name}: {value}\r\n")
-            head.append("\r\n")
-            connection.transport.write("".join(head).encode("latin-1") + body)
+            yield PooledResponse(connection, read_timeout)
+        finally:
+            self._release(host, port, connection)
+
+    async def _send(self, connection: _Connection, request: bytes, read_timeout: float) -> None:
+        """Write the request and wait for the answer's headers; a failure closes the connection."""
+        try:
+            connection.transport.write(request)
             while not connection.headers_done:
                 if connection.error is not None:
                     raise connection.error
                 await connection.wait(read_timeout)
-            yield PooledResponse(connection, read_timeout)
-        finally:
-            self._release(host, port, connection)
+        except BaseException:
+            if not connection.closed:
+                connection.closed = True
+                connection.transport.close()
+            raise
 
     async def close(self) -> None:
         for idle in self._idle.values():

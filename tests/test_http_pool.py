@@ -104,6 +104,32 @@ async def test_a_close_mid_body_is_an_oserror():
             await post(HttpPool(), server.port)
 
 
+async def test_a_kept_connection_closed_unanswered_is_retried_once_on_a_new_one():
+    # the server answers once, then drops the kept connection as the next request arrives (a keep-alive race)
+    async with Scripted([OK, "close", OK]) as server:
+        pool = HttpPool()
+        assert await post(pool, server.port) == (200, b'{"ok": true}')
+        assert await post(pool, server.port) == (200, b'{"ok": true}')
+        assert server.connections == 2 and len(server.requests) == 3
+
+
+async def test_a_new_connection_closed_unanswered_is_an_oserror_and_not_retried():
+    async with Scripted(["close", OK]) as server:
+        with pytest.raises(OSError, match="closed before the answer ended"):
+            await post(HttpPool(), server.port)
+        assert server.connections == 1 and len(server.requests) == 1
+
+
+async def test_a_kept_connection_that_answered_in_part_is_not_retried():
+    cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
+    async with Scripted([OK, [(0, cut[:20]), (0.05, "close")], OK]) as server:
+        pool = HttpPool()
+        await post(pool, server.port)
+        with pytest.raises(OSError, match="closed before the answer ended"):
+            await post(pool, server.port)
+        assert server.connections == 1 and len(server.requests) == 2
+
+
 async def test_garbage_is_an_oserror():
     async with Scripted([b"SMTP ready\r\n\r\n"]) as server:
         with pytest.raises(OSError, match="malformed"):

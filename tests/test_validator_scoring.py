@@ -16,7 +16,7 @@ from shared.chain.bittensor_chain import BittensorChain
 from shared.corpus import Corpus
 from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
 from validator.database import Database
-from validator.rewards import BuiltinAnswers, reward_item
+from validator.rewards import BuiltinAnswers, CopyVerdict, find_copies, reward_item
 from validator.scorer import Scorer
 from validator.scores import ScoreBook
 from validator.scoring_queue import ScoringQueue
@@ -79,6 +79,21 @@ def test_question_answering_rewards_relevance_and_punishes_copycats():
     assert rewards[1] > 0.4 and rewards[2] > 0.4
     assert rewards[3] == -2.0  # the same words as uid 1, later
     assert rewards[4] < 0.5 * min(rewards[1], rewards[2])
+
+
+def test_identical_answers_within_the_copy_margin_get_no_verdict_and_later_copies_are_still_caught():
+    question = Corpus.load().passages[14].questions[0]
+    messages = [{"role": "user", "content": question}]
+    honest = "".join(answer_question(messages, "hotkey-1", 5, 160))
+    other = "".join(answer_question(messages, "hotkey-2", 5, 160))
+    responses = [answer(1, honest, 0.500), answer(2, honest, 0.480), answer(3, honest, 0.9), answer(4, other, 0.2)]
+    scoring_item = item("WebQuestionAnsweringTask", responses, content=question)
+    copies = find_copies(scoring_item, margin=0.05)
+    assert copies == CopyVerdict(copied={3}, unclear={1, 2})  # 20 ms apart: nobody can tell who copied
+    rewards = reward_item(scoring_item, timeout=10.0, copycat_penalty=2.0)
+    assert set(rewards) == {3, 4} and rewards[3] == -2.0 and rewards[4] > 0.4
+    strict = reward_item(scoring_item, timeout=10.0, copycat_penalty=2.0, copies=find_copies(scoring_item, 0.0))
+    assert strict[1] == strict[3] == -2.0 and strict[2] > 0.4  # no margin: the earlier by 20 ms wins
 
 
 def test_remembered_builtin_answers_are_what_the_generator_gives_for_that_very_request():

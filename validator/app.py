@@ -91,7 +91,8 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
                           allow_private=settings.web_fetch_allow_private)
         reference = settings.reference_model()
         scorer = Scorer(database, app.state.queue, app.state.book, timeout=settings.synthetic_timeout,
-                        copycat_penalty=settings.copycat_penalty, web=web, reference=reference)
+                        copycat_penalty=settings.copycat_penalty, copy_margin=settings.copy_margin_seconds, web=web,
+                        reference=reference)
         synthetic = SyntheticLoop(client, app.state.poller, mix=parse_mix(settings.task_mix),
                                   sample_size=settings.synthetic_sample_size, timeout=settings.synthetic_timeout,
                                   interval=settings.synthetic_interval_seconds,

@@ -17,9 +17,13 @@
 - Copy-cats: where honest answers differ (every task but inference, where the
   same model, prompt and seed may well give the same words, and web retrieval,
   where honest miners return the same pages), an
-  answer identical to one that arrived earlier in the same item earns
-  ``-copycat_penalty``; copying must cost more than not answering. (The
-  scorer goes further: a caught copy-cat's moving average restarts there.)
+  answer identical to one that arrived at least ``copy_margin`` seconds
+  earlier in the same item earns ``-copycat_penalty``; copying must cost more
+  than not answering. (The scorer goes further: a caught copy-cat's moving
+  average restarts there.) Identical answers closer together than the margin
+  get no verdict at all: which came first is then timing noise (a busy
+  validator reads both in the same loop turn), and punishing the wrong one
+  would cost an honest miner its whole average.
 
 Other tasks, and models that neither the builtin generator nor the reference
 serves, get no verdict rather than a guess.
@@ -28,7 +32,7 @@ serves, get no verdict rather than a guess.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Hashable, Optional
+from typing import Hashable, NamedTuple, Optional
 
 from miner.backends.builtin import QA_TASK, canonical_key, generate_completion
 from shared.corpus import Corpus, relevance
@@ -129,28 +133,47 @@ def quality(item: ScoringItem, response: MinerResponse, corpus: Corpus, cache: d
     return None
 
 
-def copycats(item: ScoringItem) -> set[int]:
-    """uids whose answer repeats, word for word, one that finished earlier in the same item."""
-    seen: set[str] = set()
-    copied: set[int] = set()
+COPY_MARGIN_SECONDS = 0.05
+
+
+class CopyVerdict(NamedTuple):
+    copied: set[int]  # repeated an answer that finished at least the margin earlier
+    unclear: set[int]  # identical to another answer within the margin: no verdict either way
+
+
+def find_copies(item: ScoringItem, margin: float = COPY_MARGIN_SECONDS) -> CopyVerdict:
+    """Which uids repeated, word for word, an answer that finished earlier in the same item."""
+    verdict = CopyVerdict(set(), set())
     if item.task in (INFERENCE_TASK, WEB_RETRIEVAL_TASK):
-        return set()  # identical honest answers are expected there
+        return verdict  # identical honest answers are expected there
+    first_seen: dict[str, tuple[int, float]] = {}
     answered = [r for r in item.responses if r.status == "ok" and r.chunks]
-    for response in sorted(answered, key=lambda r: r.timings[-1] if r.timings else float("inf")):
+    for response in sorted(answered, key=finished_at):
         text = " ".join("".join(response.chunks).split())
-        if text in seen:
-            copied.add(response.uid)
-        seen.add(text)
-    return copied
+        if text not in first_seen:
+            first_seen[text] = (response.uid, finished_at(response))
+            continue
+        first_uid, first_at = first_seen[text]
+        if finished_at(response) - first_at >= margin:
+            verdict.copied.add(response.uid)
+        else:
+            verdict.unclear.update((response.uid, first_uid))
+    verdict.unclear.difference_update(verdict.copied)  # a later, clear copy of a near-tie is still a copy
+    return verdict
+
+
+def finished_at(response: MinerResponse) -> float:
+    return response.timings[-1] if response.timings else float("inf")
 
 
 def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
                 corpus: Optional[Corpus] = None, web: Optional[PageFetcher] = None,
-                reference: Optional[ReferenceModel] = None, answers: Optional[BuiltinAnswers] = None
-                ) -> dict[int, float]:
+                reference: Optional[ReferenceModel] = None, answers: Optional[BuiltinAnswers] = None,
+                copies: Optional[CopyVerdict] = None) -> dict[int, float]:
     """{uid: reward}. Web retrieval needs ``web`` (pages are fetched); without it, no verdict.
 
     ``answers`` remembers builtin answers across items (the scorer keeps one); without it each is re-derived.
+    ``copies`` is ``find_copies(item)`` when the caller already has it.
     """
     if item.task == WEB_RETRIEVAL_TASK:
         if web is None:
@@ -160,11 +183,13 @@ def reward_item(item: ScoringItem, *, timeout: float, copycat_penalty: float,
                 for uid, q in web_quality(item, web).items()}
     corpus = corpus or Corpus.load()
     cache: dict = {}
-    copied = copycats(item)
+    copies = copies if copies is not None else find_copies(item)
     rewards = {}
     for response in item.responses:
-        if response.uid in copied:
+        if response.uid in copies.copied:
             rewards[response.uid] = -copycat_penalty
+            continue
+        if response.uid in copies.unclear:
             continue
         verdict = quality(item, response, corpus, cache, reference, answers)
         if verdict is not None:

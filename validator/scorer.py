@@ -18,7 +18,7 @@ from shared.web_check import PageFetcher
 
 from .database import Database
 from .logprob_check import ReferenceModel
-from .rewards import BuiltinAnswers, copycats, reward_item
+from .rewards import COPY_MARGIN_SECONDS, BuiltinAnswers, find_copies, reward_item
 from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
 
@@ -27,13 +27,14 @@ KEEP_SCORED_ITEMS = 50_000
 
 class Scorer:
     def __init__(self, database: Database, queue: ScoringQueue, book: ScoreBook, *, timeout: float,
-                 copycat_penalty: float, batch_size: int = 200, web: Optional[PageFetcher] = None,
-                 reference: Optional[ReferenceModel] = None):
+                 copycat_penalty: float, copy_margin: float = COPY_MARGIN_SECONDS, batch_size: int = 200,
+                 web: Optional[PageFetcher] = None, reference: Optional[ReferenceModel] = None):
         self.database = database
         self.queue = queue
         self.book = book
         self.timeout = timeout
         self.copycat_penalty = copycat_penalty
+        self.copy_margin = copy_margin
         self.batch_size = batch_size
         self.corpus = Corpus.load()
         self.web = web  # fetches the pages that web retrieval results name
@@ -48,14 +49,17 @@ class Scorer:
             return 0
         changed: set[int] = set()
         for _, item in batch:
+            copies = find_copies(item, self.copy_margin)
             rewards = reward_item(item, timeout=self.timeout, copycat_penalty=self.copycat_penalty,
                                   corpus=self.corpus, web=self.web, reference=self.reference,
-                                  answers=self.answers)
+                                  answers=self.answers, copies=copies)
             hotkeys = {r.uid: r.hotkey for r in item.responses}
-            caught = copycats(item)
             changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()
-                                            if uid not in caught}))
-            changed.update(self.book.restart({uid: hotkeys[uid] for uid in caught}, -self.copycat_penalty))
+                                            if uid not in copies.copied}))
+            if copies.copied:
+                logger.info("copy-cat caught in {} item {}: uids {} repeated an earlier answer", item.task,
+                            item.request_id, sorted(copies.copied))
+            changed.update(self.book.restart({uid: hotkeys[uid] for uid in copies.copied}, -self.copycat_penalty))
         with self.database.transaction() as db:
             self.book.save(db, sorted(changed))
             self.queue.mark_scored(db, [row_id for row_id, _ in batch])

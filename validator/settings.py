@@ -29,6 +29,7 @@ class ValidatorSettings(CommonSettings):
     task_mix: str = "InferenceTask:0.4,WebQuestionAnsweringTask:0.4,WebRetrievalTask:0.2"
     score_alpha: float = 0.1
     copycat_penalty: float = 2.0
+    copy_margin_seconds: float = Field(0.05, ge=0.0)  # identical answers closer than this: no verdict
     # Web retrieval scoring fetches the pages miners name.
     web_fetch_timeout: float = 5.0
     web_fetch_max_bytes: int = 1_000_000
