@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any, Optional
 
 from loguru import logger
+
+from shared.request_ids import new_id
 
 from .keys import KeyRecord
 from .miner_call import MinerCall
@@ -82,7 +83,7 @@ class Meter:
         usage = usage_of(self.winner, self.prompt_tokens) if self.winner is not None else {}
         latency = ((self.finished or time.perf_counter()) - self.started) * 1000
         return RequestLog(
-            request_id=self.request_id or f"req-{uuid.uuid4().hex}", key_id=self.key.id,
+            request_id=self.request_id or new_id("req"), key_id=self.key.id,
             created_at=self.created_at, path=self.path,
             status=self.status or 500, outcome=self.outcome or "error", latency_ms=round(latency, 3),
             task=self.task, strategy=self.strategy, model=self.model, stream=self.stream,

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from itertools import zip_longest
 from typing import Any, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
 from shared.corpus import relevance
+from shared.request_ids import new_id
 from shared.schemas import (
     WEB_RETRIEVAL_TASK,
     MinerRecord,
@@ -140,7 +140,7 @@ async def retrieve(state, query: WebRetrievalQuery) -> dict:
                                           top_n=None, top_pool=settings.top_pool, rng=state.rng)
     request = MinerWebRetrievalRequest(search_query=query.search_query, n_results=query.n_results)
     responses = await ask_miners(state, candidates, width or query.n_miners, request, query.max_response_time)
-    request_id = f"webret-{uuid.uuid4().hex}"
+    request_id = new_id("webret")
     if responses:
         forward(state, request_id, request, responses)
     answered = sorted((r for r in responses if r.status == "ok"), key=lambda r: r.timings[0] if r.timings else 0)

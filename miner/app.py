@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from shared.auth import Caller, RequestVerifier
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
+from shared.http_pool import HttpPool
 from shared.nonce_store import open_nonce_store
 from shared.schemas import TASKS, WEB_RETRIEVAL_TASK, Availability
 from shared.settings import configure_logging
@@ -35,6 +36,7 @@ from shared.wallet import load_hotkey
 
 from .access import FORBIDDEN, caller_policy, verified_caller
 from .backends import open_backend
+from .backends.upstream import CONNECT_SECONDS, READ_SECONDS
 from .behaviours import Behaviour
 from .chat import PATH as CHAT_PATH
 from .chat import ChatCompletions
@@ -42,7 +44,7 @@ from .errors import install_error_handlers
 from .retrieval import router as retrieval_router
 from .settings import MinerSettings, load_miner_settings
 
-UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=120)
+UPSTREAM_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_SECONDS, sock_read=READ_SECONDS)
 
 
 async def advertise(app: FastAPI) -> None:
@@ -96,6 +98,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
             namespace=hotkey,
         )
         session = aiohttp.ClientSession(timeout=UPSTREAM_TIMEOUT) if settings.miner_backend == "upstream" else None
+        pool = HttpPool() if settings.miner_backend == "upstream" else None
         metagraph = MetagraphCache(chain, settings.metagraph_refresh_seconds)
 
         app.state.settings = settings
@@ -106,7 +109,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
             hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
         )
         style = settings.miner_copy_hotkey if settings.miner_behaviour == "copycat" else hotkey
-        app.state.backend = open_backend(settings, session, style)
+        app.state.backend = open_backend(settings, session, style, pool)
         app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)
         app.state.web_index = None
         if WEB_RETRIEVAL_TASK in settings.tasks:
@@ -132,6 +135,8 @@ def create_app(settings: MinerSettings) -> FastAPI:
             await app.state.backend.close()
             if session is not None:
                 await session.close()
+            if pool is not None:
+                await pool.close()
             await chain.close()
             nonces.close()
 

@@ -1,4 +1,4 @@
-"""A pooled HTTP/1.1 client for the hottest hop: signed POSTs to miners.
+"""A pooled HTTP/1.1 client for the hottest hops: signed POSTs to miners, and a miner's POSTs upstream.
 
     pool = HttpPool()                                   # once per process
     async with pool.post("127.0.0.1", 8101, "/v1/chat/completions", headers, body,
@@ -62,6 +62,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.status = 0
         self.answered = False  # any byte of an answer arrived on this request
+        self.content_type = ""  # the media type, lower case, without parameters
         self.framed = False  # Content-Length or chunked; otherwise the body ends when the server closes
         self.headers_done = False
         self.complete = False
@@ -94,8 +95,11 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.framed and name.lower() in (b"content-length", b"transfer-encoding"):
+        name = name.lower()
+        if not self.framed and name in (b"content-length", b"transfer-encoding"):
             self.framed = True
+        elif name == b"content-type":
+            self.content_type = value.split(b";", 1)[0].strip().lower().decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -162,6 +166,7 @@ class PooledResponse:
         self._connection = connection
         self._read_timeout = read_timeout
         self.status = connection.status
+        self.content_type = connection.content_type  # as aiohttp's: "application/json", no parameters
         self.content = self  # aiohttp's shape: ``response.content.iter_any()``
 
     async def iter_any(self) -> AsyncIterator[bytes]:
@@ -179,6 +184,9 @@ class PooledResponse:
     async def read(self) -> bytes:
         parts = [piece async for piece in self.iter_any()]
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def text(self) -> str:
+        return (await self.read()).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         """Give up on the rest of the body: the connection is closed, not reused."""
@@ -227,7 +235,8 @@ class HttpPool:
     @asynccontextmanager
     async def post(self, host: str, port: int, path: str, headers: dict[str, str], body: bytes, *,
                    connect_timeout: float, read_timeout: float) -> AsyncIterator[PooledResponse]:
-        head = [f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Length: {len(body)}\r\n"]
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        head = [f"POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {len(body)}\r\n"]
         for name, value in headers.items():
             if "\r" in value or "\n" in value:
                 raise ValueError(f"header {name} holds a line break")

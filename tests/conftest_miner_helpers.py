@@ -86,7 +86,9 @@ class FakeUpstream:
 
     Model ``up-fail`` answers 503; ``up-midfail`` sends one piece, then an error event; ``up-ragged``
     sends its events with CRLF line ends, one split over two ``data:`` lines, in 7-byte writes;
-    ``up-slow`` sends 200 pieces 50 ms apart and notes in ``abandoned`` when its reader leaves.
+    ``up-slow`` sends 200 pieces 50 ms apart and notes in ``abandoned`` when its reader leaves; ``up-json``
+    answers a whole ``chat.completion`` although a stream was asked for. ``peers`` holds the client address
+    of every request, so kept connections show.
     """
 
     PIECES = ["Hello", " from", " upstream"]
@@ -94,14 +96,16 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.requests: list[tuple[dict[str, str], dict[str, Any]]] = []
         self.abandoned: list[str] = []
+        self.peers: list[tuple] = []
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         payload = await request.json()
         self.requests.append((dict(request.headers), payload))
+        self.peers.append(request.transport.get_extra_info("peername"))
         model = payload.get("model")
         if model == "up-fail":
             return web.json_response({"error": {"message": "model overloaded", "type": "server_error"}}, status=503)
-        if not payload.get("stream"):
+        if not payload.get("stream") or model == "up-json":
             message = {"role": "assistant", "content": "".join(self.PIECES)}
             return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})

@@ -89,7 +89,7 @@ def miners(subnet, upstream):
     extra = {
         "noisy": {"allowed_hotkeys": subnet.hotkeys["outsider"]},
         "upstream": {"miner_backend": "upstream", "upstream_url": f"{upstream.url}/v1", "upstream_api_key": "sk-up",
-                     "miner_models": "up-model,up-fail,up-midfail,up-ragged,up-slow"},
+                     "miner_models": "up-model,up-fail,up-midfail,up-ragged,up-slow,up-json"},
     }
     with ExitStack() as stack:
         running = {}
@@ -378,6 +378,21 @@ async def test_upstream_stream_and_non_stream(http, miners, subnet, upstream):
     choices = json.loads(text)["choices"]
     assert status == 200 and [c["message"]["content"] for c in choices] == ["Hello from upstream"] * 2
     assert [r[1]["seed"] for r in upstream.requests[-2:]] == [4, 5]
+
+
+async def test_a_plain_http_upstream_is_called_over_kept_connections(http, miners, subnet, upstream):
+    body = {"messages": user(), "model": "up-model", "stream": True}
+    for _ in range(4):  # one after another: each finds the last one's connection idle
+        status, _, text = await call(http, miners["upstream"], subnet.validator, body)
+        assert status == 200 and content_of(streamed(text)[0]) == "Hello from upstream"
+    assert len(set(upstream.peers[-4:])) == 1, upstream.peers[-4:]
+
+
+async def test_an_upstream_that_ignores_stream_is_read_as_a_whole_answer(http, miners, subnet):
+    body = {"messages": user(), "model": "up-json", "stream": True}
+    status, _, text = await call(http, miners["upstream"], subnet.validator, body)
+    chunks, events = streamed(text)
+    assert status == 200 and content_of(chunks) == "Hello from upstream" and events[-1] == "[DONE]"
 
 
 async def test_upstream_errors_become_clean_miner_errors(http, miners, subnet):

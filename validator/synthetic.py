@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-import uuid
 from typing import Optional, Union
 
 import aiohttp
@@ -26,6 +25,7 @@ from miner.backends.builtin import QA_TASK
 from shared.chain import SubnetState
 from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.corpus import Corpus
+from shared.request_ids import new_id
 from shared.schemas import (
     WEB_RETRIEVAL_TASK,
     ChatMessage,
@@ -169,7 +169,7 @@ class SyntheticLoop:
         if built is None:
             return None
         request, miners = built
-        request_id = f"synthetic-{uuid.uuid4().hex}"
+        request_id = new_id("synthetic")
         if isinstance(request, MinerWebRetrievalRequest):
             responses = await asyncio.gather(
                 *(web_query(self.client, n.uid, n.hotkey, n.axon, request, self.timeout) for n in miners)

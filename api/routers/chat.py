@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from shared.request_ids import new_id
 from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
 
 from ..access import admit, require_allowed
@@ -92,7 +92,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     # A whole answer for the client: miners are asked for whole answers too (mixture and test-time
     # inference stream their own rounds, and decide below).
     miner_request = body.to_miner_request(stream=body.stream or body.wants_mixture or body.wants_reasoning)
-    request_id = meter.request_id = f"chatcmpl-{uuid.uuid4().hex}"
+    request_id = meter.request_id = new_id("chatcmpl")
     created = int(time.time())
     if body.wants_reasoning:
         response = await serve_reasoning(body, miner_request, candidates, width, state=state,

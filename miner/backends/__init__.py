@@ -12,15 +12,16 @@ from .base import Backend, ChoiceStream, Outcome
 from .builtin import BuiltinBackend
 
 
-def open_backend(settings: Any, session: Optional[Any] = None, style: str = "") -> Backend:
-    """The backend ``MINER_BACKEND`` names; ``upstream`` needs the app's aiohttp session."""
+def open_backend(settings: Any, session: Optional[Any] = None, style: str = "", pool: Optional[Any] = None) -> Backend:
+    """The backend ``MINER_BACKEND`` names; ``upstream`` needs the app's aiohttp session (and takes its pool)."""
     if settings.miner_backend == "upstream":
         from .upstream import UpstreamBackend
 
         if session is None:
             raise ValueError("the upstream backend needs an aiohttp.ClientSession")
         return UpstreamBackend(
-            session, settings.upstream_url, api_key=settings.upstream_api_key, model=settings.upstream_model
+            session, settings.upstream_url, api_key=settings.upstream_api_key, model=settings.upstream_model,
+            pool=pool,
         )
     return BuiltinBackend(style)
 

@@ -3,8 +3,12 @@
 This is what a real miner runs::
 
     session = aiohttp.ClientSession()                 # one per process, opened in the lifespan
-    backend = UpstreamBackend(session, "http://127.0.0.1:8000/v1", api_key="", model="")
+    backend = UpstreamBackend(session, "http://127.0.0.1:8000/v1", api_key="", model="", pool=HttpPool())
     stream = backend.open(request, "Qwen/Qwen2.5-7B-Instruct", index=0)
+
+A plain ``http://`` upstream (vLLM or llama.cpp beside the miner, the usual
+case) goes through ``shared.http_pool``, which costs a fraction of aiohttp's
+CPU per call (see its docstring); ``https://`` upstreams go through aiohttp.
 
 Each choice is one streamed upstream request with ``seed + index``; the
 subnet's ``sampling_parameters`` become ``temperature``, ``top_p``,
@@ -17,10 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
+
+from shared.http_pool import HttpPool
 
 from ..errors import MinerError
 from .base import ChoiceStream, Outcome, all_at_once
@@ -42,7 +50,7 @@ def upstream_payload(request: Any, model: str, index: int) -> dict[str, Any]:
     }
 
 
-async def sse_batches(body: aiohttp.StreamReader) -> AsyncIterator[list[bytes]]:
+async def sse_batches(body: Any) -> AsyncIterator[list[bytes]]:
     """The ``data`` of each server-sent event, in batches: the events that one read completed.
 
     Multi-line data is joined with newlines. A batch holds every event that
@@ -88,14 +96,23 @@ def upstream_error_message(status: int, text: str) -> str:
     return f"upstream answered {status}: {str(message)[:300]}"
 
 
+CONNECT_SECONDS = 10.0
+READ_SECONDS = 120.0  # the longest silence between two pieces of an answer (a long prompt's first token)
+
+
 class UpstreamBackend:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, api_key: str = "", model: str = ""):
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, api_key: str = "", model: str = "",
+                 pool: Optional[HttpPool] = None):
         self.session = session
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Content-Type": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
         self.model = model
+        address = urlsplit(self.url)
+        self.pool = pool if address.scheme == "http" and address.hostname else None
+        self.host, self.port = address.hostname, address.port or 80
+        self.path = address.path + (f"?{address.query}" if address.query else "")
 
     def open(self, request: Any, model: str, index: int) -> ChoiceStream:
         outcome = Outcome(prompt_tokens=prompt_tokens([m.model_dump() for m in request.messages]))
@@ -109,7 +126,7 @@ class UpstreamBackend:
         text: list[str] = []
         reading = _EventReader(outcome)
         try:
-            async with self.session.post(self.url, data=json_bytes(payload), headers=self.headers) as response:
+            async with self._post(json_bytes(payload)) as response:
                 if response.status != 200:
                     raise MinerError(502, upstream_error_message(response.status, await response.text()))
                 if response.content_type == "application/json":  # a server that ignores "stream"
@@ -125,10 +142,21 @@ class UpstreamBackend:
                         raise failure
                     if reading.done:
                         break
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise MinerError(502, f"upstream unreachable: {type(exc).__name__}: {exc}"[:300]) from None
         if not reading.reported_usage:
             outcome.completion_tokens = count_tokens("".join(text))
+
+    @asynccontextmanager
+    async def _post(self, body: bytes) -> AsyncIterator[Any]:
+        """The upstream's answer: ``status``, ``content_type``, ``read()``, ``text()``, ``content.iter_any()``."""
+        if self.pool is not None:
+            async with self.pool.post(self.host, self.port, self.path, self.headers, body,
+                                      connect_timeout=CONNECT_SECONDS, read_timeout=READ_SECONDS) as response:
+                yield response
+        else:
+            async with self.session.post(self.url, data=body, headers=self.headers) as response:
+                yield response
 
 
 class _EventReader:
