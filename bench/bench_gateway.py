@@ -1,6 +1,6 @@
 """The gateway against the direct path, in one run: latency and throughput, stream and not.
 
-    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--memory-requests 0]
+    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--memory-requests 0] [--skip-extras]
 
 Starts a local subnet (one fast reference miner, builtin backend, 20-token
 answers; the validator; ONE API worker), then drives load from a separate
@@ -13,7 +13,10 @@ validator, load generator) over the same window, read from /proc. On a
 shared 2-core machine that is the stable figure: the processes share the
 cores, so the sum of their CPU per request bounds the throughput. With
 ``--memory-requests N`` it also sends N more requests and reports the API
-worker's resident memory before and after.
+worker's resident memory before and after. Then, unless ``--skip-extras``,
+the same command runs ``bench_mixture.py`` (mixture latency against its
+slowest miner) and ``bench_scoring.py`` (scoring throughput, weight step),
+each on its own subnet or database, so one run reports every figure.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--memory-requests", type=int, default=0)
+    parser.add_argument("--skip-extras", action="store_true", help="skip the mixture and scoring benchmarks")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,14 +107,21 @@ def main() -> None:
                 before = sum(rss_kib(p) for p in pids)
                 sent = 0
                 started = time.monotonic()
+                series = []  # (requests sent so far, RSS MiB): warm-up levels off, a leak keeps climbing
                 while sent < args.memory_requests:
                     result = load(net, direct=False, concurrency=32, stream=False, seconds=10, key=key)
                     sent += result["requests"]
+                    series.append(f"{sent // 1000}k {sum(rss_kib(p) for p in pids) / 1024:.1f}")
                 after = sum(rss_kib(p) for p in pids)
                 print(f"memory: API worker RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after "
                       f"{sent:,} more requests ({time.monotonic() - started:.0f} s)")
+                print(f"memory along the way (requests, MiB): {', '.join(series)}")
         finally:
             net.stop()
+    if not args.skip_extras:
+        for script, arguments in (("bench_mixture.py", ["--rounds", "3"]), ("bench_scoring.py", [])):
+            print(f"\n== {script} {' '.join(arguments)}", flush=True)
+            subprocess.run([sys.executable, str(ROOT / "bench" / script), *arguments], check=True)
 
 
 if __name__ == "__main__":
