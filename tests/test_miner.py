@@ -375,9 +375,13 @@ async def test_upstream_stream_and_non_stream(http, miners, subnet, upstream):
     assert sent["messages"] == user()
 
     status, _, text = await call(http, miner, subnet.validator, {**body, "stream": False, "n": 2})
-    choices = json.loads(text)["choices"]
-    assert status == 200 and [c["message"]["content"] for c in choices] == ["Hello from upstream"] * 2
+    answer = json.loads(text)
+    assert status == 200 and [c["message"]["content"] for c in answer["choices"]] == ["Hello from upstream"] * 2
+    assert [c["finish_reason"] for c in answer["choices"]] == ["stop", "stop"]
+    assert answer["usage"]["completion_tokens"] > 0
     assert [r[1]["seed"] for r in upstream.requests[-2:]] == [4, 5]
+    # a whole answer is asked of the upstream as a whole answer: one JSON object, no event per token
+    assert [(r[1]["stream"], "stream_options" in r[1]) for r in upstream.requests[-2:]] == [(False, False)] * 2
 
 
 async def test_a_plain_http_upstream_is_called_over_kept_connections(http, miners, subnet, upstream):

@@ -10,9 +10,9 @@ A plain ``http://`` upstream (vLLM or llama.cpp beside the miner, the usual
 case) goes through ``shared.http_pool``, which costs a fraction of aiohttp's
 CPU per call (see its docstring); ``https://`` upstreams go through aiohttp.
 
-Each choice is one streamed upstream request with ``seed + index``; the
-subnet's ``sampling_parameters`` become ``temperature``, ``top_p``,
-``max_tokens`` and ``seed``. Anything that goes wrong upstream (refused
+Each choice is one upstream request with ``seed + index``, streamed when the
+caller asked for a stream; the subnet's ``sampling_parameters`` become
+``temperature``, ``top_p``, ``max_tokens`` and ``seed``. Anything that goes wrong upstream (refused
 connection, a 4xx/5xx, an ``error`` event, a timeout) becomes a 502
 :class:`~miner.errors.MinerError` with a message that is safe to pass on.
 """
@@ -36,18 +36,26 @@ from .builtin import count_tokens, prompt_tokens
 
 
 def upstream_payload(request: Any, model: str, index: int) -> dict[str, Any]:
-    """The OpenAI request body for choice ``index`` of a miner request."""
+    """The OpenAI request body for choice ``index`` of a miner request.
+
+    Streamed only when the miner's caller asked for a stream: a whole answer
+    is one JSON object for the model server to send and for us to parse,
+    instead of an event per token.
+    """
     sampling = request.sampling_parameters
-    return {
+    stream = bool(getattr(request, "stream", True))
+    payload = {
         "model": model,
         "messages": [message.model_dump(exclude_none=True) for message in request.messages],
-        "stream": True,
-        "stream_options": {"include_usage": True},
+        "stream": stream,
         "temperature": sampling.temperature,
         "top_p": sampling.top_p,
         "max_tokens": sampling.max_new_tokens,
         "seed": request.seed + index,
     }
+    if stream:
+        payload["stream_options"] = {"include_usage": True}
+    return payload
 
 
 async def sse_batches(body: Any) -> AsyncIterator[list[bytes]]:
