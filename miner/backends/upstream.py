@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from shared.chat_stream import finish
 from shared.http_pool import HttpPool
 
 from ..errors import MinerError
@@ -106,6 +107,7 @@ def upstream_error_message(status: int, text: str) -> str:
 
 CONNECT_SECONDS = 10.0
 READ_SECONDS = 120.0  # the longest silence between two pieces of an answer (a long prompt's first token)
+DRAIN_SECONDS = 0.05  # how long the end of a body after [DONE] may take before the connection is dropped
 
 
 class UpstreamBackend:
@@ -149,6 +151,11 @@ class UpstreamBackend:
                     if failure is not None:
                         raise failure
                     if reading.done:
+                        # What follows [DONE] (the chunked body's end, normally in the same read) is
+                        # read, so that the kept connection goes back to the pool instead of being
+                        # closed unfinished; a server that holds it back longer loses the connection.
+                        await batches.aclose()
+                        await finish(response, seconds=DRAIN_SECONDS)
                         break
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise MinerError(502, f"upstream unreachable: {type(exc).__name__}: {exc}"[:300]) from None
