@@ -2,7 +2,9 @@
 
 ``local_subnet`` is one whole subnet per test session (wallets, subnet file,
 four reference miners of different quality, the validator, two API workers),
-started through the same launcher as the demo.
+started through the same launcher as the demo. ``postgres_url`` and ``redis_url`` are
+the servers the store tests use (see ``services.py``): skipped with the reason when there
+is none, and failed in CI.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from store_fixtures import POSTGRES_URL, drop_schema, unique_name
+from services import POSTGRES, REDIS, Unavailable, in_ci
+from store_fixtures import drop_schema, unique_name
 
 from localnet.launcher import LocalSubnet, free_port
 from shared.auth import Signer
@@ -30,15 +33,39 @@ def start_subnet(directory: Path, **kwargs) -> LocalSubnet:
     return net
 
 
+def service_url(service) -> str:
+    try:
+        return service.url()
+    except Unavailable as exc:
+        if in_ci():
+            pytest.fail(f"{exc} (CI=true: the tests need it)", pytrace=False)
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL server's URL: TEST_POSTGRES_URL, the machine's, or a throwaway one (stopped at the end)."""
+    yield service_url(POSTGRES)
+    POSTGRES.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A Redis server's URL: TEST_REDIS_URL, the machine's, or a throwaway one (stopped at the end)."""
+    yield service_url(REDIS)
+    REDIS.stop()
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def database(request, tmp_path):
     """(DATABASE_URL, sqlite path, schema) for a fresh store, on each backend; the PostgreSQL schema is dropped."""
     if request.param == "sqlite":
         yield "", tmp_path / "api.sqlite", ""
         return
+    postgres_url = request.getfixturevalue("postgres_url")
     schema = unique_name(f"test_{request.node.module.__name__.split('.')[-1]}")
-    yield POSTGRES_URL, tmp_path / "unused.sqlite", schema
-    drop_schema(schema)
+    yield postgres_url, tmp_path / "unused.sqlite", schema
+    drop_schema(postgres_url, schema)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from gateway_client import MESSAGES, admin, burst, call, chat, eventually
-from store_fixtures import POSTGRES_URL, REDIS_URL, drop_redis_prefix, drop_schema, unique_name
+from store_fixtures import drop_redis_prefix, drop_schema, unique_name
 
 from localnet.launcher import free_port
 
@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def hosts(tmp_path_factory, subnet_factory):
+def hosts(tmp_path_factory, subnet_factory, postgres_url, redis_url):
     schema, prefix = unique_name("test_keys"), unique_name("test") + ":"
-    env = {"DATABASE_URL": POSTGRES_URL, "DATABASE_SCHEMA": schema, "REDIS_URL": REDIS_URL, "REDIS_PREFIX": prefix,
+    env = {"DATABASE_URL": postgres_url, "DATABASE_SCHEMA": schema, "REDIS_URL": redis_url, "REDIS_PREFIX": prefix,
            "MINER_CHUNK_DELAY": "0.02"}
     net = None
     try:
@@ -37,8 +37,8 @@ def hosts(tmp_path_factory, subnet_factory):
     finally:
         if net is not None:
             net.stop()
-        drop_schema(schema)
-        drop_redis_prefix(prefix)
+        drop_schema(postgres_url, schema)
+        drop_redis_prefix(redis_url, prefix)
 
 
 async def new_key(net, query: str = "", **fields) -> tuple[str, str]:
@@ -137,7 +137,7 @@ async def test_the_store_holds_no_key(hosts):
     import asyncpg
 
     key, key_id = await new_key(hosts, name="hidden")
-    conn = await asyncpg.connect(POSTGRES_URL, server_settings={"search_path": hosts.store_env["DATABASE_SCHEMA"]})
+    conn = await asyncpg.connect(hosts.store_env["DATABASE_URL"], server_settings={"search_path": hosts.store_env["DATABASE_SCHEMA"]})
     try:
         rows = await conn.fetch("SELECT t::text AS row FROM api_keys t")
     finally:

@@ -11,13 +11,11 @@ import uuid
 
 import bittensor as bt
 import pytest
-import redis
 from bittensor import http_auth
 
 from shared.auth import Signer
 from shared.nonce_store import RedisNonceStore, SqliteNonceStore
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 SENDER = bt.sp_core.Keypair.create_from_uri("//Alice")
 RECEIVER = bt.sp_core.Keypair.create_from_uri("//Bob").ss58_address
 
@@ -32,18 +30,9 @@ def verify_once(kind: str, where: str, namespace: str, headers: dict, results) -
         results.put("replayed")
 
 
-def redis_available() -> bool:
-    try:
-        return redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
-    except redis.RedisError:
-        return False
-
-
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
-def test_exactly_one_process_accepts_a_request(kind, tmp_path):
-    if kind == "redis" and not redis_available():
-        pytest.fail("Redis is not running on 127.0.0.1:6379 (.ci/run starts it)")
-    where = str(tmp_path / "nonces.sqlite") if kind == "sqlite" else REDIS_URL
+def test_exactly_one_process_accepts_a_request(kind, tmp_path, request):
+    where = str(tmp_path / "nonces.sqlite") if kind == "sqlite" else request.getfixturevalue("redis_url")
     namespace = f"test-{uuid.uuid4().hex}"
     headers = Signer(SENDER).headers("POST", "/v1/chat/completions", b"{}", receiver=RECEIVER)
     context = multiprocessing.get_context("fork")

@@ -8,7 +8,7 @@ import sqlite3
 import time
 
 import pytest
-from store_fixtures import REDIS_URL, drop_redis_prefix, unique_name
+from store_fixtures import drop_redis_prefix, unique_name
 
 from api.key_admin import KeyAdmin
 from api.key_fields import KeySpec
@@ -144,9 +144,9 @@ async def test_migrations_run_once_and_carry_over_first_release_keys(tmp_path):
             await store.close()
 
 
-async def test_redis_rate_limit_is_exact_across_clients():
+async def test_redis_rate_limit_is_exact_across_clients(redis_url):
     prefix = unique_name("test") + ":"
-    limiters = [RedisRateLimiter(REDIS_URL, prefix) for _ in range(2)]
+    limiters = [RedisRateLimiter(redis_url, prefix) for _ in range(2)]
     try:
         windows = parse_windows("7 per minute and 9 per hour")
         decisions = await asyncio.gather(*(lim.hit("key_r", windows) for _ in range(15) for lim in limiters))
@@ -158,7 +158,7 @@ async def test_redis_rate_limit_is_exact_across_clients():
     finally:
         for limiter in limiters:
             await limiter.close()
-        drop_redis_prefix(prefix)
+        drop_redis_prefix(redis_url, prefix)
 
 
 def test_rate_limit_text_and_key_fields():
