@@ -2,7 +2,8 @@
 
 - every field of the three settings classes is in its ``.env.*.example`` file, and back;
 - every variable of those files is named somewhere in ``docs/``;
-- every route of the API worker's OpenAPI schema (method and path) is listed in ``docs/api.md``;
+- every route of the API worker's OpenAPI schema (method and path) is listed in ``docs/api.md``, and the
+  validator's and the reference miner's in ``docs/internals.md``;
 - every relative link in ``README.md`` and ``docs/`` leads to a file that exists, and every anchor
   into a page that exists to one of its headings (pages that are not there yet are not checked);
 - the README stays a front door: short, and its two commands exist.
@@ -57,23 +58,33 @@ def normalise(path: str) -> str:
     return re.sub(r"\{[^}]*\}", "{}", path)
 
 
-def api_routes(tmp_path) -> list[tuple[str, str]]:
-    from api.app import create_app
+def routes(process: str, tmp_path) -> list[tuple[str, str]]:
+    """(method, path) of every operation in the process's OpenAPI schema (the app is built, not started)."""
+    if process == "api":
+        from api.app import create_app as build
+        settings = ApiSettings(_env_file=None, data_dir=str(tmp_path))
+    elif process == "validator":
+        from validator.app import create_app as build
+        settings = ValidatorSettings(_env_file=None, data_dir=str(tmp_path))
+    else:
+        from miner.app import create_app as build
+        settings = MinerSettings(_env_file=None, data_dir=str(tmp_path))
+    schema = build(settings).openapi()
+    return [(method.upper(), path) for path, operations in schema["paths"].items() for method in operations]
 
-    app = create_app(ApiSettings(_env_file=None, data_dir=str(tmp_path)))
-    return [(method.upper(), path) for path, operations in app.openapi()["paths"].items() for method in operations]
 
-
-def test_every_route_of_the_openapi_schema_is_in_the_api_page(tmp_path):
-    lines = [normalise(line) for line in (DOCS / "api.md").read_text().splitlines()]
-    routes = api_routes(tmp_path)
-    assert len(routes) > 10
+@pytest.mark.parametrize("process, page", [("api", "api.md"), ("validator", "internals.md"),
+                                           ("miner", "internals.md")])
+def test_every_route_of_the_openapi_schema_is_documented(process, page, tmp_path):
+    lines = [normalise(line) for line in (DOCS / page).read_text().splitlines()]
+    found = routes(process, tmp_path)
+    assert len(found) >= 3
     missing = []
-    for method, path in routes:
+    for method, path in found:
         token = re.compile(rf"(?<![\w/{{}}-]){re.escape(normalise(path))}(?![\w/{{}}-])")
         if not any(token.search(line) and re.search(rf"\b{method}\b", line) for line in lines):
             missing.append(f"{method} {path}")
-    assert not missing, f"routes not listed (method and path on one line) in docs/api.md: {missing}"
+    assert not missing, f"{process} routes not listed (method and path on one line) in docs/{page}: {missing}"
 
 
 def slug(heading: str) -> str:
