@@ -21,6 +21,7 @@ Nothing here starts before a test asks for the service.
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import pwd
@@ -167,7 +168,8 @@ def start_postgres() -> Throwaway:
         if user is None or not (shutil.which("runuser") or shutil.which("su")):
             raise Unavailable("running as root, which PostgreSQL refuses, and no 'postgres' or 'nobody' user (or "
                               "no runuser/su) to run it as: run the tests as a normal user or set TEST_POSTGRES_URL")
-    folder = Path(tempfile.mkdtemp(prefix="gateway-test-postgres-"))
+    # Another user must reach the folder: /tmp rather than a TMPDIR that may sit in root's home.
+    folder = Path(tempfile.mkdtemp(prefix="gateway-test-postgres-", dir="/tmp" if user else None))
     data, log = folder / "data", folder / "postgres.log"
     if user is not None:
         info = pwd.getpwnam(user)
@@ -256,6 +258,7 @@ class Service:
             self._server = self.start()
         except Unavailable as exc:
             raise Unavailable(f"{self.name}: {tried}{exc}") from None
+        atexit.register(self.stop)  # the session fixture stops it first; this covers an interrupted run
         return self._server.url
 
     def stop(self) -> None:
