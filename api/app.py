@@ -30,7 +30,7 @@ from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
-from . import dashboard
+from . import compat, dashboard
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
@@ -178,6 +178,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for module in (chat, completions, conversations, models, web_retrieval, availability, account,
                    api_management, admin_logs, health, metrics):
         app.include_router(module.router)
+    for router in compat.routers:  # btvep's /chat, llama.cpp's /completion, Unify's /get_credits
+        app.include_router(router)
     if settings.dashboard_enabled:
         app.include_router(dashboard.router)
     return app

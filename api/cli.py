@@ -2,6 +2,7 @@
 
     python -m api.cli keys create --name alice --credits 1000 --rate-limits "60 per minute and 1000 per day"
     python -m api.cli keys list
+    python -m api.cli keys import api_keys.json        # the subnet's keys, stored hashed
     python -m api.cli keys modify key_0123abcd --disable
     python -m api.cli usage key_0123abcd --since 2027-01-01
     python -m api.cli logs --uid 3 --since 2027-01-01T00:00:00Z --limit 20
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 import typer
@@ -136,6 +138,21 @@ def delete(key: str = typer.Argument(..., help="key id (key_…) or the key itse
     if not run(lambda store: KeyAdmin(store).delete(key)):
         fail("API key not found")
     show({"message": "API key deleted"})
+
+
+@keys_app.command("import")
+def import_keys(path: Path = typer.Argument(..., help="the subnet's api_keys.json"),
+                name: str = typer.Option("imported", help="name given to every imported key")) -> None:
+    """Import the subnet's api_keys.json: each key keeps working, stored hashed; rate_limit per minute."""
+    from .compat.subnet_keys import import_subnet_keys, read_subnet_keys  # noqa: PLC0415
+
+    try:
+        keys = read_subnet_keys(path)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    found = run(lambda store: import_subnet_keys(store, keys, name))
+    show({"message": f"{len(found['imported'])} key(s) imported, {len(found['already_present'])} already present",
+          **found})
 
 
 @app.command()

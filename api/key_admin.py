@@ -102,8 +102,9 @@ class KeyAdmin:
         self.store = store
         self.cache = cache
 
-    async def create(self, spec: KeySpec) -> tuple[str, KeyRecord]:
-        plain, now = new_key(), time.time()
+    async def create(self, spec: KeySpec, plain: Optional[str] = None) -> tuple[str, KeyRecord]:
+        """A new key; ``plain`` adopts an existing one (``keys import``) instead of making one."""
+        plain, now = plain or new_key(), time.time()
         changes, added = spec.changes(None)
         credits = changes.get("credits")
         if added and credits is not None:

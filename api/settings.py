@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from shared.settings import CommonSettings, load_settings
 
@@ -13,9 +15,10 @@ from shared.settings import CommonSettings, load_settings
 class ApiSettings(CommonSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_workers: int = 1
+    # The subnet's own .env.api names are read too (WORKERS, VALIDATOR_API); ours win when both are set.
+    api_workers: int = Field(1, validation_alias=AliasChoices("api_workers", "workers"))
 
-    validator_url: str = "http://127.0.0.1:8092"
+    validator_url: str = Field("http://127.0.0.1:8092", validation_alias=AliasChoices("validator_url", "validator_api"))
     # The validator's hotkey; empty means our own (API workers sign with the validator's hotkey).
     validator_hotkey: str = ""
     directory_refresh_seconds: float = 5.0
@@ -35,6 +38,10 @@ class ApiSettings(CommonSettings):
     usage_flush_seconds: float = Field(0.5, gt=0.0)
     usage_batch_size: int = Field(500, ge=1)
     usage_buffer_max: int = Field(100_000, ge=1)
+
+    # Model names (``api.model_names``): "name=target" pairs, and what a model no miner serves gets.
+    model_aliases: str = ""
+    unknown_model: Literal["any", "reject"] = "any"
 
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)
@@ -86,6 +93,20 @@ class ApiSettings(CommonSettings):
     metrics_key: SecretStr = SecretStr("")  # empty: /metrics is open; else Prometheus sends it as a Bearer token
     metrics_dir: str = ""  # empty: DATA_DIR/metrics/api-<port> (multiprocess files, emptied at start)
     ready_max_directory_age_seconds: float = Field(600.0, ge=0.0)  # older: /health/readiness says 503; 0: any
+
+    @field_validator("validator_url")
+    @classmethod
+    def with_scheme(cls, url: str) -> str:
+        """The subnet's ``VALIDATOR_API`` is ``host:port``; ours is a URL."""
+        return url if "://" in url else "http://" + url
+
+    @field_validator("model_aliases")
+    @classmethod
+    def aliases_parse(cls, text: str) -> str:
+        from .model_names import parse_aliases  # noqa: PLC0415 (model_names imports the app's modules)
+
+        parse_aliases(text)
+        return text
 
     def admin_key_digest(self) -> bytes:
         """The admin key's sha256; the plain key is not kept once this is computed."""

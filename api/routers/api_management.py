@@ -74,7 +74,7 @@ async def modify_api_key(api_key: str, request: Request, query: SpecQuery = Depe
     record = await key_admin(request).modify(api_key, read_spec(body, **query.fields))
     if record is None:
         raise not_found()
-    return {"message": "API key modified", "key": describe(record)}
+    return {"message": "API key updated", "api_key": api_key, "key": describe(record)}
 
 
 @router.delete("/delete-api-key/{api_key}")
