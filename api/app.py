@@ -24,6 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from shared.auth import Signer
+from shared.epistula import signer_for
 from shared.http_metrics import MetricsMiddleware
 from shared.settings import configure_logging
 from shared.signed_http import SignedClient
@@ -102,7 +103,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signer = Signer(load_hotkey(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path))
         validator_hotkey = settings.validator_hotkey or signer.hotkey
-        client = SignedClient(signer)
+        # Calls to miners in MINER_PROTOCOL (btauth/1 or Epistula); to the validator always btauth/1.
+        client = SignedClient(signer_for(settings.miner_protocol, signer.keypair, frozenset({validator_hotkey})))
         state = app.state
         state.settings = settings
         state.client = client

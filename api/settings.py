@@ -43,6 +43,9 @@ class ApiSettings(CommonSettings):
     model_aliases: str = ""
     unknown_model: Literal["any", "reject"] = "any"
 
+    # How calls to miners are signed: btauth (btauth/1) or epistula (miners of subnets that still speak it).
+    miner_protocol: Literal["btauth", "epistula"] = "btauth"
+
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)
     max_attempts: int = Field(6, ge=1, le=48)

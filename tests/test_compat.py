@@ -4,6 +4,7 @@ Miners (uid: models, tasks):
   1 good  builtin-small   Inference, WebQuestionAnswering, WebRetrieval
   2 good  builtin-large   the same and MultiStepReasoning
 MODEL_ALIASES maps the subnet's documented model and BitNet's to them; UNKNOWN_MODEL is the default (any).
+MINER_PROTOCOL=epistula: every call of the API and the validator to a miner here is signed with Epistula.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ MESSAGES = [{"role": "user", "content": "What does a miner do?"}]
 def net(tmp_path_factory, subnet_factory):
     subnet = subnet_factory(tmp_path_factory.mktemp("compatnet"), behaviours=[b for b, _ in MINERS],
                             miner_settings=[s for _, s in MINERS], api_workers=1,
-                            extra_env={"MODEL_ALIASES": f"{SUBNET_MODEL}=builtin-large, bitnet-model=builtin-small"})
+                            extra_env={"MODEL_ALIASES": f"{SUBNET_MODEL}=builtin-large, bitnet-model=builtin-small",
+                                       "MINER_PROTOCOL": "epistula"})
     yield subnet
     subnet.stop()
 
