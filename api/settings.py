@@ -33,6 +33,9 @@ class ApiSettings(CommonSettings):
     key_cache_seconds: float = Field(1.0, ge=0.0, le=5.0)  # how stale a worker's view of a key may be
     default_rate_limits: str = ""  # for keys without their own, e.g. "60 per minute"; empty: none
     credits_per_request: int = Field(1, ge=0)
+    # Token budgets for keys without their own (``api.token_budget``); 0: none.
+    default_token_quota: int = Field(0, ge=0)
+    default_tpm_limit: int = Field(0, ge=0)
     redis_prefix: str = "gateway:"
     log_retention_days: float = Field(30.0, ge=0.0)  # 0: keep request logs forever
     usage_flush_seconds: float = Field(0.5, gt=0.0)
