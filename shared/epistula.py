@@ -114,8 +114,8 @@ def is_epistula(headers: Mapping[str, str]) -> bool:
     return headers.get(HEADER_VERSION) is not None or headers.get(HEADER_VERSION.lower()) is not None
 
 
-def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_store: Any,
-           now_ms: Optional[int] = None, max_age_ms: int = MAX_AGE_MS, allowed_skew_ms: int = ALLOWED_SKEW_MS) -> Caller:
+def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_store: Any, now_ms: Optional[int] = None,
+           max_age_ms: int = MAX_AGE_MS, allowed_skew_ms: int = ALLOWED_SKEW_MS) -> Caller:
     """The caller of an Epistula request, or an ``AuthError`` subclass that says why not.
 
     The replay store is written only once the signature verifies, so nobody can burn a sender's uuid.

@@ -28,10 +28,10 @@ from pydantic import ValidationError
 from shared.auth import Caller, RequestVerifier, Signer
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
+from shared.epistula import signer_for
 from shared.http_metrics import MetricsMiddleware
 from shared.nonce_store import open_nonce_store
 from shared.schemas import Directory, ScoringBatch
-from shared.epistula import signer_for
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
