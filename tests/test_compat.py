@@ -69,6 +69,12 @@ def test_the_subnets_documented_openai_example_works(client):
     assert (bitnet.model, bitnet.miner_uid) == ("builtin-small", 1)
 
 
+def test_aliases_are_listed_with_what_they_stand_for(client):
+    listed = {m.id: m for m in client.models.list().data}
+    assert listed[SUBNET_MODEL].alias_of == "builtin-large" and listed["bitnet-model"].alias_of == "builtin-small"
+    assert client.models.retrieve(SUBNET_MODEL).alias_of == "builtin-large"
+
+
 def test_an_unknown_model_is_served_and_the_answer_says_by_what(client):
     seen = set()
     for _ in range(6):
