@@ -87,9 +87,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404 and "endpoint" not in request.scope:  # no route matched the path
-            from .compat.not_found import not_found_response  # noqa: PLC0415
+            from .compat.not_found import not_found_message  # noqa: PLC0415
 
-            return not_found_response(request)
+            message = not_found_message(request)
+            return with_detail(request, error_response(404, message, "route_not_found"),
+                               error_body(404, message, "route_not_found"), "Not Found")
         return with_detail(request, error_response(exc.status_code, str(exc.detail),
                                                    headers=getattr(exc, "headers", None)),
                            error_body(exc.status_code, str(exc.detail)), exc.detail)

@@ -278,3 +278,5 @@ def test_unknown_routes_answer_a_helpful_404(net, key):
     assert typo.status_code == 404 and "/v1/models" in typo.json()["error"]["message"]
     twice = requests.post(net.api_url + "/v1/v1/completions", timeout=10).json()["error"]["message"]
     assert "POST /v1/completions" in twice and "twice" in twice
+    admin = requests.get(net.api_url + "/api_management/no-such", headers={"admin-key": net.admin_key}, timeout=10)
+    assert admin.status_code == 404 and admin.json()["detail"] == "Not Found"  # what the subnet's API answers

@@ -13,9 +13,6 @@ from __future__ import annotations
 import difflib
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
-
-from ..errors import error_response
 
 HIDDEN = ("/dashboard/api", "/openapi.json", "/docs", "/redoc")
 
@@ -46,8 +43,7 @@ def suggestion(method: str, path: str, routes: dict[str, set[str]]) -> str:
     return "; see /docs for every route"
 
 
-def not_found_response(request: Request) -> JSONResponse:
-    """The answer for a path no route matched."""
+def not_found_message(request: Request) -> str:
+    """What a 404 for a path no route matched says (``errors`` answers it, code ``route_not_found``)."""
     method, path = request.method, request.url.path
-    message = f"no route {method} {path}" + suggestion(method, path, public_routes(request.app))
-    return error_response(404, message, "route_not_found")
+    return f"no route {method} {path}" + suggestion(method, path, public_routes(request.app))
