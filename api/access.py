@@ -26,6 +26,7 @@ from .auth import authenticate
 from .errors import ApiError
 from .keys import KeyRecord
 from .meter import meter_of
+from .token_budget import check_token_budget
 
 
 class Admit:
@@ -59,6 +60,8 @@ class Admit:
                 wait = max(1, math.ceil(decision.retry_after))
                 raise ApiError(429, f"rate limit exceeded: this key may make {refused.window.describe()};"
                                f" retry in {wait} s", "rate_limit_exceeded", headers={"Retry-After": str(wait)})
+        if self.counted:
+            await check_token_budget(state, key, meter)  # token quota and tokens per minute (api.token_budget)
         cost = state.settings.credits_per_request if self.cost is None else self.cost
         meter.cost = cost
         if cost and key.credits is not None:

@@ -24,13 +24,14 @@ from fastapi.middleware.cors import CORSMiddleware
 from loguru import logger
 
 from shared.auth import Signer
+from shared.epistula import signer_for
 from shared.http_metrics import MetricsMiddleware
 from shared.settings import configure_logging
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
-from . import dashboard
+from . import compat, dashboard
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
@@ -102,7 +103,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         signer = Signer(load_hotkey(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path))
         validator_hotkey = settings.validator_hotkey or signer.hotkey
-        client = SignedClient(signer)
+        # Calls to miners in MINER_PROTOCOL (btauth/1 or Epistula); to the validator always btauth/1.
+        client = SignedClient(signer_for(settings.miner_protocol, signer.keypair, frozenset({validator_hotkey})))
         state = app.state
         state.settings = settings
         state.client = client
@@ -178,6 +180,8 @@ def create_app(settings: ApiSettings) -> FastAPI:
     for module in (chat, completions, conversations, models, web_retrieval, availability, account,
                    api_management, admin_logs, health, metrics):
         app.include_router(module.router)
+    for router in compat.routers:  # btvep's /chat, llama.cpp's /completion, Unify's /get_credits
+        app.include_router(router)
     if settings.dashboard_enabled:
         app.include_router(dashboard.router)
     return app

@@ -51,6 +51,10 @@ async def authenticate(request: Request) -> KeyRecord:
 
 async def require_admin(request: Request) -> None:
     expected: bytes = request.app.state.admin_key_digest
+    if "admin-key" not in request.headers:  # the subnet's API answers 422 here (a required header is missing)
+        raise ApiError(422, "missing header: admin-key", "missing_admin_key",
+                       detail=[{"type": "missing", "loc": ["header", "admin-key"], "msg": "Field required",
+                                "input": None}])
     given = request.headers.get("admin-key", "")
     digest = hashlib.sha256(given.encode()).digest()
     if not expected or not given or not hmac.compare_digest(digest, expected):

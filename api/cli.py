@@ -2,6 +2,7 @@
 
     python -m api.cli keys create --name alice --credits 1000 --rate-limits "60 per minute and 1000 per day"
     python -m api.cli keys list
+    python -m api.cli keys import api_keys.json        # the subnet's keys, stored hashed
     python -m api.cli keys modify key_0123abcd --disable
     python -m api.cli usage key_0123abcd --since 2027-01-01
     python -m api.cli logs --uid 3 --since 2027-01-01T00:00:00Z --limit 20
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any, Awaitable, Callable, Optional
 
 import typer
@@ -72,6 +74,8 @@ EXPIRES_AT = typer.Option(None, help="ISO 8601 or Unix seconds; 'never' clears")
 EXPIRES_IN = typer.Option(None, help="seconds from now")
 TASKS = typer.Option(None, "--tasks", help="allowed tasks, comma-separated; 'any' clears")
 MODELS = typer.Option(None, "--models", help="allowed models, comma-separated ('default' included); 'any' clears")
+TOKEN_QUOTA = typer.Option(None, help="tokens (prompt + completion) the key may use in all; 'unlimited' clears")
+TPM_LIMIT = typer.Option(None, help="tokens per minute; 'none' clears")
 
 
 @keys_app.command("create")
@@ -79,11 +83,12 @@ def create(name: str = typer.Option("", help="who the key is for"), rate_limit: 
            rate_limits: Optional[str] = RATE_LIMITS, credits: Optional[str] = CREDITS,
            expires_at: Optional[str] = EXPIRES_AT, expires_in: Optional[float] = EXPIRES_IN,
            tasks: Optional[str] = TASKS, models: Optional[str] = MODELS,
+           token_quota: Optional[str] = TOKEN_QUOTA, tpm_limit: Optional[str] = TPM_LIMIT,
            disabled: bool = typer.Option(False, "--disabled", help="create it disabled")) -> None:
     """Create a key; it is printed once, here, and stored only as a hash."""
     spec = spec_of(name=name, rate_limit=rate_limit, rate_limits=rate_limits, credits=credits,
                    expires_at=expires_at, expires_in=expires_in, allowed_tasks=tasks, allowed_models=models,
-                   enabled=False if disabled else None)
+                   token_quota=token_quota, tpm_limit=tpm_limit, enabled=False if disabled else None)
     plain, record = run(lambda store: KeyAdmin(store).create(spec))
     show({"message": "API key created", "api_key": plain, "id": record.id, "key": describe(record)})
 
@@ -119,11 +124,12 @@ def modify(key: str = typer.Argument(..., help="key id (key_…) or the key itse
            add_credits: Optional[int] = typer.Option(None, help="top up (negative takes away)"),
            expires_at: Optional[str] = EXPIRES_AT, expires_in: Optional[float] = EXPIRES_IN,
            tasks: Optional[str] = TASKS, models: Optional[str] = MODELS,
+           token_quota: Optional[str] = TOKEN_QUOTA, tpm_limit: Optional[str] = TPM_LIMIT,
            enable: Optional[bool] = typer.Option(None, "--enable/--disable")) -> None:
     """Change what is given; leave the rest."""
     spec = spec_of(name=name, rate_limit=rate_limit, rate_limits=rate_limits, credits=credits,
                    add_credits=add_credits, expires_at=expires_at, expires_in=expires_in, allowed_tasks=tasks,
-                   allowed_models=models, enabled=enable)
+                   allowed_models=models, token_quota=token_quota, tpm_limit=tpm_limit, enabled=enable)
     record = run(lambda store: KeyAdmin(store).modify(key, spec))
     if record is None:
         fail("API key not found")
@@ -136,6 +142,21 @@ def delete(key: str = typer.Argument(..., help="key id (key_…) or the key itse
     if not run(lambda store: KeyAdmin(store).delete(key)):
         fail("API key not found")
     show({"message": "API key deleted"})
+
+
+@keys_app.command("import")
+def import_keys(path: Path = typer.Argument(..., help="the subnet's api_keys.json"),
+                name: str = typer.Option("imported", help="name given to every imported key")) -> None:
+    """Import the subnet's api_keys.json: each key keeps working, stored hashed; rate_limit per minute."""
+    from .compat.subnet_keys import import_subnet_keys, read_subnet_keys  # noqa: PLC0415
+
+    try:
+        keys = read_subnet_keys(path)
+    except ValueError as exc:
+        fail(str(exc), 2)
+    found = run(lambda store: import_subnet_keys(store, keys, name))
+    show({"message": f"{len(found['imported'])} key(s) imported, {len(found['already_present'])} already present",
+          **found})
 
 
 @app.command()

@@ -3,6 +3,10 @@
 ``{"error": {"message": str, "type": str, "code": str | int | None}}`` with the
 right status. The ``openai`` SDK raises ``AuthenticationError`` on 401,
 ``RateLimitError`` on 429 and so on, reading ``message`` from this body.
+
+Under ``/api_management`` the body also carries FastAPI's ``detail`` (the
+message, or the list of validation errors), as the subnet's API answers, so
+scripts written for it (``response.json()["detail"]``) keep working.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,13 +36,27 @@ TYPES = {
 }
 
 
+DETAIL_PREFIXES = ("/api_management",)  # where errors also carry the subnet's ``detail``
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: Optional[str] = None, headers: Optional[dict] = None):
+    def __init__(self, status: int, message: str, code: Optional[str] = None, headers: Optional[dict] = None,
+                 detail: Any = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.headers = headers
+        self.detail = detail  # the subnet's ``detail`` when it is not the message (see DETAIL_PREFIXES)
+
+
+def with_detail(request: Request, response: JSONResponse, body: dict, detail: Any) -> JSONResponse:
+    """``response``, or the same error with ``detail`` added on the routes that carry it."""
+    if not request.url.path.startswith(DETAIL_PREFIXES):
+        return response
+    return FastJSONResponse({**body, "detail": detail}, status_code=response.status_code,
+                            headers={k: v for k, v in response.headers.items()
+                                     if k not in ("content-length", "content-type")})
 
 
 def error_body(status: int, message: str, code: Any = None) -> dict:
@@ -61,13 +80,25 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         request.state.error_code = exc.code  # for the metrics' error counter
-        return error_response(exc.status, exc.message, exc.code, exc.headers)
+        return with_detail(request, error_response(exc.status, exc.message, exc.code, exc.headers),
+                           error_body(exc.status, exc.message, exc.code),
+                           exc.message if exc.detail is None else exc.detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+        if exc.status_code == 404 and "endpoint" not in request.scope:  # no route matched the path
+            from .compat.not_found import not_found_message  # noqa: PLC0415
+
+            message = not_found_message(request)
+            return with_detail(request, error_response(404, message, "route_not_found"),
+                               error_body(404, message, "route_not_found"), "Not Found")
+        return with_detail(request, error_response(exc.status_code, str(exc.detail),
+                                                   headers=getattr(exc, "headers", None)),
+                           error_body(exc.status_code, str(exc.detail)), exc.detail)
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         request.state.error_code = "invalid_request"
-        return error_response(422, describe_validation_errors(exc.errors()), "invalid_request")
+        message = describe_validation_errors(exc.errors())
+        return with_detail(request, error_response(422, message, "invalid_request"),
+                           error_body(422, message, "invalid_request"), jsonable_encoder(exc.errors()))

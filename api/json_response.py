@@ -13,5 +13,10 @@ from starlette.responses import JSONResponse
 
 
 class FastJSONResponse(JSONResponse):
+    """``content`` keeps what was rendered, so a route built on another reads the dict, not the bytes."""
+
+    content: Any = None
+
     def render(self, content: Any) -> bytes:
+        self.content = content
         return orjson.dumps(content)

@@ -50,6 +50,8 @@ def describe(key: KeyRecord) -> dict:
         "rate_limits": [dict(w.as_dict(), text=w.describe()) for w in key.rate_limits],
         "allowed_tasks": None if key.allowed_tasks is None else list(key.allowed_tasks),
         "allowed_models": None if key.allowed_models is None else list(key.allowed_models),
+        "token_quota": key.token_quota,  # None: DEFAULT_TOKEN_QUOTA (api.token_budget)
+        "tpm_limit": key.tpm_limit,  # None: DEFAULT_TPM_LIMIT
         "usage": {"requests": key.requests, "prompt_tokens": key.prompt_tokens,
                   "completion_tokens": key.completion_tokens,
                   "total_tokens": key.prompt_tokens + key.completion_tokens, "credits_charged": key.charged,
@@ -102,8 +104,9 @@ class KeyAdmin:
         self.store = store
         self.cache = cache
 
-    async def create(self, spec: KeySpec) -> tuple[str, KeyRecord]:
-        plain, now = new_key(), time.time()
+    async def create(self, spec: KeySpec, plain: Optional[str] = None) -> tuple[str, KeyRecord]:
+        """A new key; ``plain`` adopts an existing one (``keys import``) instead of making one."""
+        plain, now = plain or new_key(), time.time()
         changes, added = spec.changes(None)
         credits = changes.get("credits")
         if added and credits is not None:
@@ -115,6 +118,7 @@ class KeyAdmin:
             rate_limits=tuple(changes.get("rate_limits", ())),
             allowed_tasks=None if changes.get("allowed_tasks") is None else tuple(changes["allowed_tasks"]),
             allowed_models=None if changes.get("allowed_models") is None else tuple(changes["allowed_models"]),
+            token_quota=changes.get("token_quota"), tpm_limit=changes.get("tpm_limit"),
         )
         await self.store.insert_key(record)
         return plain, record

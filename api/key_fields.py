@@ -12,6 +12,8 @@ Every field may be given as JSON or as a query-string/CLI word:
 | ``expires_in`` | ``86400`` (seconds from now) | |
 | ``allowed_tasks`` | ``InferenceTask,ProgrammingTask`` | ``any`` |
 | ``allowed_models`` | ``default,my-model`` (``default``: requests that name no model) | ``any`` |
+| ``token_quota`` | ``100000`` (prompt + completion tokens in all) | ``unlimited`` (then ``DEFAULT_TOKEN_QUOTA``) |
+| ``tpm_limit`` | ``20000`` (tokens per minute) | ``none`` (then ``DEFAULT_TPM_LIMIT``) |
 
 On modify, fields not given are left alone; ``rate_limit`` replaces the
 per-minute window and keeps the others.
@@ -77,6 +79,13 @@ class KeySpec(BaseModel):
     expires_in: Optional[float] = Field(None, gt=0)
     allowed_tasks: Optional[list[str]] = None
     allowed_models: Optional[list[str]] = None
+    token_quota: Optional[int] = Field(None, ge=1, description="tokens the key may use in all, or 'unlimited'")
+    tpm_limit: Optional[int] = Field(None, ge=1, description="tokens per minute, or 'none'")
+
+    @field_validator("token_quota", "tpm_limit", mode="before")
+    @classmethod
+    def read_token_budget(cls, value: Any) -> Any:
+        return None if is_clear(value) else value
 
     @field_validator("rate_limits", mode="before")
     @classmethod
@@ -127,7 +136,8 @@ class KeySpec(BaseModel):
         """The store columns to set, and credits to add, for what was given."""
         given = self.model_fields_set
         changes: dict[str, Any] = {}
-        for name in ("name", "enabled", "credits", "expires_at", "allowed_tasks", "allowed_models"):
+        for name in ("name", "enabled", "credits", "expires_at", "allowed_tasks", "allowed_models", "token_quota",
+                     "tpm_limit"):
             if name in given:
                 changes[name] = getattr(self, name)
         if "expires_in" in given and self.expires_in is not None:

@@ -66,6 +66,8 @@ class KeyRecord:
     completion_tokens: int = 0
     charged: int = 0  # credits charged over the key's life (unlimited keys too)
     last_used_at: Optional[float] = None
+    token_quota: Optional[int] = None  # tokens (prompt + completion) the key may use in all; None: the default
+    tpm_limit: Optional[int] = None  # tokens per minute; None: the default (``api.token_budget``)
 
     def expired(self, now: Optional[float] = None) -> bool:
         return self.expires_at is not None and (now or time.time()) >= self.expires_at

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters
 
 DEFAULT_MODEL_NAMES = {None, "", "default", "Default"}
+REASONING_FAST_TASK = "MultiStepReasoningTask"
 INFERENCE_MODES = {"Reasoning-Fast", "Chain-of-Thought", "Mixture-of-Agents"}
 
 
@@ -63,6 +64,8 @@ class ChatCompletionRequest(BaseModel):
 
     @model_validator(mode="after")
     def uids_are_distinct(self) -> "ChatCompletionRequest":
+        if self.inference_mode == "Reasoning-Fast":  # as the subnet's API does, whatever task was named
+            self.task = REASONING_FAST_TASK
         if self.uids is not None and len(set(self.uids)) != len(self.uids):
             raise ValueError("uids must be distinct")
         if self.wants_mixture and self.wants_reasoning:

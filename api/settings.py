@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 
 from shared.settings import CommonSettings, load_settings
 
@@ -13,9 +14,10 @@ from shared.settings import CommonSettings, load_settings
 class ApiSettings(CommonSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_workers: int = 1
+    # The subnet's own .env.api names are read too (WORKERS, VALIDATOR_API); ours win when both are set.
+    api_workers: int = Field(1, validation_alias=AliasChoices("api_workers", "workers"))
 
-    validator_url: str = "http://127.0.0.1:8092"
+    validator_url: str = Field("http://127.0.0.1:8092", validation_alias=AliasChoices("validator_url", "validator_api"))
     # The validator's hotkey; empty means our own (API workers sign with the validator's hotkey).
     validator_hotkey: str = ""
     directory_refresh_seconds: float = 5.0
@@ -30,11 +32,21 @@ class ApiSettings(CommonSettings):
     key_cache_seconds: float = Field(1.0, ge=0.0, le=5.0)  # how stale a worker's view of a key may be
     default_rate_limits: str = ""  # for keys without their own, e.g. "60 per minute"; empty: none
     credits_per_request: int = Field(1, ge=0)
+    # Token budgets for keys without their own (``api.token_budget``); 0: none.
+    default_token_quota: int = Field(0, ge=0)
+    default_tpm_limit: int = Field(0, ge=0)
     redis_prefix: str = "gateway:"
     log_retention_days: float = Field(30.0, ge=0.0)  # 0: keep request logs forever
     usage_flush_seconds: float = Field(0.5, gt=0.0)
     usage_batch_size: int = Field(500, ge=1)
     usage_buffer_max: int = Field(100_000, ge=1)
+
+    # Model names (``api.model_names``): "name=target" pairs, and what a model no miner serves gets.
+    model_aliases: str = ""
+    unknown_model: Literal["any", "reject"] = "any"
+
+    # How calls to miners are signed: btauth (btauth/1) or epistula (miners of subnets that still speak it).
+    miner_protocol: Literal["btauth", "epistula"] = "btauth"
 
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)
@@ -86,6 +98,20 @@ class ApiSettings(CommonSettings):
     metrics_key: SecretStr = SecretStr("")  # empty: /metrics is open; else Prometheus sends it as a Bearer token
     metrics_dir: str = ""  # empty: DATA_DIR/metrics/api-<port> (multiprocess files, emptied at start)
     ready_max_directory_age_seconds: float = Field(600.0, ge=0.0)  # older: /health/readiness says 503; 0: any
+
+    @field_validator("validator_url")
+    @classmethod
+    def with_scheme(cls, url: str) -> str:
+        """The subnet's ``VALIDATOR_API`` is ``host:port``; ours is a URL."""
+        return url if "://" in url else "http://" + url
+
+    @field_validator("model_aliases")
+    @classmethod
+    def aliases_parse(cls, text: str) -> str:
+        from .model_names import parse_aliases  # noqa: PLC0415 (model_names imports the app's modules)
+
+        parse_aliases(text)
+        return text
 
     def admin_key_digest(self) -> bytes:
         """The admin key's sha256; the plain key is not kept once this is computed."""

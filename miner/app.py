@@ -25,9 +25,10 @@ from fastapi import Depends, FastAPI, Request
 from loguru import logger
 from starlette.types import Receive, Scope, Send
 
-from shared.auth import Caller, RequestVerifier
+from shared.auth import Caller
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
+from shared.epistula import AnyProtocolVerifier
 from shared.http_pool import HttpPool
 from shared.nonce_store import open_nonce_store
 from shared.schemas import TASKS, WEB_RETRIEVAL_TASK, Availability
@@ -105,7 +106,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
         app.state.hotkey = hotkey
         app.state.chain = chain
         app.state.metagraph = metagraph
-        app.state.verifier = RequestVerifier(
+        app.state.verifier = AnyProtocolVerifier(  # btauth/1 or Epistula, as each request is signed
             hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
         )
         style = settings.miner_copy_hotkey if settings.miner_behaviour == "copycat" else hotkey

@@ -36,7 +36,7 @@ async def test_key_lifecycle(local_subnet):
     assert chat_works(local_subnet, key)
 
     status, answer = await admin(local_subnet, "PUT", f"/modify-api-key/{key}?enabled=false")
-    assert (status, answer["message"]) == (200, "API key modified")
+    assert (status, answer["message"], answer["api_key"]) == (200, "API key updated", key)  # the subnet's answer
     assert not chat_works(local_subnet, key)
     await admin(local_subnet, "PUT", f"/modify-api-key/{key}?enabled=true&rate_limit=9")
     assert chat_works(local_subnet, key)

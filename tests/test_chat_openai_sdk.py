@@ -97,10 +97,10 @@ def test_task_field(client):
     assert none.value.status_code == 503 and none.value.body["code"] == "no_miners_available"
 
 
-def test_unknown_model_is_404(client):
-    with pytest.raises(openai.NotFoundError) as missing:
-        client.chat.completions.create(model="no-such-model", messages=MESSAGES)
-    assert missing.value.body["type"] == "not_found_error"
+def test_unknown_model_goes_to_any_miner_and_says_what_served_it(client):
+    # UNKNOWN_MODEL=any (the default, as the subnet's API): UNKNOWN_MODEL=reject's 404 is in test_web_retrieval_…
+    completion = client.chat.completions.create(model="no-such-model", messages=MESSAGES, max_tokens=3)
+    assert completion.model == "builtin-small" and completion.choices[0].message.content
 
 
 def test_bad_input_is_422_in_openai_shape(client, local_subnet):

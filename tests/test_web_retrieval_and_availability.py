@@ -67,7 +67,8 @@ def subnet(tmp_path_factory, subnet_factory, moderation):
                          miner_settings=[s for _, s in MINERS], api_workers=1,
                          validator_settings={"task_mix": "WebRetrievalTask:1", "synthetic_interval_seconds": 0.3},
                          extra_env={"MODERATION_URL": moderation["url"], "MODERATION_FAIL_OPEN": "false",
-                                    "CORS_ORIGINS": ORIGIN, "REASONING_TIMEOUT": str(REASONING_TIMEOUT)})
+                                    "CORS_ORIGINS": ORIGIN, "REASONING_TIMEOUT": str(REASONING_TIMEOUT),
+                                    "UNKNOWN_MODEL": "reject"})
     yield net
     net.stop()
 

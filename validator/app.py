@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from shared.auth import Caller, RequestVerifier, Signer
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
+from shared.epistula import signer_for
 from shared.http_metrics import MetricsMiddleware
 from shared.nonce_store import open_nonce_store
 from shared.schemas import Directory, ScoringBatch
@@ -75,7 +76,7 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
             sqlite_path=f"{settings.data_dir}/validator-nonces.sqlite",
             namespace=signer.hotkey,
         )
-        client = SignedClient(signer)
+        client = SignedClient(signer_for(settings.miner_protocol, keypair))  # its calls all go to miners
         app.state.settings = settings
         app.state.signer = signer
         app.state.chain = chain

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field, SecretStr
 
@@ -17,6 +17,8 @@ class ValidatorSettings(CommonSettings):
     validator_port: int = 8092
     # Hotkeys allowed on the internal channel besides our own (comma-separated).
     allowed_api_hotkeys: str = ""
+    # How calls to miners are signed: btauth (btauth/1) or epistula (miners of subnets that still speak it).
+    miner_protocol: Literal["btauth", "epistula"] = "btauth"
     metagraph_sync_seconds: float = 12.0
     availability_poll_seconds: float = 30.0
     availability_timeout: float = 3.0

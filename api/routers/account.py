@@ -15,6 +15,7 @@ from ..access import identify
 from ..errors import ApiError
 from ..key_admin import credits_view, quota_view
 from ..keys import KeyRecord
+from ..token_budget import token_budget_view
 
 router = APIRouter(prefix="/v1", tags=["account"])
 
@@ -36,4 +37,4 @@ async def usage(request: Request, key: KeyRecord = Depends(identify)) -> dict:
     record = await current(request, key)
     windows = list(record.rate_limits) or request.app.state.default_windows
     decision = await request.app.state.limiter.peek(record.id, windows) if windows else None
-    return quota_view(record, decision)
+    return {**quota_view(record, decision), "token_budget": await token_budget_view(request.app.state, record)}

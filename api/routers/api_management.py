@@ -56,10 +56,13 @@ class SpecQuery:
         expires_in: Optional[float] = Query(None, gt=0, description="seconds from now"),
         allowed_tasks: Optional[str] = Query(None, description="comma-separated, or 'any'"),
         allowed_models: Optional[str] = Query(None, description="comma-separated ('default' included), or 'any'"),
+        token_quota: Optional[str] = Query(None, description="tokens the key may use in all, or 'unlimited'"),
+        tpm_limit: Optional[str] = Query(None, description="tokens per minute, or 'none'"),
     ):
         self.fields = dict(rate_limit=rate_limit, name=name, enabled=enabled, rate_limits=rate_limits,
                            credits=credits, add_credits=add_credits, expires_at=expires_at, expires_in=expires_in,
-                           allowed_tasks=allowed_tasks, allowed_models=allowed_models)
+                           allowed_tasks=allowed_tasks, allowed_models=allowed_models, token_quota=token_quota,
+                           tpm_limit=tpm_limit)
 
 
 @router.post("/create-api-key/")
@@ -74,7 +77,7 @@ async def modify_api_key(api_key: str, request: Request, query: SpecQuery = Depe
     record = await key_admin(request).modify(api_key, read_spec(body, **query.fields))
     if record is None:
         raise not_found()
-    return {"message": "API key modified", "key": describe(record)}
+    return {"message": "API key updated", "api_key": api_key, "key": describe(record)}
 
 
 @router.delete("/delete-api-key/{api_key}")

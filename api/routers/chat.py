@@ -25,6 +25,7 @@ from ..keys import KeyRecord
 from ..meter import Meter, meter_of, miners_finished
 from ..miner_call import END, MinerCall
 from ..mixture import first_round
+from ..model_names import resolve_model
 from ..moderation import message_texts, screen
 from ..race import describe_failures, race
 from ..reasoning import serve_reasoning
@@ -77,6 +78,7 @@ def keep_running(state, coroutine) -> None:
 async def chat_completions(body: ChatCompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
     state = request.app.state
     settings = state.settings
+    body = resolve_model(body, state, key)  # aliases, model@uid pins, UNKNOWN_MODEL
     meter = meter_of(request)
     prompt_tokens = prompt_words(body.messages)
     meter.describe(task=body.task, strategy=strategy_of(body), model=body.model, stream=body.stream,

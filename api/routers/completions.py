@@ -18,7 +18,7 @@ from typing import AsyncIterator, Optional, Union
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..access import admit
 from ..chat_reuse import DONE, events, json_body
@@ -40,6 +40,13 @@ class CompletionRequest(ChatCompletionRequest):
     suffix: Optional[str] = None
     logprobs: Optional[int] = None
     best_of: Optional[int] = None
+    n_predict: Optional[int] = Field(None, ge=-2)  # llama.cpp's name for max_tokens (-1: no limit)
+
+    @model_validator(mode="after")
+    def n_predict_is_max_tokens(self) -> "CompletionRequest":
+        if self.n_predict is not None and "max_tokens" not in self.model_fields_set:
+            self.max_tokens = self.n_predict if self.n_predict > 0 else None
+        return self
 
     def prompts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)

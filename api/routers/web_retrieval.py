@@ -2,7 +2,8 @@
 
 The same fields either way (``search_query``, ``n_miners``, ``n_results``,
 ``max_response_time``, ``uids``): as query parameters for GET (``uids`` repeated
-or comma-separated), as a JSON body for POST. The answer is the subnet's
+or comma-separated), as a JSON body for POST, or as both (older scripts: query
+parameters, and ``target_uids`` in the body; see ``api.compat.subnet_web``). The answer is the subnet's
 ``{"results": [{"url", "content", "relevant"}]}``, each result also naming its
 ``miner_uid``, plus ``id`` (under which the answers went to the validator) and
 ``miners``: what each queried miner did. See
@@ -11,11 +12,12 @@ or comma-separated), as a JSON body for POST. The answer is the subnet's
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Optional
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from ..access import admit
+from ..compat.subnet_web import merged_query
 from ..keys import KeyRecord
 from ..meter import meter_of
 from ..moderation import screen
@@ -42,6 +44,7 @@ async def web_retrieval_get(request: Request, query: Annotated[WebRetrievalQuery
 
 
 @router.post("/web_retrieval")
-async def web_retrieval_post(query: WebRetrievalQuery, request: Request,
+async def web_retrieval_post(request: Request, body: Annotated[Optional[Any], Body()] = None,
                              key: KeyRecord = Depends(admit)) -> dict:
-    return await answer(request, query)
+    """A JSON body (``WebRetrievalQuery``), query parameters, or both; ``target_uids`` as ``uids``."""
+    return await answer(request, merged_query(request.query_params, body))

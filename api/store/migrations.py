@@ -153,11 +153,18 @@ V3_CONVERSATIONS = [
     )""",
 ]
 
+# Token budgets per key (``api.token_budget``): a total token quota and a tokens-per-minute limit; NULL: none.
+V4_TOKEN_BUDGETS = [
+    "ALTER TABLE api_keys ADD COLUMN token_quota {int}",
+    "ALTER TABLE api_keys ADD COLUMN tpm_limit {int}",
+]
+
 # (version, what it does, statements)
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
     (1, "keys, usage, request and miner logs, rate-limit events", V1_KEYS),
     (2, "per-minute roll-ups for the dashboard, dashboard sessions", V2_DASHBOARD),
     (3, "conversations", V3_CONVERSATIONS),
+    (4, "token budgets per key", V4_TOKEN_BUDGETS),
 ]
 
 # The key table of the first release (SQLite only, no schema_version): its keys are carried over.

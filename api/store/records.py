@@ -11,7 +11,7 @@ from ..ratelimit import Window
 
 KEY_COLUMNS = ("id, key_hash, key_hint, name, enabled, created_at, updated_at, expires_at, credits, credits_used,"
                " rate_limits, allowed_tasks, allowed_models, requests, prompt_tokens, completion_tokens, charged,"
-               " last_used_at")
+               " last_used_at, token_quota, tpm_limit")
 
 
 def dump_list(values: Optional[tuple]) -> Optional[str]:
@@ -34,6 +34,7 @@ def key_from_row(row: Any) -> KeyRecord:
         allowed_tasks=as_tuple(row["allowed_tasks"]), allowed_models=as_tuple(row["allowed_models"]),
         requests=row["requests"], prompt_tokens=row["prompt_tokens"], completion_tokens=row["completion_tokens"],
         charged=row["charged"], last_used_at=row["last_used_at"],
+        token_quota=row["token_quota"], tpm_limit=row["tpm_limit"],
     )
 
 

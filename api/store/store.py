@@ -49,6 +49,8 @@ EDITABLE = {
     "rate_limits": lambda v: dump_windows(tuple(v or ())),
     "allowed_tasks": lambda v: dump_list(None if v is None else tuple(v)),
     "allowed_models": lambda v: dump_list(None if v is None else tuple(v)),
+    "token_quota": lambda v: None if v is None else int(v),
+    "tpm_limit": lambda v: None if v is None else int(v),
 }
 
 
@@ -130,11 +132,12 @@ class Store:
     async def insert_key(self, key: KeyRecord) -> None:
         await self.db.execute(
             "INSERT INTO api_keys (id, key_hash, key_hint, name, enabled, created_at, updated_at, expires_at,"
-            " credits, rate_limits, allowed_tasks, allowed_models) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,"
-            " $10, $11, $12)",
+            " credits, rate_limits, allowed_tasks, allowed_models, token_quota, tpm_limit) VALUES ($1, $2, $3, $4,"
+            " $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             key.id, key.key_hash, key.key_hint, key.name, int(key.enabled), float(key.created_at),
             float(key.updated_at), None if key.expires_at is None else float(key.expires_at), key.credits,
-            dump_windows(key.rate_limits), dump_list(key.allowed_tasks), dump_list(key.allowed_models))
+            dump_windows(key.rate_limits), dump_list(key.allowed_tasks), dump_list(key.allowed_models),
+            key.token_quota, key.tpm_limit)
 
     async def key_by_hash(self, key_hash: str) -> Optional[KeyRecord]:
         row = await self.db.fetchrow(f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1", key_hash)

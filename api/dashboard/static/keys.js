@@ -198,6 +198,9 @@ async function renderKey(view, id) {
       ...[["Id", key.id], ["Key", key.key_hint], ["Created", when(key.created_at)], ["Updated", when(key.updated_at)],
         ["Expires", key.expires_at ? when(key.expires_at) : "never"], ["Credits", credits(key)],
         ["Rate limits", key.rate_limits.map((w) => w.text).join(", ") || "the gateway's default"],
+        ["Token quota", key.token_quota === null ? "the gateway's default" :
+          `${num(key.token_quota)} tokens · ${num(Math.max(0, key.token_quota - key.usage.total_tokens))} left`],
+        ["Tokens per minute", key.tpm_limit === null ? "the gateway's default" : num(key.tpm_limit)],
         ["Tasks", key.allowed_tasks ? key.allowed_tasks.join(", ") : "any"],
         ["Models", key.allowed_models ? key.allowed_models.join(", ") : "any"],
         ["Last used", when(key.usage.last_used_at)]].map(([k, v]) => h("div", {}, h("dt", {}, k), h("dd", {}, v))))));

@@ -1,0 +1,115 @@
+"""llama.cpp server's ``POST /completion``, over the chat core.
+
+    curl $URL/completion -H "Authorization: Bearer $KEY" \\
+         -d '{"prompt": "Building a website can be done in 10 simple steps:", "n_predict": 128}'
+
+``prompt`` (a string) becomes one user message; ``n_predict`` is the token limit
+(-1 or absent: the miners' default), ``temperature``, ``top_p``, ``seed``,
+``stop`` and every chat field (``task``, ``uids``, ``model``…) apply. The answer
+is llama.cpp's: ``content``, ``stop: true``, ``stop_type`` (``eos`` or
+``limit``), ``tokens_predicted``, ``tokens_evaluated``, ``model``, plus the
+miner fields. ``stream: true`` sends ``data: {"content": "…", "stop": false}``
+events and a last one with ``stop: true`` and those fields, as llama.cpp does
+(no ``[DONE]``); a failure mid-stream is a ``data: {"error": …}`` event.
+"""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+from typing import Any, AsyncIterator, Optional, Union
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..access import admit
+from ..chat_reuse import DONE, events
+from ..errors import ApiError, describe_validation_errors
+from ..json_response import FastJSONResponse
+from ..keys import KeyRecord
+from ..responses import sse
+from ..routers.chat import chat_completions
+from ..schemas import ChatCompletionRequest
+
+router = APIRouter(tags=["compatibility"])
+MINER_FIELDS = ("miner_uid", "miner_hotkey", "responder_hotkey")
+
+
+class LlamaCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the subnet's chat fields (task, uids, …) pass on
+
+    prompt: Union[str, list[str]]
+    n_predict: int = Field(-1, ge=-2)
+    stream: bool = False
+    stop: Optional[list[str]] = None
+
+    def chat(self) -> ChatCompletionRequest:
+        if not isinstance(self.prompt, str):
+            if len(self.prompt) != 1:
+                raise ApiError(400, "one prompt per request (a list of prompts is not supported here)",
+                               "unsupported_parameter")
+        prompt = self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        fields: dict[str, Any] = {k: v for k, v in (self.model_extra or {}).items() if k not in DROPPED}
+        fields.update(messages=[{"role": "user", "content": prompt}], stream=self.stream,
+                      stream_options={"include_usage": True} if self.stream else None)
+        if self.n_predict > 0:
+            fields["max_tokens"] = self.n_predict
+        if self.stop:
+            fields["stop"] = self.stop
+        try:
+            return ChatCompletionRequest.model_validate(fields)
+        except ValidationError as exc:
+            raise ApiError(422, describe_validation_errors(exc.errors()), "invalid_request") from None
+
+
+# llama.cpp sampling knobs that miners are not asked for (the chat request carries its own).
+DROPPED = {"top_k", "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "penalize_nl", "n_keep",
+           "cache_prompt", "n_probs", "slot_id", "id_slot", "mirostat", "mirostat_tau", "mirostat_eta", "grammar",
+           "ignore_eos", "logit_bias", "tfs_z", "presence_penalty", "frequency_penalty", "samplers"}
+
+
+def stop_type(finish_reason: Optional[str]) -> str:
+    return "limit" if finish_reason == "length" else "eos"
+
+
+def final_fields(model: Optional[str], finish_reason: Optional[str], usage: Optional[dict], head: dict) -> dict:
+    usage = usage or {}
+    return {"stop": True, "stop_type": stop_type(finish_reason), "model": model,
+            "tokens_predicted": usage.get("completion_tokens", 0), "tokens_evaluated": usage.get("prompt_tokens", 0),
+            **{name: head[name] for name in MINER_FIELDS if name in head}}
+
+
+@router.post("/completion")
+async def llama_completion(body: LlamaCompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
+    reply = await chat_completions(body.chat(), request, key)
+    if isinstance(reply, StreamingResponse):
+        return StreamingResponse(llama_events(reply.body_iterator), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache",
+                                          "X-Request-Id": reply.headers.get("x-request-id", "")})
+    completion = reply.content
+    choice = (completion.get("choices") or [{}])[0]
+    return FastJSONResponse({"content": (choice.get("message") or {}).get("content") or "", "id": completion["id"],
+                             **final_fields(completion.get("model"), choice.get("finish_reason"),
+                                            completion.get("usage"), completion)},
+                            headers={"X-Request-Id": completion["id"]})
+
+
+async def llama_events(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Chat chunks as llama.cpp's stream: text pieces, then one event that says it stopped."""
+    head: dict = {}
+    finish_reason = usage = None
+    async with aclosing(events(body)) as stream:
+        async for event in stream:
+            if event == DONE:
+                yield sse({"content": "", **final_fields(head.get("model"), finish_reason, usage, head)})
+                return
+            if "error" in event:
+                yield sse(event)
+                continue
+            head = head or event
+            usage = event.get("usage") or usage
+            for choice in event.get("choices") or ():
+                finish_reason = choice.get("finish_reason") or finish_reason
+                text = (choice.get("delta") or {}).get("content")
+                if text and choice.get("index", 0) == 0:
+                    yield sse({"content": text, "stop": False})
