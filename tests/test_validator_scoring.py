@@ -347,3 +347,22 @@ def test_a_caught_copycat_restarts_from_the_penalty(tmp_path):
     Scorer(database, queue, book, rules=RULES).score_batch()
     assert before > 0 and book.scores[3] == -2.0  # every task restarts: not an average a few good rounds wash out
     assert book.scores[1] > before  # the miner that was copied is rewarded as usual
+
+
+def test_the_validator_does_not_import_the_miner():
+    import subprocess
+    import sys
+
+    code = ("import sys, validator.app, validator.__main__; "
+            "print(sorted(m for m in sys.modules if m == 'miner' or m.startswith('miner.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
+
+
+def test_task_is_a_string_enum():
+    from shared.tasks import TASKS, Task
+
+    assert Task.INFERENCE == "InferenceTask" and "WebRetrievalTask" in TASKS
+    assert ScoringItem(request_id="x", created_at=0.0, task=Task.WEB_QUESTION_ANSWERING,
+                       request=MinerChatRequest(messages=MESSAGES), responses=[answer(1, "x")]
+                       ).model_dump_json().count('"WebQuestionAnsweringTask"') == 1
