@@ -42,7 +42,6 @@ from shared.web_retrieval import as_chat_request, web_query
 
 from .availability import AvailabilityPoller
 from .exact_check import is_builtin
-from .settings import parse_mix  # noqa: F401 (its home was here)
 
 Request = Union[MinerChatRequest, MinerWebRetrievalRequest]
 
