@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .tasks import TASKS, Task
+from .tasks import TASKS, Task  # noqa: F401 (TASKS is re-exported: both processes read it from here)
 
 DEFAULT_TASK = Task.INFERENCE.value
 WEB_RETRIEVAL_TASK = Task.WEB_RETRIEVAL.value

@@ -34,8 +34,8 @@ from typing import Any, AsyncIterator
 
 import miner.app
 import miner.chat
-from localnet.web_pages import PageServer
 from localnet.launcher import free_port
+from localnet.web_pages import PageServer
 from miner.__main__ import main
 from miner.backends.base import ChoiceStream
 from miner.behaviours import Behaviour

@@ -119,8 +119,8 @@ async def chat(request: web.Request) -> web.Response:
                                                                         "completion_tokens": 1}})
     tokens, finish = generate(model, messages, int(body.get("max_tokens", 64)), float(body.get("temperature", 1.0)),
                               int(body.get("seed", 0)))
-    return web.json_response({"model": model, "choices": [{"index": 0, "finish_reason": finish,
-                                                            "message": {"role": "assistant", "content": "".join(tokens)}}],
+    message = {"role": "assistant", "content": "".join(tokens)}
+    return web.json_response({"model": model, "choices": [{"index": 0, "finish_reason": finish, "message": message}],
                               "usage": {"prompt_tokens": length, "completion_tokens": len(tokens)}})
 
 

@@ -94,8 +94,8 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
                        allowed_hosts=settings.allowed_web_hosts, max_per_host=settings.web_max_results_per_host)
         reference = settings.reference_model()
         organic = OrganicEvidence(database, bound=settings.organic_bound, alpha=settings.organic_alpha,
-                                  per_key_cap=settings.organic_per_key_cap, per_miner_cap=settings.organic_per_miner_cap,
-                                  window=settings.organic_window_seconds)
+                                  per_key_cap=settings.organic_per_key_cap,
+                                  per_miner_cap=settings.organic_per_miner_cap, window=settings.organic_window_seconds)
         poller = app.state.poller
 
         def advertises(uid: int, task: str, model: Optional[str]) -> bool:

@@ -70,7 +70,7 @@ def speed_factor(response: MinerResponse, rules: Rules) -> float:
     return rules.speed_scale / (rules.speed_scale + max(0.0, seconds))
 
 
-def answer_model(item: ScoringItem, request: MinerChatRequest, response: MinerResponse) -> str:
+def answer_model(request: MinerChatRequest, response: MinerResponse) -> str:
     """The model judged: the one asked; for an organic request that named none, the one the miner says it used."""
     return request.model or response.model or ""
 
@@ -83,7 +83,7 @@ def judge_answer(item: ScoringItem, response: MinerResponse, rules: Rules, answe
     synthetic = item.source == "synthetic"
     if response.status != "ok" or not text.strip():
         return 0.0, None
-    model = answer_model(item, request, response)
+    model = answer_model(request, response)
     if synthetic and response.model and response.model != model:
         return 0.0, f"answered in {response.model!r}, asked for {model!r}"
     if item.task not in ANSWER_TASKS:

@@ -7,8 +7,9 @@ configured mix and a model the validator can judge, choose up to
 *its own* request — its own seed and its own prompt — so that honest answers
 differ and an answer copied from another miner answers the wrong request
 (``ScoringItem.requests_by_uid``). Wait at most ``SYNTHETIC_TIMEOUT`` for
-each, and queue the answers for scoring like any forwarded item. Web retrieval rounds go to the miners' ``/web_retrieval``
-(``validator.web_retrieval_task``); the rest to ``/v1/chat/completions``.
+each, and queue the answers for scoring like any forwarded item. Web
+retrieval rounds (one query for all: honest miners find the same pages) go to
+the miners' ``/web_retrieval``; the rest to ``/v1/chat/completions``.
 A miner that times out or breaks is recorded as such and earns 0 from the
 scorer.
 """
