@@ -10,7 +10,7 @@ miner with its ``Behaviour`` swapped for one of the cheats below, chosen by
 - ``self_hosted``: web retrieval cites copies of the real pages that it serves itself.
 - ``duplicate_urls``: web retrieval returns the best page n times, as ``?v=1``, ``?v=2`` …
 - ``relabel``: filler answers labelled with a model nobody can check.
-- ``truncation``: the first three words of its honest answer.
+- ``truncation``: the first 60% of its honest answer (the rest never generated).
 - ``instant_copy`` / ``paraphrase_copy``: answers with what the miner named by
   ``COPY_FROM`` answers to *its* request (one word changed, for the paraphrase),
   as soon as that miner has been asked — as if it sniffed or colluded.
@@ -121,7 +121,8 @@ class Cheat(Behaviour):
         if label == "relabel":
             return ChoiceStream(once(pieces("Filler words that nobody checks, fast and cheap.")), stream.outcome)
         if label == "truncation":
-            return ChoiceStream(once(honest_tokens(request, model)[:3]), stream.outcome)
+            tokens = honest_tokens(request, model)
+            return ChoiceStream(once(tokens[: max(1, len(tokens) * 6 // 10)]), stream.outcome)
         if label in COPIERS:
             return ChoiceStream(self.copied(request, model, time.time() - 0.05), stream.outcome)
         return super().wrap(stream, request, model, index)

@@ -111,6 +111,16 @@ def test_question_answering_is_judged_against_the_validators_own_answer():
     assert judgement.rewards[3] == judgement.rewards[4] == -2.0
 
 
+def test_an_answer_stopped_early_on_purpose_is_caught():
+    task = "InferenceTask"
+    full = honest(task, 2).split(" ")
+    cut = " ".join(full[: len(full) * 6 // 10])  # every word right, the last 40% never generated
+    judgement = judge_item(synthetic_round(task, {1: honest(task, 1), 2: cut}), RULES)
+    assert judgement.caught.keys() == {2} and "cut short" in judgement.caught[2]
+    organic = reward_item(item(task, [answer(1, " ".join(exact_text().split(" ")[:10]))]), RULES)
+    assert 0 < organic[1] < 0.5  # organic: the client chose the request; in proportion, never caught
+
+
 def test_copies_are_caught_whoever_answered_first_and_paraphrases_too():
     task = "WebQuestionAnsweringTask"
     original = honest(task, 1, QUESTION)

@@ -13,8 +13,9 @@ same position*, over the longer of the two: an exact answer scores 1, an answer
 cut to half its length ½, one with a third of its words swapped about ⅔, and
 anything padded past the expected end loses the same way. Text that is not
 this request's answer (the source passage, another miner's seed, filler)
-agrees on almost nothing. ``similarity`` tells a paraphrase of some other
-text (words inserted, dropped or changed) from an unrelated one.
+agrees on almost nothing. ``cut_short`` tells an answer stopped early on
+purpose, and ``similarity`` a paraphrase of some other text (words inserted,
+dropped or changed) from an unrelated one.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ def agreement(answer: str, expected: str) -> float:
     if not longer:
         return 0.0
     return sum(1 for a, b in zip(got, want) if a == b) / longer
+
+
+def cut_short(answer: str, expected: str) -> bool:
+    """Whether the answer is the expected one stopped early: every word right, the end missing.
+
+    The builtin generator never stops before its own end, and a stream that
+    breaks is an error, not an answer; so a clean answer that is a strict
+    prefix of the expected one was cut on purpose, to save the work.
+    """
+    got, want = answer.split(), expected.split()
+    return 0 < len(got) < len(want) and want[: len(got)] == got
 
 
 def similarity(answer: str, other: str) -> float:

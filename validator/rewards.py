@@ -24,8 +24,10 @@ The rules (docs/incentive.md has the threat model behind each):
   an answer in another model than the one asked (relabel); a builtin answer
   that agrees with its own request on less than ``junk_below`` (filler,
   passage dumps, stubs) — named a copy when it follows another miner's seed
-  (``copy_similarity``, paraphrases included); the same page twice or a page
-  off the allow-list in web retrieval. Each earns ``-penalty``. Every miner of
+  (``copy_similarity``, paraphrases included); a builtin answer that is its
+  own answer stopped early (truncation: the generator never stops early, and a
+  broken stream is an error, not an answer); the same page twice or a page off
+  the allow-list in web retrieval. Each earns ``-penalty``. Every miner of
   a synthetic round has its own seed, so only the copier's answer fails its
   own request: nobody can be framed, whoever answered first.
 - **Speed.** ``quality × speed_factor``: ``scale / (scale + seconds)``, a
@@ -42,7 +44,7 @@ from typing import Optional
 from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
 from shared.tasks import Task
 
-from .exact_check import BuiltinAnswers, agreement, is_builtin, similarity
+from .exact_check import BuiltinAnswers, agreement, cut_short, is_builtin, similarity
 from .logprob_check import ReferenceModel, ReferenceUnavailable
 from .web_retrieval_reward import WebJudge
 
@@ -89,9 +91,12 @@ def judge_answer(item: ScoringItem, response: MinerResponse, rules: Rules, answe
     if item.task not in ANSWER_TASKS:
         return (0.0 if synthetic else None), None  # no judge for this task here
     if is_builtin(model):
-        quality = agreement(text, answers.text(request, model))
+        expected = answers.text(request, model)
+        quality = agreement(text, expected)
         if synthetic and quality < rules.junk_below:
             return 0.0, copied_from(item, response.uid, text, rules, answers) or "not an answer to its request"
+        if synthetic and cut_short(text, expected):
+            return 0.0, f"cut short: {len(text.split())} of {len(expected.split())} words"
         return quality, None
     if reference is not None and reference.serves(model):
         messages = [m.model_dump() for m in request.messages]
