@@ -21,11 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from miner.backends.builtin import answer_question, generate_tokens  # noqa: E402
+from shared.builtin_generator import answer_question, generate_tokens  # noqa: E402
 from shared.chain import LocalChain  # noqa: E402
 from shared.corpus import Corpus  # noqa: E402
 from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem  # noqa: E402
 from validator.database import Database  # noqa: E402
+from validator.rewards import Rules  # noqa: E402
 from validator.scorer import Scorer  # noqa: E402
 from validator.scores import ScoreBook  # noqa: E402
 from validator.scoring_queue import ScoringQueue  # noqa: E402
@@ -48,7 +49,7 @@ def make_items(count: int, rng: random.Random) -> list[ScoringItem]:
         responses = []
         for uid in range(1, MINERS_PER_ITEM + 1):
             if qa:
-                tokens = answer_question(messages, f"hk{uid}", index, 160)
+                tokens = answer_question(messages, "builtin-small", index, 64)
             else:
                 tokens = generate_tokens(messages, "builtin-small", index, sampling.model_dump())
             responses.append(MinerResponse(uid=uid, hotkey=f"hk{uid}", status="ok", chunks=tokens,
@@ -63,7 +64,7 @@ def scoring_throughput(items: list[ScoringItem], directory: Path) -> float:
     database = Database(directory / "bench.sqlite")
     queue = ScoringQueue(database, max_items=len(items) + 1)
     asyncio.run(queue.put(items))
-    scorer = Scorer(database, queue, ScoreBook(database, alpha=0.1), timeout=10.0, copycat_penalty=2.0)
+    scorer = Scorer(database, queue, ScoreBook(database, alpha=0.1), rules=Rules(penalty=2.0))
     started = time.perf_counter()
     while scorer.score_batch():
         pass

@@ -86,6 +86,7 @@ class LocalSubnet:
         api_ports: Optional[list[int]] = None,
         miner_settings: Optional[list[dict[str, object]]] = None,
         web_port: int = 8093,
+        miner_modules: Optional[list[str]] = None,
     ):
         self.directory = directory.resolve()
         self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
@@ -99,6 +100,8 @@ class LocalSubnet:
         self.validator_settings = {**DEMO_VALIDATOR_SETTINGS, **(validator_settings or {})}
         # Per miner, in the order of ``behaviours``: settings over the defaults (e.g. MINER_MODELS).
         self.miner_settings = miner_settings or [{} for _ in self.behaviours]
+        # Per miner: the module run as ``python -m`` (the tests run dishonest miners built from the reference one).
+        self.miner_modules = miner_modules or ["miner" for _ in self.behaviours]
         self.pages = PageServer(web_port)
         self.processes: dict[str, subprocess.Popen] = {}
         self.members: list[Member] = []
@@ -175,12 +178,15 @@ class LocalSubnet:
         if member.behaviour == "copycat":
             settings["miner_copy_hotkey"] = next(m.hotkey for m in self.members if m.role == "miner")
         settings.update(self.miner_settings[member.uid - 1])
-        return self.spawn(f"miner-{member.uid}-{member.behaviour}", "miner", self._env(member, **settings))
+        return self.spawn(f"miner-{member.uid}-{member.behaviour}", self.miner_modules[member.uid - 1],
+                          self._env(member, **settings))
 
     def start_validator(self) -> subprocess.Popen:
+        # Web retrieval results count only from the local page server: a page a miner hosts itself does not.
+        settings = {"web_allowed_hosts": f"127.0.0.1:{self.pages.port}", **self.validator_settings}
         return self.spawn("validator", "validator", self._env(
             self.member("validator"), validator_port=self.validator_port, metagraph_sync_seconds=2,
-            availability_poll_seconds=3, web_fetch_allow_private=True, **self.validator_settings))
+            availability_poll_seconds=3, web_fetch_allow_private=True, **settings))
 
     def start_api(self) -> list[subprocess.Popen]:
         validator = self.member("validator")

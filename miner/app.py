@@ -109,8 +109,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
         app.state.verifier = AnyProtocolVerifier(  # btauth/1 or Epistula, as each request is signed
             hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
         )
-        style = settings.miner_copy_hotkey if settings.miner_behaviour == "copycat" else hotkey
-        app.state.backend = open_backend(settings, session, style, pool)
+        app.state.backend = open_backend(settings, session, pool=pool, copies=settings.miner_behaviour == "copycat")
         app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)
         app.state.web_index = None
         if WEB_RETRIEVAL_TASK in settings.tasks:

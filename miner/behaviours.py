@@ -4,9 +4,10 @@
 - ``noisy``: the same stream with about 30% of its words swapped, chosen
   deterministically from the request, so it always differs from ``good``.
 - ``slow``: waits ``SLOW_FIRST_CHUNK_SECONDS`` before the first chunk.
-- ``copycat``: answers what the miner whose hotkey is ``MINER_COPY_HOTKEY``
-  answers (the builtin backend words answers by hotkey), a little later — a
-  cheat that the validator must catch.
+- ``copycat``: answers a little later, and as if it had been sent a neighbouring
+  seed (``miner.backends.builtin``): under the validator's per-miner seeds that
+  is what an answer copied from another miner looks like — a cheat that the
+  validator must catch.
 - ``broken``: per request (deterministically, from its seed and messages)
   either answers 500 at once, or sends the first chunk and then cuts the
   connection. A non-streamed request gets a 500 in both cases.
@@ -24,8 +25,9 @@ import json
 import re
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from shared.builtin_generator import VOCABULARY, DigestNumbers
+
 from .backends.base import ChoiceStream
-from .backends.builtin import VOCABULARY, DigestNumbers
 from .errors import MinerError
 from .sse import CutConnection
 from .web_behaviours import shape_results

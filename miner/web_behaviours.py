@@ -19,7 +19,7 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from .backends.builtin import VOCABULARY
+from shared.builtin_generator import VOCABULARY
 
 if TYPE_CHECKING:
     from .web_index import WebIndex

@@ -8,19 +8,15 @@ bodies live in ``api/`` because only the API speaks them.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-TASKS = (
-    "InferenceTask",
-    "WebQuestionAnsweringTask",
-    "ProgrammingTask",
-    "WebRetrievalTask",
-    "MultiStepReasoningTask",
-)
-DEFAULT_TASK = "InferenceTask"
-WEB_RETRIEVAL_TASK = "WebRetrievalTask"
+from .tasks import TASKS, Task  # noqa: F401 (TASKS is re-exported: both processes read it from here)
+
+DEFAULT_TASK = Task.INFERENCE.value
+WEB_RETRIEVAL_TASK = Task.WEB_RETRIEVAL.value
 
 
 class SamplingParameters(BaseModel):
@@ -142,6 +138,23 @@ class ScoringItem(BaseModel):
     # Web retrieval items: the query and how many results were asked of each miner.
     search_query: Optional[str] = None
     n_results: Optional[int] = Field(None, ge=1, le=20)
+    # Synthetic rounds: each miner's own request (its own seed and prompt), so that an answer copied from
+    # another miner answers the wrong request. Absent for organic items: every miner got ``request``.
+    requests_by_uid: Optional[dict[int, MinerChatRequest]] = None
+    # Organic items: a hash of the API key that asked (``shared.schemas.key_id``), so the validator can cap
+    # what one key's traffic may do to a miner's score.
+    key_id: Optional[str] = Field(None, max_length=64)
+
+    def request_for(self, uid: int) -> MinerChatRequest:
+        """What this miner was asked: its own request in a synthetic round, else the item's."""
+        if self.requests_by_uid is not None and uid in self.requests_by_uid:
+            return self.requests_by_uid[uid]
+        return self.request
+
+
+def key_id(api_key: str) -> str:
+    """A stable, non-reversible id for an API key: enough to count its traffic, useless to replay it."""
+    return hashlib.sha256(b"scoring-key-id\n" + api_key.encode()).hexdigest()[:32]
 
 
 class ScoringBatch(BaseModel):

@@ -48,10 +48,31 @@ def http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in url)
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def url_key(url: str) -> str:
-    """What two URLs must share to be the same page: scheme and host case-folded, no fragment."""
+    """What two URLs must share to be the same page.
+
+    The scheme (http and https name the same page), the host's case, a default
+    port, a trailing slash, the query and the fragment are all ignored: ``?v=2``
+    or ``#again`` does not make another page out of the same one.
+    """
     parts = urlsplit(url.strip())
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path or "/", parts.query, ""))
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and port != DEFAULT_PORTS.get(parts.scheme.lower()):
+        host = f"{host}:{port}"
+    path = parts.path.rstrip("/") or "/"
+    return urlunsplit(("http", host, path, "", ""))
+
+
+def url_host(url: str) -> str:
+    """``host`` or ``host:port`` (a port only when it is not the scheme's default), lower-case."""
+    return urlsplit(url_key(url)).netloc
 
 
 def parse_result(raw: Any) -> Optional[WebResult]:

@@ -115,6 +115,8 @@ def test_organic_items_are_scored_exactly_once(subnet, signer_for):
             return False
 
     wait_until(all_scored, 30, "the organic items to be scored")
+    item = validator_get(subnet, signer, f"/scoring/items/{ids[0]}")
+    assert len(item["key_id"]) == 32 and "sk-" not in item["key_id"]  # the key, hashed: its traffic can be capped
     stats = validator_get(subnet, signer, "/scoring/stats")  # one snapshot: nothing scored twice, nothing lost
     assert stats["scored"] + stats["pending"] + stats["dropped"] == stats["received"], stats
     assert stats["items_by_source"]["organic"] >= 5

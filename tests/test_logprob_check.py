@@ -1,139 +1,131 @@
-"""Answers from real models, checked against a reference model over real HTTP.
+"""Answers from real models, scored under a reference model over real HTTP.
 
-A small deterministic "model" server stands in for vLLM: for a context it ranks
-a vocabulary (a different ranking per model name), generates greedily, and
-answers ``continue_final_message`` requests with its ``top_logprobs``. An
-honest miner's answer comes from the same model as the reference; a cheap one
-from another model.
+``tiny_model`` is a small language model of our own with real
+log-probabilities (a softmax over hashed logits), served the way vLLM serves
+one: answers sampled with a seed, and ``prompt_logprobs`` for a conversation
+that ends with the miner's answer. An honest miner's answer is sampled from
+the same model as the reference; cheats send another model's words, a stub,
+too much, another prompt's answer, or name a model the reference lacks.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
-import socket
-import threading
 import time
 import urllib.request
 
 import pytest
-from aiohttp import web
+import tiny_model
+from conftest_miner_helpers import aiohttp_thread
 
-from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
-from validator.logprob_check import ReferenceModel, ReferenceUnavailable, continues_with, sample_positions
-from validator.rewards import reward_item
+from localnet.launcher import free_port
+from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
+from validator.logprob_check import ReferenceModel, ReferenceUnavailable, answer_ranks, checked_positions
+from validator.rewards import Rules, judge_item
 
-VOCABULARY = ("stake weights miners validators subnet emission answer model token reply chain block reward "
-              "score speed quality network agree signal honest value time data request server answer").split()
 PROMPT = [{"role": "user", "content": "How do validators rate miners?"}]
-
-
-def ranking(model: str, context: list[str]) -> list[str]:
-    tail = " ".join(context[-2:])
-    return sorted(dict.fromkeys(VOCABULARY), key=lambda w: hashlib.sha256(f"{model}|{tail}|{w}".encode()).digest())
-
-
-def words_of(messages: list[dict]) -> list[str]:
-    return " ".join(str(m.get("content", "")) for m in messages).lower().split()
-
-
-async def chat(request: web.Request) -> web.Response:
-    body = await request.json()
-    model, messages = body["model"], body["messages"]
-    if body.get("continue_final_message"):
-        prefix = messages[-1]["content"]
-        ranked = ranking(model, words_of(messages[:-1]) + prefix.split())[: body.get("top_logprobs", 5)]
-        space = " " if prefix else ""
-        top = [{"token": space + word, "logprob": -float(i)} for i, word in enumerate(ranked)]
-        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": top[0]["token"]},
-                                               "logprobs": {"content": [{**top[0], "top_logprobs": top}]}}]})
-    context, answer = words_of(messages), []
-    for _ in range(body.get("max_tokens", 30)):
-        word = ranking(model, context + answer)[0]
-        answer.append(word)
-    return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": " ".join(answer)},
-                                           "finish_reason": "length"}], "model": model})
+OTHER_PROMPT = [{"role": "user", "content": "Why does stake matter on a subnet?"}]
+SECRET = b"validator secret"
 
 
 @pytest.fixture(scope="module")
 def model_server():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    listening = threading.Event()
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        listening.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert listening.wait(10), "the model server did not start"
-    yield f"http://127.0.0.1:{port}/v1"
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
+    with aiohttp_thread(tiny_model.create_app()) as url:
+        yield url + "/v1"
 
 
-def generate(url: str, model: str, tokens: int = 30) -> str:
-    body = json.dumps({"model": model, "messages": PROMPT, "max_tokens": tokens}).encode()
+def generate(url: str, model: str, messages=PROMPT, seed: int = 1, temperature: float = 0.7,
+             max_tokens: int = 64) -> str:
+    body = json.dumps({"model": model, "messages": messages, "max_tokens": max_tokens, "temperature": temperature,
+                       "seed": seed}).encode()
     request = urllib.request.Request(url + "/chat/completions", method="POST", data=body,
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())["choices"][0]["message"]["content"]
 
 
-def test_positions_are_reproducible_and_include_the_last_word():
-    text = " ".join(f"w{i}" for i in range(50))
-    positions = sample_positions(text, 0.1)
-    assert positions == sample_positions(text, 0.1) and len(positions) == 5
-    assert positions[-1] == text.rindex("w49")
-    assert continues_with(" stake weights", [" stake"]) and not continues_with(" stake", [" miners", " chain"])
+def reference(url: str, **options) -> ReferenceModel:
+    return ReferenceModel(url, models={"real-model"}, top_k=options.pop("top_k", 5), secret=SECRET, **options)
+
+
+def test_the_model_server_reports_a_real_distribution():
+    logprobs = tiny_model.distribution("real-model", "q", [" stake"])
+    assert sum(2.718281828459045 ** lp for lp in logprobs) == pytest.approx(1.0)
+
+
+def test_checked_positions_follow_the_secret_not_the_answer():
+    one = checked_positions(40, 0.25, b"secret-a", "item-1/3")
+    assert one == checked_positions(40, 0.25, b"secret-a", "item-1/3") and len(one) == 10
+    assert one != checked_positions(40, 0.25, b"secret-b", "item-1/3")  # a miner without the secret cannot know
+    assert one != checked_positions(40, 0.25, b"secret-a", "item-2/3")  # nor reuse what it learnt last time
+    assert checked_positions(7, 1.0, b"s", "x") == list(range(7))
+
+
+def test_answer_tokens_are_found_at_the_end_of_the_prompt(model_server):
+    answer = "stake weights miners"
+    entries = tiny_model.prompt_logprobs("real-model", [*PROMPT, {"role": "assistant", "content": answer}], 3)
+    ranks = answer_ranks(entries, answer)
+    assert len(ranks) == 3 and all(r >= 1 for r in ranks)
 
 
 def test_the_reference_agrees_with_its_own_model_and_not_with_another(model_server):
-    reference = ReferenceModel(model_server, models={"real-model"}, top_k=3, share=0.3)
-    honest = generate(model_server, "real-model")
-    cheap = generate(model_server, "cheap-model")
-    assert honest != cheap
-    assert reference.agreement(PROMPT, "real-model", honest) == 1.0
-    assert reference.agreement(PROMPT, "real-model", cheap) < 0.5
+    check = reference(model_server)
+    honest = [generate(model_server, "real-model", seed=s) for s in range(5)]
+    cheap = [generate(model_server, "cheap-model", seed=s) for s in range(5)]
+    score = lambda text, i: check.quality(PROMPT, "real-model", text, max_new_tokens=64, salt=f"r/{i}")  # noqa: E731
+    honest_scores = [score(t, i) for i, t in enumerate(honest)]
+    cheap_scores = [score(t, i) for i, t in enumerate(cheap)]
+    assert min(honest_scores) > 0.55, honest_scores
+    assert sum(cheap_scores) < 0.5 * sum(honest_scores), cheap_scores  # chance agreement only: top 5 of 50 words
 
 
-def item_with(responses: list[MinerResponse]) -> ScoringItem:
-    request = MinerChatRequest(messages=PROMPT, model="real-model", task="InferenceTask", seed=3)
-    return ScoringItem(request_id="r", created_at=time.time(), task="InferenceTask", request=request,
-                       responses=responses)
+def test_truncation_too_long_and_unreadable_answers(model_server):
+    check = reference(model_server, share=1.0)
+    full = generate(model_server, "real-model", temperature=0.0)
+    stub = "".join(tiny_model.tokenize(full)[:2])
+    words = len(tiny_model.tokenize(full))
+    score = lambda text, limit=64: check.quality(PROMPT, "real-model", text, max_new_tokens=limit, salt="s")  # noqa
+    assert score(full) == pytest.approx(1.0)
+    assert score(stub) == pytest.approx(2 / words)  # cut short: in proportion to the reference's own length
+    assert score(full, limit=words - 1) == 0.0  # more tokens than max_new_tokens allowed
+    assert score(" stake" * (tiny_model.CONTEXT + 10)) == 0.0  # longer than the reference's context: 400 → 0
+    assert check.quality(PROMPT, "mystery-model", full, max_new_tokens=64, salt="s") == 0.0  # not served here
+    unknown = ReferenceModel(model_server, models={"gone-model"}, secret=SECRET)
+    assert unknown.quality(PROMPT, "gone-model", full, max_new_tokens=64, salt="s") == 0.0  # the server says 404
 
 
-def answer(uid: int, text: str, status: str = "ok") -> MinerResponse:
-    return MinerResponse(uid=uid, hotkey=f"hk{uid}", status=status, chunks=[text] if text else [], timings=[0.2],
-                         model="real-model")
+def test_another_prompts_answer_does_not_pass(model_server):
+    check = reference(model_server)
+    theirs = generate(model_server, "real-model", messages=OTHER_PROMPT, seed=3)
+    ours = generate(model_server, "real-model", messages=PROMPT, seed=3)
+    copied = check.quality(PROMPT, "real-model", theirs, max_new_tokens=64, salt="c")
+    assert copied < 0.5 * check.quality(PROMPT, "real-model", ours, max_new_tokens=64, salt="c")
+
+
+def synthetic_item(answers: dict[int, tuple[str, str]], model: str = "real-model") -> ScoringItem:
+    requests = {uid: MinerChatRequest(messages=PROMPT, model=model, task="InferenceTask", seed=uid,
+                                      sampling_parameters=SamplingParameters(max_new_tokens=64)) for uid in answers}
+    responses = [MinerResponse(uid=uid, hotkey=f"hk{uid}", status=status, chunks=[text] if text else [],
+                               timings=[0.2], model=model) for uid, (text, status) in answers.items()]
+    return ScoringItem(request_id="r", source="synthetic", created_at=time.time(), task="InferenceTask",
+                       request=requests[min(answers)], responses=responses, requests_by_uid=requests)
 
 
 def test_rewards_from_the_reference(model_server):
-    reference = ReferenceModel(model_server, models={"real-model"}, top_k=3, share=0.3)
-    honest, cheap = generate(model_server, "real-model"), generate(model_server, "cheap-model")
-    rewards = reward_item(item_with([answer(1, honest), answer(2, honest), answer(3, cheap), answer(4, "", "error")]),
-                          timeout=10.0, copycat_penalty=2.0, reference=reference)
-    assert rewards[1] == rewards[2] == pytest.approx(0.99)  # the same model and seed may agree: not copy-cats
+    check = reference(model_server)
+    honest, cheap = generate(model_server, "real-model", seed=1), generate(model_server, "cheap-model", seed=1)
+    rewards = judge_item(synthetic_item({1: (honest, "ok"), 2: (honest, "ok"), 3: (cheap, "ok"), 4: ("", "error")}),
+                         Rules(), reference=check).rewards
+    assert rewards[1] == rewards[2] > 0.6  # the same model may well give the same words
     assert rewards[3] < 0.5 * rewards[1]
     assert rewards[4] == 0.0
 
 
-def test_no_verdict_when_the_reference_is_down():
-    reference = ReferenceModel("http://127.0.0.1:9/v1", models={"real-model"}, timeout=1.0)
+def test_no_verdict_only_when_the_reference_itself_fails():
+    down = ReferenceModel(f"http://127.0.0.1:{free_port()}/v1", models={"real-model"}, timeout=1.0)
     with pytest.raises(ReferenceUnavailable):
-        reference.next_tokens(PROMPT, "real-model", "")
-    assert reward_item(item_with([answer(1, "stake weights")]), timeout=10.0, copycat_penalty=2.0,
-                       reference=reference) == {}
-    unknown = ReferenceModel("http://127.0.0.1:9/v1", models={"other-model"})
-    assert reward_item(item_with([answer(1, "stake weights")]), timeout=10.0, copycat_penalty=2.0,
-                       reference=unknown) == {}
+        down.ranks(PROMPT, "real-model", "stake weights")
+    assert judge_item(synthetic_item({1: ("stake weights", "ok")}), Rules(), reference=down).rewards == {}
+    elsewhere = ReferenceModel(f"http://127.0.0.1:{free_port()}/v1", models={"other-model"})
+    # a model the reference does not serve is not the validator's failure: the answer earns 0
+    assert judge_item(synthetic_item({1: ("stake weights", "ok")}), Rules(), reference=elsewhere).rewards == {1: 0.0}

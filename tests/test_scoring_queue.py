@@ -12,6 +12,7 @@ import time
 from miner.backends.builtin import generate_tokens
 from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
 from validator.database import Database
+from validator.rewards import Rules
 from validator.scorer import Scorer
 from validator.scores import ScoreBook
 from validator.scoring_queue import ScoringQueue
@@ -51,7 +52,7 @@ def test_items_survive_a_restart_as_they_were_put(tmp_path):
     queue = ScoringQueue(database, max_items=100)
     assert [item for _, item in queue.take(10)] == items
     book = ScoreBook(database, alpha=0.5)
-    assert Scorer(database, queue, book, timeout=10.0, copycat_penalty=2.0).score_batch() == 5
+    assert Scorer(database, queue, book, rules=Rules(penalty=2.0)).score_batch() == 5
     assert book.rewards[1] == 5 and book.last_reward[1] > 0.9  # every answer was exact
     assert queue.take(10) == []
 
@@ -64,7 +65,7 @@ def test_overflow_drops_the_oldest_and_only_the_newest_are_scored(tmp_path):
     assert (first.dropped, second.dropped) == (0, 2)
     assert [item.request_id for _, item in queue.take(10)] == ["r2", "r3", "r4"]
     book = ScoreBook(database, alpha=0.5)
-    assert Scorer(database, queue, book, timeout=10.0, copycat_penalty=2.0).score_batch() == 3
+    assert Scorer(database, queue, book, rules=Rules(penalty=2.0)).score_batch() == 3
     assert book.rewards[1] == 3 and not queue.handoff  # nothing dropped or scored is held in memory
     stats = asyncio.run(queue.stats())
     assert (stats["received"], stats["dropped"], stats["scored"], stats["pending"]) == (5, 2, 3, 0)
@@ -74,7 +75,7 @@ async def test_racing_writers_and_the_scorer_score_every_item_once(tmp_path):
     database = Database(tmp_path / "validator.sqlite")
     queue = ScoringQueue(database, max_items=10_000)
     book = ScoreBook(database, alpha=0.1)
-    scorer = Scorer(database, queue, book, timeout=10.0, copycat_penalty=2.0, batch_size=25)
+    scorer = Scorer(database, queue, book, rules=Rules(penalty=2.0), batch_size=25)
     ids = [f"req-{i}" for i in range(300)]
     # Two API workers forward overlapping batches (a retried send repeats part of the last one).
     batches = [[organic(request_id) for request_id in ids[start:start + 40]] for start in range(0, 300, 30)]

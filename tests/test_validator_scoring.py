@@ -1,22 +1,25 @@
-"""Reward models, the score book, the scorer and the weight setter, on real SQLite and real chains."""
+"""Reward rules, the score book, organic bounds, the scorer and the weight setter, on real SQLite and real chains."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
+from typing import Optional
 
 import bittensor as bt
 import pytest
 from fake_substrate import FakeNeuron, FakeSubstrate
 
-from miner.backends.builtin import answer_question, generate_tokens
+from shared.builtin_generator import generate_tokens
 from shared.chain import LocalChain, Neuron, SubnetState
 from shared.chain.bittensor_chain import BittensorChain
 from shared.corpus import Corpus
-from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem
+from shared.schemas import MinerChatRequest, MinerResponse, SamplingParameters, ScoringItem, key_id
 from validator.database import Database
-from validator.rewards import BuiltinAnswers, CopyVerdict, find_copies, reward_item
+from validator.exact_check import BuiltinAnswers, expected_text
+from validator.organic import OrganicEvidence
+from validator.rewards import Rules, judge_item, reward_item, speed_factor
 from validator.scorer import Scorer
 from validator.scores import ScoreBook
 from validator.scoring_queue import ScoringQueue
@@ -43,57 +46,114 @@ def item(task: str, responses: list[MinerResponse], content: str = MESSAGES[0]["
                        responses=responses)
 
 
+def synthetic_round(task: str, texts: dict[int, str], content: str = MESSAGES[0]["content"],
+                    seconds: Optional[dict[int, float]] = None, model: str = "builtin-small") -> ScoringItem:
+    """A synthetic round in which uid u was sent seed 100 + u, answered with ``texts[u]``."""
+    requests = {uid: MinerChatRequest(messages=[{"role": "user", "content": content}], model="builtin-small",
+                                      task=task, seed=100 + uid, sampling_parameters=SAMPLING) for uid in texts}
+    responses = [answer(uid, text, (seconds or {}).get(uid, 0.1), model=model) for uid, text in texts.items()]
+    return ScoringItem(request_id="round", source="synthetic", created_at=time.time(), task=task,
+                       request=requests[min(texts)], responses=responses, requests_by_uid=requests)
+
+
+def honest(task: str, uid: int, content: str = MESSAGES[0]["content"]) -> str:
+    """What an honest builtin miner answers to uid's request of ``synthetic_round``."""
+    request = MinerChatRequest(messages=[{"role": "user", "content": content}], model="builtin-small", task=task,
+                               seed=100 + uid, sampling_parameters=SAMPLING)
+    return expected_text(request, "builtin-small")
+
+
 def exact_text() -> str:
     return "".join(generate_tokens(MESSAGES, "builtin-small", 5, SAMPLING.model_dump()))
 
 
-def test_inference_reward_is_exact_agreement_times_speed():
+RULES = Rules(penalty=2.0)
+QUESTION = Corpus.load().passages[14].questions[0]
+
+
+def test_inference_reward_is_agreement_with_the_exact_answer_times_speed():
     right = exact_text()
-    wrong = right.replace(right.split()[2], "banana", 1)
-    rewards = reward_item(item("InferenceTask", [answer(1, right, 0.1), answer(2, right, 5.0), answer(3, wrong),
-                                                 answer(4, "", status="error"), answer(5, right, status="timeout")]),
-                          timeout=10.0, copycat_penalty=2.0)
-    assert rewards[1] == pytest.approx(0.995)
-    assert rewards[2] == pytest.approx(0.75)
-    assert rewards[3] == rewards[4] == rewards[5] == 0.0
+    words = right.split(" ")
+    one_wrong = right.replace(words[2], "banana", 1)
+    half = " ".join(words[: len(words) // 2])
+    rewards = reward_item(item("InferenceTask", [answer(1, right, 0.1), answer(2, right, 5.0), answer(3, one_wrong),
+                                                 answer(4, "", status="error"), answer(5, right, status="timeout"),
+                                                 answer(6, half), answer(7, right + " and some padding")]), RULES)
+    assert rewards[1] == pytest.approx(5 / 5.1)
+    assert rewards[2] == pytest.approx(0.5)  # the speed factor halves at 5 s
+    assert rewards[3] == pytest.approx((len(words) - 1) / len(words) * 5 / 5.1)  # one word in n wrong: 1/n less
+    assert rewards[4] == rewards[5] == 0.0
+    assert rewards[6] == pytest.approx(len(words) // 2 / len(words) * 5 / 5.1)  # cut short: in proportion
+    assert rewards[7] < rewards[1]  # padding past the end counts against it the same way
+
+
+def test_speed_costs_at_least_15_percent_at_1_5_seconds():
+    fast, slow = answer(1, "x", seconds=0.05), answer(2, "x", seconds=1.5)
+    assert speed_factor(slow, RULES) <= 0.85 * speed_factor(fast, RULES)
+    assert speed_factor(answer(3, "x", seconds=60.0), RULES) > 0  # a slow right answer still beats a wrong one
 
 
 def test_identical_inference_answers_are_not_copycats():
     right = exact_text()
-    rewards = reward_item(item("InferenceTask", [answer(1, right, 0.1), answer(2, right, 0.2)]),
-                          timeout=10.0, copycat_penalty=2.0)
+    rewards = reward_item(item("InferenceTask", [answer(1, right, 0.1), answer(2, right, 0.2)]), RULES)
     assert rewards[1] > 0.9 and rewards[2] > 0.9
 
 
-def test_question_answering_rewards_relevance_and_punishes_copycats():
-    question = Corpus.load().passages[14].questions[0]
-    messages = [{"role": "user", "content": question}]
-    honest = "".join(answer_question(messages, "hotkey-1", 5, 160))
-    other = "".join(answer_question(messages, "hotkey-2", 5, 160))
-    assert honest != other  # two honest miners word it differently
-    off_topic = "Stake and weights decide how emissions are split among validators on a subnet."
-    rewards = reward_item(item("WebQuestionAnsweringTask", [answer(1, honest, 0.1), answer(2, other, 0.2),
-                                                            answer(3, honest, 0.5), answer(4, off_topic, 0.1)],
-                               content=question),
-                          timeout=10.0, copycat_penalty=2.0)
-    assert rewards[1] > 0.4 and rewards[2] > 0.4
-    assert rewards[3] == -2.0  # the same words as uid 1, later
-    assert rewards[4] < 0.5 * min(rewards[1], rewards[2])
+def test_question_answering_is_judged_against_the_validators_own_answer():
+    task = "WebQuestionAnsweringTask"
+    passage = Corpus.load().passages[14].text
+    texts = {1: honest(task, 1, QUESTION), 2: honest(task, 2, QUESTION), 3: passage,
+             4: " ".join(honest(task, 4, QUESTION).split()[:4])}
+    assert texts[1] != texts[2]  # every miner has its own seed: honest answers differ
+    judgement = judge_item(synthetic_round(task, texts, QUESTION), RULES)
+    assert judgement.rewards[1] > 0.9 and judgement.rewards[2] > 0.9
+    assert judgement.caught.keys() == {3, 4}  # the source passage, a stub: not answers to their requests
+    assert judgement.rewards[3] == judgement.rewards[4] == -2.0
 
 
-def test_identical_answers_within_the_copy_margin_get_no_verdict_and_later_copies_are_still_caught():
-    question = Corpus.load().passages[14].questions[0]
-    messages = [{"role": "user", "content": question}]
-    honest = "".join(answer_question(messages, "hotkey-1", 5, 160))
-    other = "".join(answer_question(messages, "hotkey-2", 5, 160))
-    responses = [answer(1, honest, 0.500), answer(2, honest, 0.480), answer(3, honest, 0.9), answer(4, other, 0.2)]
-    scoring_item = item("WebQuestionAnsweringTask", responses, content=question)
-    copies = find_copies(scoring_item, margin=0.05)
-    assert copies == CopyVerdict(copied={3}, unclear={1, 2})  # 20 ms apart: nobody can tell who copied
-    rewards = reward_item(scoring_item, timeout=10.0, copycat_penalty=2.0)
-    assert set(rewards) == {3, 4} and rewards[3] == -2.0 and rewards[4] > 0.4
-    strict = reward_item(scoring_item, timeout=10.0, copycat_penalty=2.0, copies=find_copies(scoring_item, 0.0))
-    assert strict[1] == strict[3] == -2.0 and strict[2] > 0.4  # no margin: the earlier by 20 ms wins
+def test_an_answer_stopped_early_on_purpose_is_caught():
+    task = "InferenceTask"
+    full = honest(task, 2).split(" ")
+    cut = " ".join(full[: len(full) * 6 // 10])  # every word right, the last 40% never generated
+    judgement = judge_item(synthetic_round(task, {1: honest(task, 1), 2: cut}), RULES)
+    assert judgement.caught.keys() == {2} and "cut short" in judgement.caught[2]
+    organic = reward_item(item(task, [answer(1, " ".join(exact_text().split(" ")[:10]))]), RULES)
+    assert 0 < organic[1] < 0.5  # organic: the client chose the request; in proportion, never caught
+
+
+def test_copies_are_caught_whoever_answered_first_and_paraphrases_too():
+    task = "WebQuestionAnsweringTask"
+    original = honest(task, 1, QUESTION)
+    paraphrase = original.replace(original.split()[3], original.split()[3] + "s", 1).replace(" the ", " a ", 1)
+    texts = {1: original, 2: original, 3: paraphrase, 4: honest(task, 4, QUESTION)}
+    # uid 2 copies uid 1 and answers *first*; uid 3 changes a few characters; uid 4 is slow and honest
+    judgement = judge_item(synthetic_round(task, texts, QUESTION, seconds={1: 1.5, 2: 0.01, 3: 0.02, 4: 3.0}), RULES)
+    assert set(judgement.caught) == {2, 3}
+    assert "uid 1" in judgement.caught[2] and "uid 1" in judgement.caught[3]
+    assert judgement.rewards[1] > 0.7 and judgement.rewards[4] > 0.5  # arrival order frames nobody
+
+
+def test_framing_with_the_slow_miners_words_is_impossible():
+    task = "InferenceTask"
+    slow = honest(task, 1)
+    # the framer cannot know uid 1's seed; its best guess is the answer to the shared prompt's usual seed
+    guess = expected_text(MinerChatRequest(messages=MESSAGES, model="builtin-small", task=task, seed=5,
+                                           sampling_parameters=SAMPLING), "builtin-small")
+    judgement = judge_item(synthetic_round(task, {1: slow, 2: guess}, seconds={1: 1.5, 2: 0.01}), RULES)
+    assert judgement.caught.keys() == {2} and judgement.rewards[1] > 0.7
+
+
+def test_an_answer_in_another_model_than_asked_is_caught_and_unjudgeable_models_earn_nothing():
+    task = "InferenceTask"
+    relabelled = synthetic_round(task, {1: honest(task, 1), 2: "anything at all"})
+    relabelled.responses[1] = relabelled.responses[1].model_copy(update={"model": "mystery-model"})
+    judgement = judge_item(relabelled, RULES)
+    assert judgement.caught.keys() == {2} and judgement.rewards[1] > 0.9
+    unknown = synthetic_round(task, {1: "words"})
+    for request in unknown.requests_by_uid.values():
+        request.model = "mystery-model"
+    unknown.responses[0] = unknown.responses[0].model_copy(update={"model": "mystery-model"})
+    assert judge_item(unknown, RULES).rewards == {1: 0.0}  # nobody here can judge it: 0, not "no verdict"
 
 
 def test_remembered_builtin_answers_are_what_the_generator_gives_for_that_very_request():
@@ -101,6 +161,7 @@ def test_remembered_builtin_answers_are_what_the_generator_gives_for_that_very_r
     base = {"messages": MESSAGES, "model": "builtin-small", "task": "InferenceTask", "seed": 5,
             "sampling_parameters": SAMPLING.model_dump()}
     variants = [base, {**base, "seed": 6}, {**base, "model": "builtin-large"},
+                {**base, "task": "WebQuestionAnsweringTask"},
                 {**base, "messages": [{"role": "user", "content": "Something else entirely."}]},
                 {**base, "messages": [{"role": "system", "content": "Be brief."}, *MESSAGES]},
                 {**base, "messages": [{"role": "user", "content": [{"type": "text", "text": "In parts."}]}]}]
@@ -109,11 +170,7 @@ def test_remembered_builtin_answers_are_what_the_generator_gives_for_that_very_r
     for _ in range(2):  # the second round is served from memory
         for fields in variants:
             request = MinerChatRequest(**fields)
-            scoring_item = ScoringItem(request_id="r", created_at=0.0, task="InferenceTask", request=request,
-                                       responses=[answer(1, "x")])
-            expected = "".join(generate_tokens([m.model_dump() for m in request.messages], request.model,
-                                               request.seed, request.sampling_parameters.model_dump()))
-            assert answers.text(scoring_item, request.model) == expected, fields
+            assert answers.text(request, request.model) == expected_text(request, request.model), fields
     assert (answers.misses, answers.hits) == (len(variants), len(variants))
 
 
@@ -121,10 +178,61 @@ def test_remembered_builtin_answers_are_bounded():
     answers = BuiltinAnswers(size=2)
     items = [item("InferenceTask", [answer(1, "x")], content=f"question {i}") for i in range(3)]
     for scoring_item in items:
-        answers.text(scoring_item, "builtin-small")
+        answers.text(scoring_item.request, "builtin-small")
     assert len(answers.texts) == 2
-    answers.text(items[0], "builtin-small")  # the least recently used went first
+    answers.text(items[0].request, "builtin-small")  # the least recently used went first
     assert (answers.misses, answers.hits) == (4, 0)
+
+
+def test_a_miner_is_scored_on_the_whole_task_mix(tmp_path):
+    book = ScoreBook(Database(tmp_path / "v.sqlite"), alpha=1.0,
+                     task_weights={"InferenceTask": 0.4, "WebQuestionAnsweringTask": 0.4, "WebRetrievalTask": 0.2})
+    book.apply({1: ("hotkey-1", 1.0), 2: ("hotkey-2", 1.0)}, "InferenceTask")  # 2 serves inference only
+    book.apply({1: ("hotkey-1", 0.9)}, "WebQuestionAnsweringTask")
+    book.apply({1: ("hotkey-1", 0.5)}, "WebRetrievalTask")
+    assert book.scores[1] == pytest.approx(0.4 + 0.36 + 0.1) and book.scores[2] == pytest.approx(0.4)
+    assert book.apply({1: ("hotkey-1", 1.0)}, "ProgrammingTask") == []  # not in the mix: not counted
+
+
+def test_no_api_key_can_move_a_miner_by_more_than_the_organic_bound(tmp_path):
+    database = Database(tmp_path / "v.sqlite")
+    book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 1.0})
+    book.apply({1: ("hotkey-1", 1.0), 2: ("hotkey-2", 1.0)}, "InferenceTask")
+    evidence = OrganicEvidence(database, bound=0.1, alpha=0.5, per_key_cap=20, per_miner_cap=50, window=60)
+    before = float(book.scores[1])
+    counted = 0
+    for i in range(1000):  # one key hammers uid 1 with requests it fails
+        factor = evidence.add(1, "hotkey-1", "griefer", 0.0, now=1000.0 + i * 0.001)
+        if factor is not None:
+            counted += 1
+            book.set_organic_factor(1, "hotkey-1", factor)
+    assert counted == 20  # the per-key cap
+    assert book.scores[1] >= 0.9 * before - 1e-9  # the bound, however many requests
+    for i in range(1000):  # many keys, each within its cap: the per-miner cap and the bound still hold
+        evidence.add(1, "hotkey-1", f"key-{i}", 0.0, now=1000.5)
+    assert evidence.factor(1) >= 0.9
+    for i in range(100):  # a miner's owner sends itself perfect traffic: organic evidence never raises a score
+        assert evidence.add(2, "hotkey-2", "owner", 1.0, now=5000.0 + i) in (None, 1.0)
+
+
+def test_organic_answers_to_unadvertised_tasks_or_models_are_not_held_against_the_miner(tmp_path):
+    database = Database(tmp_path / "v.sqlite")
+    queue = ScoringQueue(database, max_items=100)
+    book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 1.0})
+    evidence = OrganicEvidence(database, bound=0.1, alpha=0.5, per_key_cap=20, per_miner_cap=50, window=60)
+    scorer = Scorer(database, queue, book, rules=RULES, organic=evidence,
+                    advertises=lambda uid, task, model: model in (None, "builtin-small"))
+    pinned = item("InferenceTask", [answer(1, "", status="error")], request_id="pinned")
+    pinned.request.model = "a-model-it-never-offered"
+    pinned.key_id = key_id("sk-griefer")
+    fair = item("InferenceTask", [answer(1, "", status="error")], request_id="fair")
+    fair.key_id = key_id("sk-griefer")
+    asyncio.run(queue.put([pinned]))
+    scorer.score_batch()
+    assert evidence.factor(1) == 1.0
+    asyncio.run(queue.put([fair]))
+    scorer.score_batch()
+    assert 0.9 <= evidence.factor(1) < 1.0  # a fair request it failed counts, within the bound
 
 
 def test_a_few_rewards_at_a_time_blend_exactly_like_many_at_once(tmp_path):
@@ -168,7 +276,7 @@ def test_each_item_is_scored_once(tmp_path):
     database = Database(tmp_path / "validator.sqlite")
     queue = ScoringQueue(database, max_items=100)
     book = ScoreBook(database, alpha=0.1)
-    scorer = Scorer(database, queue, book, timeout=10.0, copycat_penalty=2.0)
+    scorer = Scorer(database, queue, book, rules=RULES)
     organic = item("InferenceTask", [answer(1, exact_text())], request_id="organic-1")
     asyncio.run(queue.put([organic]))
     assert scorer.score_batch() == 1
@@ -239,13 +347,32 @@ async def test_weights_reach_the_bittensor_chain_with_the_right_uids(tmp_path, m
 def test_a_caught_copycat_restarts_from_the_penalty(tmp_path):
     database = Database(tmp_path / "validator.sqlite")
     queue = ScoringQueue(database, max_items=100)
-    book = ScoreBook(database, alpha=0.1)
-    book.apply({uid: (HOTKEYS[uid], 0.9) for uid in (1, 3)})
+    book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 0.5, "WebQuestionAnsweringTask": 0.5})
+    for task in ("InferenceTask", "WebQuestionAnsweringTask"):
+        book.apply({uid: (HOTKEYS[uid], 0.9) for uid in (1, 3)}, task)
     before = float(book.scores[3])
-    question = Corpus.load().passages[14].questions[0]
-    honest = "".join(answer_question([{"role": "user", "content": question}], "hotkey-1", 5, 160))
-    asyncio.run(queue.put([item("WebQuestionAnsweringTask", [answer(1, honest, 0.1), answer(3, honest, 0.4)],
-                                content=question, request_id="copied")]))
-    Scorer(database, queue, book, timeout=10.0, copycat_penalty=2.0).score_batch()
-    assert before > 0 and book.scores[3] == -2.0  # not an average that a few good rounds wash out
-    assert book.scores[1] > before  # the miner that answered first is rewarded as usual
+    task = "WebQuestionAnsweringTask"
+    copied = synthetic_round(task, {1: honest(task, 1, QUESTION), 3: honest(task, 1, QUESTION)}, QUESTION)
+    asyncio.run(queue.put([copied]))
+    Scorer(database, queue, book, rules=RULES).score_batch()
+    assert before > 0 and book.scores[3] == -2.0  # every task restarts: not an average a few good rounds wash out
+    assert book.scores[1] > before  # the miner that was copied is rewarded as usual
+
+
+def test_the_validator_does_not_import_the_miner():
+    import subprocess
+    import sys
+
+    code = ("import sys, validator.app, validator.__main__; "
+            "print(sorted(m for m in sys.modules if m == 'miner' or m.startswith('miner.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]", out
+
+
+def test_task_is_a_string_enum():
+    from shared.tasks import TASKS, Task
+
+    assert Task.INFERENCE == "InferenceTask" and "WebRetrievalTask" in TASKS
+    assert ScoringItem(request_id="x", created_at=0.0, task=Task.WEB_QUESTION_ANSWERING,
+                       request=MinerChatRequest(messages=MESSAGES), responses=[answer(1, "x")]
+                       ).model_dump_json().count('"WebQuestionAnsweringTask"') == 1

@@ -28,7 +28,8 @@ from shared.auth import Signer
 from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
 from shared.wallet import ensure_wallet, load_hotkey
 from shared.web_check import PageFetcher, content_on_page, page_text, parse_result
-from validator.rewards import reward_item
+from validator.rewards import Rules, judge_item, reward_item
+from validator.web_retrieval_reward import WebJudge
 
 QUERY = "Why does a validator need a permit?"
 
@@ -96,36 +97,60 @@ def test_demo_behaviours_break_results_the_way_they_say(index):
     assert not any(content_on_page(r["content"], got[r["url"]]) for r in noisy)  # ...but not what the page says
 
 
-def web_item(answers: dict[int, object], n_results: int = 2) -> ScoringItem:
+def web_item(answers: dict[int, object], n_results: int = 2, source: str = "organic") -> ScoringItem:
     responses = [MinerResponse(uid=uid, hotkey=f"hk-{uid}", status="ok" if results is not None else "error",
                                results=results, timings=[0.5]) for uid, results in answers.items()]
-    return ScoringItem(request_id="web-1", task="WebRetrievalTask", created_at=time.time(),
+    return ScoringItem(request_id="web-1", source=source, task="WebRetrievalTask", created_at=time.time(),
                        request=MinerChatRequest(messages=[{"role": "user", "content": QUERY}], task="WebRetrievalTask"),
                        responses=responses, search_query=QUERY, n_results=n_results)
+
+
+def judge(**options) -> WebJudge:
+    return WebJudge(PageFetcher(timeout=3, allow_private=True), **options)
 
 
 def test_validator_reward_reads_the_pages(index):
     good = index.search(QUERY, 2)
     answers = {
         1: good,
-        2: [good[0], good[0]],  # the same page twice counts once
+        2: [good[0], good[0]],  # the same page twice: gaming the count
         3: shape_results("junk_urls", good, QUERY, index),
         4: shape_results("off_page", good, QUERY, index),
         5: shape_results("noisy", good, QUERY, index),
         6: None,  # failed
         7: [{"url": 1}, "garbage"],
+        8: good[:1],  # the page that answers, alone
+        9: good[1:],  # a true page, on topic, that does not answer
     }
-    rewards = reward_item(web_item(answers), timeout=10.0, copycat_penalty=2.0,
-                          web=PageFetcher(timeout=3, allow_private=True))
-    assert rewards[1] > 0.7
-    assert 0 < rewards[2] < 0.6 * rewards[1]
-    assert rewards[3] == rewards[4] == rewards[5] == rewards[6] == rewards[7] == 0.0
+    rewards = reward_item(web_item(answers), web=judge())
+    assert rewards[1] > 0.5 and rewards[8] == pytest.approx(0.5 * 5 / 5.5)  # half the results, full marks each
+    assert 0 < rewards[9] <= 0.5 * rewards[8]
+    assert rewards[2] == rewards[3] == rewards[4] == rewards[5] == rewards[6] == rewards[7] == 0.0
     chat_style = web_item({1: None})  # a chat answer: the JSON list as text
     chat_style.responses[0] = MinerResponse(uid=1, hotkey="hk-1", status="ok", chunks=[json.dumps(good)],
                                             timings=[0.5])
-    assert reward_item(chat_style, timeout=10.0, copycat_penalty=2.0,
-                       web=PageFetcher(timeout=3, allow_private=True))[1] == pytest.approx(rewards[1])
-    assert reward_item(web_item(answers), timeout=10.0, copycat_penalty=2.0) == {}  # no fetcher: no verdict
+    assert reward_item(chat_style, web=judge())[1] == pytest.approx(rewards[1])
+    assert reward_item(web_item(answers)) == {}  # no fetcher: no verdict
+
+
+def test_duplicate_urls_self_hosted_pages_and_page_farms_are_caught(index, pages):
+    good = index.search(QUERY, 3)
+    other_host = pages.base_url.replace("127.0.0.1", "localhost")
+    answers = {
+        1: good,
+        2: [good[0], {**good[0], "url": good[0]["url"].replace("http://", "HTTPS://") + "?v=2#top"}],
+        3: [{**good[0], "url": good[0]["url"].replace(pages.base_url, other_host)}],  # the same page, elsewhere
+        4: good[:1] * 1 + [{**good[0], "url": good[0]["url"] + "/"}],  # a trailing slash is the same page too
+    }
+    allowed = judge(allowed_hosts=[pages.base_url.split("//")[1]])
+    judgement = judge_item(web_item(answers, n_results=3, source="synthetic"), Rules(penalty=2.0), web=allowed)
+    assert set(judgement.caught) == {2, 3, 4}
+    assert judgement.rewards[2] == judgement.rewards[3] == judgement.rewards[4] == -2.0
+    assert judgement.rewards[1] > 0.4
+    # without an allow-list the copy on another host is a true page, but a per-host cap bounds a farm on one host
+    capped = judge(max_per_host=1)
+    rewards = reward_item(web_item({1: good, 3: answers[3]}, n_results=3), web=capped)
+    assert rewards[1] == pytest.approx(rewards[3])  # only one result per host counts: the answering page
 
 
 # -- the miner's /web_retrieval ---------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import gc
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Optional
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from loguru import logger
@@ -40,11 +40,13 @@ from . import metrics, probes
 from .availability import AvailabilityPoller
 from .database import Database
 from .directory import build_directory
+from .organic import OrganicEvidence
 from .scorer import Scorer
 from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
-from .settings import ValidatorSettings
-from .synthetic import SyntheticLoop, parse_mix
+from .settings import ValidatorSettings, parse_mix
+from .synthetic import SyntheticLoop
+from .web_retrieval_reward import WebJudge
 from .weights import WeightSetter
 
 
@@ -87,13 +89,22 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         app.state.poller = AvailabilityPoller(client, settings.availability_timeout)
         database = Database(settings.database_path)
         app.state.queue = ScoringQueue(database, settings.scoring_queue_max)
-        app.state.book = ScoreBook(database, settings.score_alpha)
-        web = PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
-                          allow_private=settings.web_fetch_allow_private)
+        app.state.book = ScoreBook(database, settings.score_alpha, settings.task_weights())
+        web = WebJudge(PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
+                                   allow_private=settings.web_fetch_allow_private),
+                       allowed_hosts=settings.allowed_web_hosts, max_per_host=settings.web_max_results_per_host)
         reference = settings.reference_model()
-        scorer = Scorer(database, app.state.queue, app.state.book, timeout=settings.synthetic_timeout,
-                        copycat_penalty=settings.copycat_penalty, copy_margin=settings.copy_margin_seconds, web=web,
-                        reference=reference)
+        organic = OrganicEvidence(database, bound=settings.organic_bound, alpha=settings.organic_alpha,
+                                  per_key_cap=settings.organic_per_key_cap,
+                                  per_miner_cap=settings.organic_per_miner_cap, window=settings.organic_window_seconds)
+        poller = app.state.poller
+
+        def advertises(uid: int, task: str, model: Optional[str]) -> bool:
+            record = poller.records.get(uid)
+            return record is not None and record.availability is not None and record.availability.serves(task, model)
+
+        scorer = Scorer(database, app.state.queue, app.state.book, rules=settings.rules(), web=web,
+                        reference=reference, organic=organic, advertises=advertises)
         synthetic = SyntheticLoop(client, app.state.poller, mix=parse_mix(settings.task_mix),
                                   sample_size=settings.synthetic_sample_size, timeout=settings.synthetic_timeout,
                                   interval=settings.synthetic_interval_seconds,

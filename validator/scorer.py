@@ -1,46 +1,78 @@
 """Score what waits in the queue, once, and keep the moving averages.
 
 Each pass takes a batch of unscored items (organic and synthetic alike),
-computes their rewards off the event loop, blends them into the score book,
-and — in one transaction — saves the changed scores and marks the items
-scored. An item is therefore scored exactly once, even across a crash.
+judges them (``validator.rewards``) off the event loop, and — in one
+transaction — saves the changed scores and marks the items scored. An item is
+therefore scored exactly once, even across a crash.
+
+- Synthetic rewards go into the task's moving average (``validator.scores``).
+  A caught miner (copy, relabel, junk, gamed web results) restarts every task
+  average at ``-penalty``: one catch outweighs the rewards in between.
+- Organic rewards only feed the bounded organic factor (``validator.organic``),
+  and only for tasks and models the miner advertises (``advertises``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Optional
+import time
+from typing import Callable, Optional
 
 from loguru import logger
 
-from shared.corpus import Corpus
-from shared.web_check import PageFetcher
+from shared.schemas import ScoringItem
 
 from .database import Database
+from .exact_check import BuiltinAnswers
 from .logprob_check import ReferenceModel
-from .rewards import COPY_MARGIN_SECONDS, BuiltinAnswers, find_copies, reward_item
+from .organic import OrganicEvidence
+from .rewards import Rules, judge_item
 from .scores import ScoreBook
 from .scoring_queue import ScoringQueue
+from .web_retrieval_reward import WebJudge
 
 KEEP_SCORED_ITEMS = 50_000
+Advertises = Callable[[int, str, Optional[str]], bool]  # (uid, task, model) → does the miner say it serves it?
 
 
 class Scorer:
-    def __init__(self, database: Database, queue: ScoringQueue, book: ScoreBook, *, timeout: float,
-                 copycat_penalty: float, copy_margin: float = COPY_MARGIN_SECONDS, batch_size: int = 200,
-                 web: Optional[PageFetcher] = None, reference: Optional[ReferenceModel] = None):
+    def __init__(self, database: Database, queue: ScoringQueue, book: ScoreBook, *, rules: Optional[Rules] = None,
+                 batch_size: int = 200, web: Optional[WebJudge] = None, reference: Optional[ReferenceModel] = None,
+                 organic: Optional[OrganicEvidence] = None, advertises: Optional[Advertises] = None):
         self.database = database
         self.queue = queue
         self.book = book
-        self.timeout = timeout
-        self.copycat_penalty = copycat_penalty
-        self.copy_margin = copy_margin
+        self.rules = rules or Rules()
         self.batch_size = batch_size
-        self.corpus = Corpus.load()
-        self.web = web  # fetches the pages that web retrieval results name
+        self.web = web  # fetches and judges the pages that web retrieval results name
         self.reference = reference  # checks answers from real models, when configured
+        self.organic = organic  # without it, organic items are scored like synthetic ones but never caught
+        self.advertises = advertises
         self.answers = BuiltinAnswers()  # repeated organic requests are not re-derived
         self.passes = 0
+
+    def score_item(self, item: ScoringItem) -> set[int]:
+        """Judge one item and blend it into the book; returns the uids whose scores changed."""
+        judgement = judge_item(item, self.rules, answers=self.answers, web=self.web, reference=self.reference)
+        hotkeys = {r.uid: r.hotkey for r in item.responses}
+        changed: set[int] = set()
+        if item.source == "organic" and self.organic is not None:
+            now = time.time()
+            for uid, reward in judgement.rewards.items():
+                model = item.request_for(uid).model
+                if self.advertises is not None and not self.advertises(uid, item.task, model):
+                    continue  # a client pinned this miner to something it never offered
+                factor = self.organic.add(uid, hotkeys[uid], item.key_id, reward, now)
+                if factor is not None:
+                    changed.update(self.book.set_organic_factor(uid, hotkeys[uid], factor))
+            return changed
+        fair = {uid: (hotkeys[uid], reward) for uid, reward in judgement.rewards.items() if uid not in judgement.caught}
+        changed.update(self.book.apply(fair, item.task))
+        if judgement.caught:
+            for uid, why in sorted(judgement.caught.items()):
+                logger.info("caught uid {} in {} item {}: {}", uid, item.task, item.request_id, why)
+            changed.update(self.book.restart({uid: hotkeys[uid] for uid in judgement.caught}, -self.rules.penalty))
+        return changed
 
     def score_batch(self) -> int:
         """Score up to one batch; returns how many items it scored."""
@@ -49,19 +81,11 @@ class Scorer:
             return 0
         changed: set[int] = set()
         for _, item in batch:
-            copies = find_copies(item, self.copy_margin)
-            rewards = reward_item(item, timeout=self.timeout, copycat_penalty=self.copycat_penalty,
-                                  corpus=self.corpus, web=self.web, reference=self.reference,
-                                  answers=self.answers, copies=copies)
-            hotkeys = {r.uid: r.hotkey for r in item.responses}
-            changed.update(self.book.apply({uid: (hotkeys[uid], reward) for uid, reward in rewards.items()
-                                            if uid not in copies.copied}))
-            if copies.copied:
-                logger.info("copy-cat caught in {} item {}: uids {} repeated an earlier answer", item.task,
-                            item.request_id, sorted(copies.copied))
-            changed.update(self.book.restart({uid: hotkeys[uid] for uid in copies.copied}, -self.copycat_penalty))
+            changed.update(self.score_item(item))
         with self.database.transaction() as db:
             self.book.save(db, sorted(changed))
+            if self.organic is not None:
+                self.organic.save(db, sorted(changed))
             self.queue.mark_scored(db, [row_id for row_id, _ in batch])
         self.passes += 1
         if self.passes % 500 == 0:
@@ -74,8 +98,13 @@ class Scorer:
                 if metagraph.state is not None:
                     reset = self.book.align(metagraph.state)
                     if reset:
+                        for uid in reset:
+                            if self.organic is not None:
+                                self.organic.reset(uid)
                         with self.database.transaction() as db:
                             self.book.save(db, reset)
+                            if self.organic is not None:
+                                self.organic.save(db, reset)
                         logger.info("hotkeys changed at uids {}: their scores start from zero", reset)
                 scored = await asyncio.to_thread(self.score_batch)
             except Exception:

@@ -1,10 +1,20 @@
-"""Each miner's moving-average score: numpy arrays in memory, one row per uid on disk.
+"""Each miner's moving-average scores: numpy arrays in memory, rows per uid on disk.
 
-    book = ScoreBook(database, alpha=0.1)      # reloads what a previous run saved
+    book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 0.4, ...})   # reloads a previous run
     book.align(state)                          # a uid with a new hotkey starts from zero
-    changed = book.apply({3: ("5F…", 0.92)})   # EMA per uid; rewards for a stale hotkey are ignored
+    changed = book.apply({3: ("5F…", 0.92)}, task="InferenceTask")   # EMA per uid and task
     book.save(db, changed)                     # inside the transaction that marks the items scored
     book.weights()                             # {uid: w}, non-negative, summing to 1
+
+A miner's score is the task-weighted sum of its per-task moving averages,
+times its organic factor (``validator.organic``, 1 without organic evidence)::
+
+    score[uid] = (Σ_task weight[task] × ema[uid, task]) × organic_factor[uid]
+
+The task weights are fixed (the validator's task mix), so a miner is scored
+on the whole mix it is asked for: a task it does not serve keeps its average
+at 0, and cannot be left out of the sum. Without ``task_weights`` there is a
+single channel and ``score`` is the plain moving average.
 
 The subnet's own validator lost vtrust when it forgot its scores on restart;
 this one reloads them, and resets only what the chain says changed hands.
@@ -31,33 +41,59 @@ CREATE TABLE IF NOT EXISTS scores (
     last_reward REAL,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS task_scores (
+    uid INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    score REAL NOT NULL,
+    PRIMARY KEY (uid, task)
+);
 """
+ALL_TASKS = "*"  # the single channel of a book without task weights
 FEW_UIDS = 16  # up to this many rewards at once (one item's miners) are blended one by one, more as arrays
 
 
 class ScoreBook:
-    def __init__(self, database: Database, alpha: float):
+    def __init__(self, database: Database, alpha: float, task_weights: Optional[dict[str, float]] = None):
         if not 0 < alpha <= 1:
             raise ValueError("SCORE_ALPHA must be in (0, 1]")
+        weights = {str(t): float(w) for t, w in (task_weights or {ALL_TASKS: 1.0}).items() if w > 0}
+        if not weights:
+            raise ValueError("the task weights must give some task a positive weight")
+        total = sum(weights.values())
         self.alpha = alpha
+        self.tasks = {task: column for column, task in enumerate(weights)}
+        self.task_weights = np.array([w / total for w in weights.values()])
+        self.task_scores = np.zeros((0, len(self.tasks)), dtype=np.float64)
+        self.organic_factor = np.ones(0, dtype=np.float64)
         self.scores = np.zeros(0, dtype=np.float64)
         self.rewards = np.zeros(0, dtype=np.int64)
         self.last_reward = np.full(0, np.nan)
         self.hotkeys: list[Optional[str]] = []
         database.executescript(SCHEMA)
         with database.reading() as db:
-            for uid, hotkey, score, rewards, last in db.execute(
-                "SELECT uid, hotkey, score, rewards, last_reward FROM scores"
+            columns = {row[1] for row in db.execute("PRAGMA table_info(scores)")}
+        if "organic_factor" not in columns:  # a book saved before organic evidence was bounded
+            with database.transaction() as db:
+                db.execute("ALTER TABLE scores ADD COLUMN organic_factor REAL NOT NULL DEFAULT 1.0")
+        with database.reading() as db:
+            for uid, hotkey, score, rewards, last, factor in db.execute(
+                "SELECT uid, hotkey, score, rewards, last_reward, organic_factor FROM scores"
             ):
                 self._ensure(uid + 1)
                 self.hotkeys[uid] = hotkey
-                self.scores[uid], self.rewards[uid] = score, rewards
+                self.scores[uid], self.rewards[uid], self.organic_factor[uid] = score, rewards, factor
                 self.last_reward[uid] = np.nan if last is None else last
+                self.task_scores[uid, :] = score / factor if factor else score  # until its task rows are read
+            for uid, task, score in db.execute("SELECT uid, task, score FROM task_scores"):
+                if task in self.tasks and uid < len(self.scores):
+                    self.task_scores[uid, self.tasks[task]] = score
 
     def _ensure(self, size: int) -> None:
         grow = size - len(self.scores)
         if grow > 0:
             self.scores = np.concatenate([self.scores, np.zeros(grow)])
+            self.task_scores = np.concatenate([self.task_scores, np.zeros((grow, len(self.tasks)))])
+            self.organic_factor = np.concatenate([self.organic_factor, np.ones(grow)])
             self.rewards = np.concatenate([self.rewards, np.zeros(grow, dtype=np.int64)])
             self.last_reward = np.concatenate([self.last_reward, np.full(grow, np.nan)])
             self.hotkeys.extend([None] * grow)
@@ -65,6 +101,27 @@ class ScoreBook:
     def _reset(self, uid: int, hotkey: Optional[str]) -> None:
         self.hotkeys[uid] = hotkey
         self.scores[uid], self.rewards[uid], self.last_reward[uid] = 0.0, 0, np.nan
+        self.task_scores[uid, :] = 0.0
+        self.organic_factor[uid] = 1.0
+
+    def column(self, task: Optional[str]) -> Optional[int]:
+        """The task's column; a single-channel book takes every task, a weighted one only its own."""
+        if ALL_TASKS in self.tasks:
+            return 0
+        return self.tasks.get(str(task)) if task is not None else None
+
+    def _compose(self, uid: int) -> None:
+        self.scores[uid] = float(self.task_scores[uid] @ self.task_weights) * float(self.organic_factor[uid])
+
+    def set_organic_factor(self, uid: int, hotkey: str, factor: float) -> list[int]:
+        """The organic factor (``validator.organic``) of a uid whose hotkey still holds it."""
+        self._ensure(uid + 1)
+        if self.hotkeys[uid] not in (None, hotkey):
+            return []
+        self.hotkeys[uid] = hotkey
+        self.organic_factor[uid] = factor
+        self._compose(uid)
+        return [uid]
 
     def align(self, state: SubnetState) -> list[int]:
         """Follow the metagraph: uids whose hotkey changed start from zero. Returns them."""
@@ -78,8 +135,12 @@ class ScoreBook:
                 reset.append(uid)
         return reset
 
-    def apply(self, rewards: dict[int, tuple[str, float]]) -> list[int]:
-        """Blend one item's rewards in; a reward for a hotkey that no longer holds its uid is dropped."""
+    def apply(self, rewards: dict[int, tuple[str, float]], task: Optional[str] = None) -> list[int]:
+        """Blend one item's rewards into ``task``'s averages; a reward for a stale hotkey (or a task outside the
+        weights) is dropped."""
+        column = self.column(task)
+        if column is None:
+            return []
         fresh = {}
         for uid, (hotkey, reward) in rewards.items():
             self._ensure(uid + 1)
@@ -92,12 +153,15 @@ class ScoreBook:
         if len(fresh) > FEW_UIDS:
             uids = np.fromiter(fresh, dtype=np.int64, count=len(fresh))
             values = np.fromiter(fresh.values(), dtype=np.float64, count=len(fresh))
-            self.scores[uids] = (1 - self.alpha) * self.scores[uids] + self.alpha * values
+            self.task_scores[uids, column] = (1 - self.alpha) * self.task_scores[uids, column] + self.alpha * values
+            self.scores[uids] = (self.task_scores[uids] @ self.task_weights) * self.organic_factor[uids]
             self.rewards[uids] += 1
             self.last_reward[uids] = values
         else:  # one item's few miners: numpy's per-call overhead would cost more than the arithmetic
+            scores = self.task_scores
             for uid, value in fresh.items():
-                self.scores[uid] = (1 - self.alpha) * float(self.scores[uid]) + self.alpha * value
+                scores[uid, column] = (1 - self.alpha) * float(scores[uid, column]) + self.alpha * value
+                self._compose(uid)
                 self.rewards[uid] += 1
                 self.last_reward[uid] = value
         return list(fresh)
@@ -115,7 +179,9 @@ class ScoreBook:
             if self.hotkeys[uid] not in (None, hotkey):
                 continue
             self.hotkeys[uid] = hotkey
-            self.scores[uid], self.last_reward[uid] = score, score
+            self.task_scores[uid, :] = score
+            self._compose(uid)
+            self.last_reward[uid] = score
             self.rewards[uid] += 1
             restarted.append(uid)
         return restarted
@@ -123,14 +189,22 @@ class ScoreBook:
     def save(self, db: sqlite3.Connection, uids: list[int]) -> None:
         now = time.time()
         db.executemany(
-            "INSERT INTO scores (uid, hotkey, score, rewards, last_reward, updated_at) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO scores (uid, hotkey, score, rewards, last_reward, updated_at, organic_factor)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(uid) DO UPDATE SET hotkey = excluded.hotkey, score = excluded.score,"
-            " rewards = excluded.rewards, last_reward = excluded.last_reward, updated_at = excluded.updated_at",
+            " rewards = excluded.rewards, last_reward = excluded.last_reward, updated_at = excluded.updated_at,"
+            " organic_factor = excluded.organic_factor",
             [
                 (uid, self.hotkeys[uid] or "", float(self.scores[uid]), int(self.rewards[uid]),
-                 None if np.isnan(self.last_reward[uid]) else float(self.last_reward[uid]), now)
+                 None if np.isnan(self.last_reward[uid]) else float(self.last_reward[uid]), now,
+                 float(self.organic_factor[uid]))
                 for uid in uids
             ],
+        )
+        db.executemany(
+            "INSERT INTO task_scores (uid, task, score) VALUES (?, ?, ?)"
+            " ON CONFLICT(uid, task) DO UPDATE SET score = excluded.score",
+            [(uid, task, float(self.task_scores[uid, column])) for uid in uids for task, column in self.tasks.items()],
         )
 
     def weights(self) -> dict[int, float]:
@@ -150,6 +224,8 @@ class ScoreBook:
                 "score": round(float(self.scores[uid]), 6),
                 "rewards": int(self.rewards[uid]),
                 "last_reward": None if np.isnan(self.last_reward[uid]) else round(float(self.last_reward[uid]), 4),
+                "tasks": {task: round(float(self.task_scores[uid, column]), 4) for task, column in self.tasks.items()},
+                "organic_factor": round(float(self.organic_factor[uid]), 4),
             }
             for uid, hotkey in enumerate(self.hotkeys)
             if hotkey is not None

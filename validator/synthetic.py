@@ -2,11 +2,14 @@
 
 Every ``SYNTHETIC_INTERVAL_SECONDS`` a round starts (up to ``MAX_ROUNDS_IN_FLIGHT``
 at once, so a slow miner does not slow the schedule): pick a task by the
-configured mix, build a request (a prompt, a seed, sampling parameters), send
-it signed to up to ``SYNTHETIC_SAMPLE_SIZE`` miners available for it, wait at
-most ``SYNTHETIC_TIMEOUT`` for each, and queue the answers for scoring like
-any forwarded item. Web retrieval rounds go to the miners' ``/web_retrieval``
-(``validator.web_retrieval_task``); the rest to ``/v1/chat/completions``.
+configured mix and a model the validator can judge, choose up to
+``SYNTHETIC_SAMPLE_SIZE`` miners available for both, and send each, signed,
+*its own* request — its own seed and its own prompt — so that honest answers
+differ and an answer copied from another miner answers the wrong request
+(``ScoringItem.requests_by_uid``). Wait at most ``SYNTHETIC_TIMEOUT`` for
+each, and queue the answers for scoring like any forwarded item. Web
+retrieval rounds (one query for all: honest miners find the same pages) go to
+the miners' ``/web_retrieval``; the rest to ``/v1/chat/completions``.
 A miner that times out or breaks is recorded as such and earns 0 from the
 scorer.
 """
@@ -21,7 +24,6 @@ from typing import Optional, Union
 import aiohttp
 from loguru import logger
 
-from miner.backends.builtin import QA_TASK
 from shared.chain import SubnetState
 from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.corpus import Corpus
@@ -36,10 +38,11 @@ from shared.schemas import (
     ScoringItem,
 )
 from shared.signed_http import SignedClient
+from shared.tasks import Task
 from shared.web_retrieval import as_chat_request, web_query
 
 from .availability import AvailabilityPoller
-from .rewards import BUILTIN_MODEL_PREFIX, INFERENCE_TASK
+from .exact_check import is_builtin
 
 Request = Union[MinerChatRequest, MinerWebRetrievalRequest]
 
@@ -53,22 +56,12 @@ PROMPTS = (
 )
 
 
-def parse_mix(text: str) -> dict[str, float]:
-    """``"InferenceTask:0.5,WebQuestionAnsweringTask:0.5"`` → {task: share}."""
-    mix = {}
-    for part in text.split(","):
-        if part.strip():
-            task, _, share = part.partition(":")
-            mix[task.strip()] = float(share or 1)
-    return mix
-
-
 def inference_request(rng: random.Random, corpus: Corpus, model: str) -> MinerChatRequest:
     topic = rng.choice(corpus.passages).title.lower()
     return MinerChatRequest(
         messages=[ChatMessage(role="user", content=rng.choice(PROMPTS).format(topic=topic))],
         model=model,
-        task=INFERENCE_TASK,
+        task=Task.INFERENCE.value,
         seed=rng.randrange(2**32),
         sampling_parameters=SamplingParameters(
             temperature=rng.choice((0.3, 0.7, 1.0)), top_p=rng.choice((0.9, 0.95)), top_k=50,
@@ -78,15 +71,29 @@ def inference_request(rng: random.Random, corpus: Corpus, model: str) -> MinerCh
     )
 
 
-def question_request(rng: random.Random, corpus: Corpus) -> MinerChatRequest:
+def question_request(rng: random.Random, corpus: Corpus, model: str) -> MinerChatRequest:
     question = rng.choice(rng.choice(corpus.passages).questions)
     return MinerChatRequest(
         messages=[ChatMessage(role="user", content=question)],
-        task=QA_TASK,
+        model=model,
+        task=Task.WEB_QUESTION_ANSWERING.value,
         seed=rng.randrange(2**32),
         sampling_parameters=SamplingParameters(max_new_tokens=160),
         stream_options={"include_usage": True},
     )
+
+
+def own_requests(build, miners: list, rng: random.Random) -> dict[int, MinerChatRequest]:
+    """One request per miner, each with a seed no other miner of the round has."""
+    requests: dict[int, MinerChatRequest] = {}
+    seeds: set[int] = set()
+    for neuron in miners:
+        request = build()
+        while request.seed in seeds:
+            request.seed = rng.randrange(2**32)
+        seeds.add(request.seed)
+        requests[neuron.uid] = request
+    return requests
 
 
 def web_retrieval_request(rng: random.Random, corpus: Corpus) -> MinerWebRetrievalRequest:
@@ -131,11 +138,13 @@ class SyntheticLoop:
         self.corpus = Corpus.load()
         self.rounds = 0
 
-    def build(self, state: SubnetState, self_hotkey: str) -> Optional[tuple[Request, list]]:
-        """A request and the miners to send it to, or None when no miner can take any task."""
+    def build(self, state: SubnetState, self_hotkey: str) -> Optional[tuple[str, Optional[str], list]]:
+        """A task, the model it names (None for web retrieval) and the miners to ask, or None when none can."""
         tasks = list(self.mix)
         weights = [self.mix[t] for t in tasks]
         for task in self.rng.choices(tasks, weights, k=len(tasks) * 2):
+            if task not in (Task.INFERENCE, Task.WEB_QUESTION_ANSWERING, Task.WEB_RETRIEVAL):
+                continue
             serving = []
             models: set[str] = set()
             for neuron in state.neurons:
@@ -145,32 +154,26 @@ class SyntheticLoop:
                 if record.availability.task_availabilities.get(task):
                     serving.append((neuron, record.availability))
                     models.update(m for m, ok in record.availability.llm_model_availabilities.items() if ok)
-            if task == INFERENCE_TASK:
-                checkable = sorted(m for m in models
-                                   if m.startswith(BUILTIN_MODEL_PREFIX) or m in self.verifiable_models)
+            model = None
+            if task != Task.WEB_RETRIEVAL:
+                checkable = sorted(m for m in models if is_builtin(m) or m in self.verifiable_models)
                 if not checkable:
                     continue  # nothing to verify answers against
                 model = self.rng.choice(checkable)
                 serving = [(n, a) for n, a in serving if a.llm_model_availabilities.get(model)]
-                request = inference_request(self.rng, self.corpus, model)
-            elif task == QA_TASK:
-                request = question_request(self.rng, self.corpus)
-            elif task == WEB_RETRIEVAL_TASK:
-                request = web_retrieval_request(self.rng, self.corpus)
-            else:
-                continue
             if serving:
                 chosen = self.rng.sample(serving, min(self.sample_size, len(serving)))
-                return request, [neuron for neuron, _ in chosen]
+                return task, model, [neuron for neuron, _ in chosen]
         return None
 
     async def round(self, state: SubnetState, self_hotkey: str) -> Optional[ScoringItem]:
         built = self.build(state, self_hotkey)
         if built is None:
             return None
-        request, miners = built
+        task, model, miners = built
         request_id = new_id("synthetic")
-        if isinstance(request, MinerWebRetrievalRequest):
+        if task == Task.WEB_RETRIEVAL:
+            request = web_retrieval_request(self.rng, self.corpus)
             responses = await asyncio.gather(
                 *(web_query(self.client, n.uid, n.hotkey, n.axon, request, self.timeout) for n in miners)
             )
@@ -178,13 +181,17 @@ class SyntheticLoop:
             return ScoringItem(request_id=request_id, source="synthetic", task=WEB_RETRIEVAL_TASK,
                                created_at=time.time(), request=as_chat_request(request), responses=list(responses),
                                search_query=request.search_query, n_results=request.n_results)
-        body = request.model_dump_json(exclude_none=True).encode()
+        if task == Task.INFERENCE:
+            requests = own_requests(lambda: inference_request(self.rng, self.corpus, model), miners, self.rng)
+        else:
+            requests = own_requests(lambda: question_request(self.rng, self.corpus, model), miners, self.rng)
         responses = await asyncio.gather(
-            *(query(self.client, n.uid, n.hotkey, n.axon, body, self.timeout) for n in miners)
+            *(query(self.client, n.uid, n.hotkey, n.axon, requests[n.uid].model_dump_json(exclude_none=True).encode(),
+                    self.timeout) for n in miners)
         )
         self.rounds += 1
-        return ScoringItem(request_id=request_id, source="synthetic", task=request.task,
-                           created_at=time.time(), request=request, responses=list(responses))
+        return ScoringItem(request_id=request_id, source="synthetic", task=task, created_at=time.time(),
+                           request=requests[miners[0].uid], responses=list(responses), requests_by_uid=requests)
 
     async def round_and_queue(self, state: SubnetState, self_hotkey: str, queue, slots: asyncio.Semaphore) -> None:
         try:

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from shared.request_ids import new_id
-from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
+from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem, key_id
 
 from ..access import admit, require_allowed
 from ..errors import ApiError
@@ -52,7 +52,8 @@ def forward_when_done(state, meter: Meter, calls: list[MinerCall], request_id: s
         if calls:
             state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
                                                created_at=time.time(), request=request,
-                                               responses=[c.response_record() for c in calls]))
+                                               responses=[c.response_record() for c in calls],
+                                               key_id=key_id(meter.key.id) if meter.key else None))
         miners_finished(meter, state)
 
     running = [c.task for c in calls if c.task is not None and not c.task.done()]

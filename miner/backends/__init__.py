@@ -1,7 +1,7 @@
 """Where the miner's text comes from: ``builtin`` (deterministic, offline) or ``upstream``.
 
-``miner.backends.builtin`` imports only the standard library, so the validator
-can import ``generate_tokens`` from it without pulling in aiohttp.
+The builtin generator itself lives in ``shared.builtin_generator`` (the validator
+re-derives its answers); ``miner.backends.builtin`` serves it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from .base import Backend, ChoiceStream, Outcome
 from .builtin import BuiltinBackend
 
 
-def open_backend(settings: Any, session: Optional[Any] = None, style: str = "", pool: Optional[Any] = None) -> Backend:
+def open_backend(settings: Any, session: Optional[Any] = None, pool: Optional[Any] = None, *,
+                 copies: bool = False) -> Backend:
     """The backend ``MINER_BACKEND`` names; ``upstream`` needs the app's aiohttp session (and takes its pool)."""
     if settings.miner_backend == "upstream":
         from .upstream import UpstreamBackend
@@ -23,7 +24,7 @@ def open_backend(settings: Any, session: Optional[Any] = None, style: str = "", 
             session, settings.upstream_url, api_key=settings.upstream_api_key, model=settings.upstream_model,
             pool=pool,
         )
-    return BuiltinBackend(style)
+    return BuiltinBackend(copies)
 
 
 __all__ = ["Backend", "BuiltinBackend", "ChoiceStream", "Outcome", "open_backend"]

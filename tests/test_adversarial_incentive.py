@@ -1,0 +1,105 @@
+"""Cheats next to honest miners on one live local subnet: honesty must be the best strategy.
+
+Every attack class of docs/incentive.md runs at once, each as a dishonest
+miner built from the reference miner (``tests/dishonest_miner.py``), next to
+the four honest demo miners, for at least three weight steps — while a key
+holder grief-pins the good miner through the API. Real processes, real signed
+HTTP; only the chain is the local subnet file.
+
+Expected: every answering honest miner (good, slow, noisy) ends above every
+cheat; the honest order good > slow > noisy > broken holds; cheats caught at
+their tricks end below zero (so below the broken miner too) and get no weight;
+the griefed good miner stays on top, within the organic bound.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from openai import OpenAI
+from test_incentive_loop import validator_get, wait_until
+
+HONEST = ["good", "slow", "noisy", "broken"]
+CAUGHT_CHEATS = ["passage_dump", "self_hosted", "duplicate_urls", "relabel", "truncation", "instant_copy",
+                 "paraphrase_copy", "framing"]
+BEHAVIOURS = HONEST + ["specialist"] + CAUGHT_CHEATS
+MODULE = "tests.dishonest_miner"
+ORGANIC_BOUND = 0.1
+
+
+@pytest.fixture(scope="module")
+def subnet(tmp_path_factory, subnet_factory):
+    directory = tmp_path_factory.mktemp("adversarial")
+    leak = directory / "leak"
+    leak.mkdir()
+    settings = {
+        "good": {"leak_dir": leak}, "slow": {"leak_dir": leak},
+        "specialist": {"miner_tasks": "InferenceTask"},
+        "instant_copy": {"leak_dir": leak, "copy_from": "good"},
+        "paraphrase_copy": {"leak_dir": leak, "copy_from": "good"},
+        "framing": {"leak_dir": leak, "copy_from": "slow"},
+    }
+    net = subnet_factory(
+        directory, behaviours=BEHAVIOURS, api_workers=1,
+        miner_modules=["miner" if b in ("noisy", "broken") else MODULE for b in BEHAVIOURS],
+        miner_settings=[settings.get(b, {}) for b in BEHAVIOURS],
+        validator_settings={"synthetic_interval_seconds": 0.2, "weights_interval_seconds": 4,
+                            "synthetic_sample_size": len(BEHAVIOURS), "synthetic_timeout": 5.0,
+                            "organic_bound": ORGANIC_BOUND, "organic_per_key_cap": 20})
+    yield net
+    net.stop()
+
+
+def grief(net, key: str, target: int, stop: threading.Event) -> int:
+    """A key holder pins the good miner to a model and a task it never offered, as fast as the API lets it."""
+    client = OpenAI(base_url=net.api_url + "/v1", api_key=key, max_retries=0, timeout=10)
+    sent = 0
+    while not stop.is_set():
+        for extra in ({"uids": [target]}, {"uids": [target], "task": "ProgrammingTask"}):
+            try:
+                client.chat.completions.create(model="mystery-model", messages=[{"role": "user", "content": "hi"}],
+                                               extra_body=extra)
+            except Exception:
+                pass  # refused or failed: either way the validator must not hold it against the miner
+            sent += 1
+        time.sleep(0.05)
+    return sent
+
+
+def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
+    signer = signer_for(subnet, "validator")
+    good = subnet.member("miner", "good")
+    stop = threading.Event()
+    griefer = threading.Thread(target=grief, args=(subnet, subnet.create_api_key("griefer"), good.uid, stop),
+                               daemon=True)
+    griefer.start()
+
+    def settled():
+        table = validator_get(subnet, signer, "/scores")
+        rows = {m.behaviour: r for m in subnet.members if m.role == "miner"
+                for r in table["scores"] if r["uid"] == m.uid}
+        ready = (table["weight_steps"] >= 3 and len(rows) == len(BEHAVIOURS)
+                 and min(r["rewards"] for r in rows.values()) >= 20)
+        return rows if ready else None
+
+    try:
+        rows = wait_until(settled, 240, "three weight steps and 20 rewards per miner")
+    finally:
+        stop.set()
+        griefer.join(15)
+    score = {b: r["score"] for b, r in rows.items()}
+    weight = {b: r["weight"] for b, r in rows.items()}
+    print("\nscores:", {b: round(s, 3) for b, s in sorted(score.items(), key=lambda kv: -kv[1])})
+    print("tasks:", {b: rows[b]["tasks"] for b in BEHAVIOURS})
+    assert score["good"] > score["slow"] > score["noisy"] > score["broken"], score
+    cheats = ["specialist"] + CAUGHT_CHEATS
+    for honest in ("good", "slow", "noisy"):
+        for cheat in cheats:
+            assert score[honest] > score[cheat], (honest, cheat, score)
+    for cheat in CAUGHT_CHEATS:  # caught at their tricks: below zero, below the broken miner, no weight
+        assert score[cheat] < 0 <= score["broken"] and weight[cheat] == 0.0, (cheat, score)
+    assert weight["good"] > weight["slow"] > weight["noisy"] > weight["specialist"], weight
+    assert rows["good"]["organic_factor"] >= 1 - ORGANIC_BOUND, rows["good"]
+    assert max(score, key=score.get) == "good"
