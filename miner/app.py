@@ -106,7 +106,8 @@ def create_app(settings: MinerSettings) -> FastAPI:
         app.state.chain = chain
         app.state.metagraph = metagraph
         app.state.verifier = RequestVerifier(
-            hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
+            hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN,
+            max_body_bytes=settings.signed_body_max_bytes,
         )
         style = settings.miner_copy_hotkey if settings.miner_behaviour == "copycat" else hotkey
         app.state.backend = open_backend(settings, session, style, pool)
