@@ -12,6 +12,7 @@ import os
 import resource
 import select
 import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -26,17 +27,32 @@ from shared.settings import CommonSettings
 
 ATTACKER = "127.0.0.2"
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: the source port is chosen at connect, per destination (spares the port range)
+CONNECT_PORTS = 12_000
 MiB = 1024 * 1024
 HUGE = 200 * MiB
 PER_CLIENT = CommonSettings().http_max_connections_per_client
 
 
 # -- what a process holds ----------------------------------------------------------------------------------
-def rss_kib(pid: int) -> int:
+def status_kib(pid: int, field: str) -> int:
     for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def rss_kib(pid: int) -> int:
+    return status_kib(pid, "VmRSS")
+
+
+def reset_peak(pid: int) -> None:
+    """From now on ``VmHWM`` is the peak RSS (a body read whole and freed again shows there, not in VmRSS)."""
+    with open(f"/proc/{pid}/clear_refs", "w") as clear:
+        clear.write("5")
+
+
+def peak_kib(pid: int) -> int:
+    return status_kib(pid, "VmHWM")
 
 
 def open_descriptors(pid: int) -> int:
@@ -119,11 +135,12 @@ def test_a_huge_unsigned_body_is_refused_unread(local_subnet, target):
             "/v1/chat/completions"
     else:
         process, port, path = local_subnet.processes["validator"], local_subnet.validator_port, "/scoring"
+    reset_peak(process.pid)
     before = rss_kib(process.pid)
     status, sent = push_body(port, path, {"Content-Type": "application/json"}, HUGE)
     time.sleep(0.3)
-    grown = rss_kib(process.pid) - before
-    print(f"{target}: RSS {before / 1024:.0f} MiB, +{grown / 1024:.1f} MiB after an unsigned 200 MB body "
+    grown = peak_kib(process.pid) - before
+    print(f"{target}: RSS {before / 1024:.0f} MiB, peak +{grown / 1024:.1f} MiB under an unsigned 200 MB body "
           f"({sent / MiB:.0f} MiB of it sent, status {status})")
     assert status in (401, None) and sent < HUGE
     assert grown < 8 * 1024
@@ -150,10 +167,11 @@ def test_an_undeclared_body_stops_being_read_at_the_limit(local_subnet):
     """Chunked, no Content-Length: read up to the miner's limit (16 MiB), then 413 and the connection closed."""
     member, validator = local_subnet.member("miner", "good"), local_subnet.member("validator")
     process = local_subnet.processes["miner-1-good"]
+    reset_peak(process.pid)
     before = rss_kib(process.pid)
     status, sent = push_body(member.port, "/v1/chat/completions", signed_looking(member.hotkey, validator.hotkey),
                              HUGE, chunked=True)
-    grown = rss_kib(process.pid) - before
+    grown = peak_kib(process.pid) - before
     assert status == 413 and sent < 64 * MiB
     assert grown < 64 * 1024
 
@@ -170,19 +188,26 @@ def flood_size() -> int:
 
 @contextmanager
 def idle_connections(port: int, count: int, source: str = ATTACKER) -> Iterator[list[socket.socket]]:
-    """``count`` connections from ``source`` that never send a byte; all closed on exit."""
+    """``count`` connections from ``source`` that never send a byte; all reset on exit (no TIME_WAIT left).
+
+    Linux gives connect() source ports of one parity (half the ephemeral range, ~14,000) and bind()
+    the other: the first ``CONNECT_PORTS`` take theirs at connect (shared per destination, so nobody
+    else's connections lose a port), the rest bind one first.
+    """
     sockets: list[socket.socket] = []
     try:
-        for _ in range(count):
+        for index in range(count):
             sock = socket.socket()
             sockets.append(sock)
             sock.setblocking(False)
-            sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            if index < CONNECT_PORTS:
+                sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((source, 0))
             sock.connect_ex(("127.0.0.1", port))
         yield sockets
     finally:
         for sock in sockets:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             sock.close()
 
 
