@@ -18,6 +18,8 @@ Before it listens, the process raises its open-file limit to the hard limit
   connection opened (or after its first byte, for the next request on a kept
   connection), else the connection is closed: idle and slow-header connections
   do not stay;
+- a request body that stops arriving for ``HTTP_BODY_TIMEOUT`` seconds (while the
+  server is ready to read it) closes the connection: no slow-body trickle holds one;
 - an idle kept-alive connection is closed after ``HTTP_KEEPALIVE_TIMEOUT`` s
   (uvicorn's own ``timeout_keep_alive``).
 
@@ -52,11 +54,12 @@ class ConnectionLimits:
     max_connections: int = 10_000
     max_per_client: int = 1_000  # 0: no per-address cap
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ConnectionLimits":
         return cls(settings.http_max_connections, settings.http_max_connections_per_client,
-                   settings.http_header_timeout)
+                   settings.http_header_timeout, settings.http_body_timeout)
 
     def fitted(self, open_files: int) -> "ConnectionLimits":
         """These limits with the process cap lowered so that connections never take the last descriptors."""
@@ -86,6 +89,7 @@ class ConnectionGuard:
         self._address: Optional[str] = None  # set while this connection is counted
         self._refused = False
         self._header_timer: Any = None
+        self._body_timer: Any = None
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         state = self.server_state  # type: ignore[attr-defined]
@@ -108,6 +112,7 @@ class ConnectionGuard:
         if self._refused:
             return
         self._cancel_header_timer()
+        self._cancel_body_timer()
         if self._address is not None:
             by_address: Counter = self.server_state.__dict__["connections_by_address"]  # type: ignore[attr-defined]
             by_address[self._address] -= 1
@@ -124,6 +129,34 @@ class ConnectionGuard:
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
         super().on_headers_complete()  # type: ignore[misc]
+        self._arm_body_timer()  # cancelled at once by on_message_complete when there is no body
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)  # type: ignore[misc]
+        self._arm_body_timer()
+
+    def on_message_complete(self) -> None:
+        self._cancel_body_timer()
+        super().on_message_complete()  # type: ignore[misc]
+
+    def _arm_body_timer(self) -> None:
+        self._cancel_body_timer()
+        if self.limits.body_timeout > 0:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout,  # type: ignore[attr-defined]
+                                                    self._body_too_slow)
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_too_slow(self) -> None:
+        self._body_timer = None
+        flow = self.flow  # type: ignore[attr-defined]
+        if flow is not None and flow.read_paused:  # we stopped reading (the app is behind), not the client
+            self._arm_body_timer()
+            return
+        self._headers_too_slow()
 
     def _arm_header_timer(self) -> None:
         if self.limits.header_timeout > 0:

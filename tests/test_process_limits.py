@@ -282,6 +282,8 @@ def test_an_api_worker_under_an_idle_flood_still_serves_keyed_requests(local_sub
 async def hello(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
+    while (await receive()).get("more_body"):
+        pass
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
@@ -338,6 +340,18 @@ def test_idle_and_slow_header_connections_are_closed():
         kept.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert answer(kept).startswith(b"HTTP/1.1 200")
         assert closed_by_server(kept, 2.0)
+
+
+def test_a_body_that_stops_arriving_closes_the_connection():
+    with guarded_server(http_body_timeout=0.5) as port:
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        time.sleep(0.3)
+        slow.sendall(b"x" * 10)  # still coming: the timer starts again
+        assert closed_by_server(slow, 2.0)
+        whole = socket.create_connection(("127.0.0.1", port))
+        whole.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+        assert answer(whole).startswith(b"HTTP/1.1 200")
 
 
 def test_connections_past_the_caps_are_reset_at_once():
