@@ -1,7 +1,8 @@
 """The demo (``python -m localnet``, as ``scripts/demo.sh`` runs it) survives its parts and leaves nothing behind.
 
 A real launcher process with two miners, the validator and an API process of
-two workers; its process tree is read from /proc.
+two workers; its process tree is read from /proc. Every process runs with a
+1 s header timeout (``HTTP_HEADER_TIMEOUT``, inherited through the launcher).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,12 +31,13 @@ class Demo:
     def __init__(self, directory: Path):
         self.api_port = free_port()
         miner_base = free_port()
+        self.validator_port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "localnet", "--dir", str(directory), "--api-port", str(self.api_port),
-             "--validator-port", str(free_port()), "--web-port", str(free_port()),
+             "--validator-port", str(self.validator_port), "--web-port", str(free_port()),
              "--miner-base-port", str(miner_base), "--miners", "good,noisy", "--api-workers", "2"],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True)
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "HTTP_HEADER_TIMEOUT": "1"}, start_new_session=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -92,6 +95,14 @@ def alive(pid: int) -> bool:
         return False
 
 
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Iterator[tuple[Demo, str]]:
     demo = Demo(tmp_path_factory.mktemp("demo"))
@@ -121,6 +132,27 @@ def test_a_killed_miner_leaves_the_demo_running_and_serving(demo):
     answers = [demo.chat(key) for _ in range(10)]
     assert all(answer.strip() for answer in answers)
     assert demo.process.poll() is None and not any(alive(pid) for pid in [victim])
+
+
+def test_idle_and_slow_header_connections_are_closed_by_every_process(demo):
+    demo, _ = demo
+    miner_ports = [int(demo.wait_for(rf"uid {uid}: \w+ +127\.0\.0\.1:(\d+)", 1).group(1)) for uid in (1, 2)]
+    miner_port = next(port for port in miner_ports if listening(port))  # one miner may have been killed
+    connections = []
+    for port in (demo.api_port, demo.validator_port, miner_port):
+        idle = socket.create_connection(("127.0.0.1", port))
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+        connections += [idle, slow]
+    started = time.monotonic()
+    for sock in connections:
+        sock.settimeout(5)
+        try:
+            assert sock.recv(1) == b""
+        except ConnectionResetError:
+            pass
+        sock.close()
+    assert time.monotonic() - started < 4
 
 
 def test_two_ctrl_c_leave_no_process_behind(demo):
