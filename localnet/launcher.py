@@ -47,7 +47,11 @@ _prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=Tr
 
 
 def _die_with_parent() -> None:
-    """In the child between fork and exec: SIGTERM when the launcher dies (Linux; a no-op elsewhere)."""
+    """In the child between fork and exec: SIGTERM when the launcher dies (Linux; a no-op elsewhere).
+
+    The kernel watches the *thread* that forked: spawn from one that lives as long as the subnet
+    (the main thread, as ``start`` does), not from a short-lived worker thread.
+    """
     if _prctl is not None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 

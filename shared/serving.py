@@ -46,6 +46,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .coalesced_writes import CoalescingHttpProtocol
 
 FD_RESERVE = 512  # descriptors kept back for the process's own files and outgoing connections
+REFUSAL_LOG_SECONDS = 10.0  # refused connections are logged at most this often, with their count
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server did not start
 
 
@@ -97,16 +98,25 @@ class ConnectionGuard:
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, (tuple, list)) and peer else "?"
         limits = self.limits
-        if (len(self.connections) >= limits.max_connections  # type: ignore[attr-defined]
-                or (limits.max_per_client and by_address[address] >= limits.max_per_client)):
+        full = len(self.connections) >= limits.max_connections  # type: ignore[attr-defined]
+        if full or (limits.max_per_client and by_address[address] >= limits.max_per_client):
             self._refused = True
-            state.__dict__["connections_refused"] = state.__dict__.get("connections_refused", 0) + 1
             transport.abort()  # a reset: the descriptor is freed now, nothing is kept for this peer
+            self._count_refusal(state, "the process's" if full else f"{address}'s")
             return
         by_address[address] += 1
         self._address = address
         super().connection_made(transport)  # type: ignore[misc]
         self._arm_header_timer()
+
+    def _count_refusal(self, state: Any, whose: str) -> None:
+        refused = state.__dict__["connections_refused"] = state.__dict__.get("connections_refused", 0) + 1
+        now = self.loop.time()  # type: ignore[attr-defined]
+        if now - state.__dict__.get("refusals_logged_at", -REFUSAL_LOG_SECONDS) >= REFUSAL_LOG_SECONDS:
+            state.__dict__["refusals_logged_at"] = now
+            logger.warning("connection refused at {} cap ({} refused since start; open: {}, cap {} per process, "
+                           "{} per address)", whose, refused, len(self.connections),  # type: ignore[attr-defined]
+                           self.limits.max_connections, self.limits.max_per_client or "no cap")
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._refused:
