@@ -18,6 +18,8 @@ Before it listens, the process raises its open-file limit to the hard limit
   connection opened (or after its first byte, for the next request on a kept
   connection), else the connection is closed: idle and slow-header connections
   do not stay;
+- a request line and headers larger than ``HTTP_MAX_HEADER_BYTES`` get a 431
+  and the connection is closed (uvicorn with httptools keeps any size in memory);
 - a request body that stops arriving for ``HTTP_BODY_TIMEOUT`` seconds (while the
   server is ready to read it) closes the connection: no slow-body trickle holds one;
 - an idle kept-alive connection is closed after ``HTTP_KEEPALIVE_TIMEOUT`` s
@@ -46,6 +48,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from .coalesced_writes import CoalescingHttpProtocol
 
 FD_RESERVE = 512  # descriptors kept back for the process's own files and outgoing connections
+HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                     b"connection: close\r\n\r\n")
 REFUSAL_LOG_SECONDS = 10.0  # refused connections are logged at most this often, with their count
 STARTUP_FAILURE = 3  # uvicorn's exit code when the server did not start
 
@@ -56,11 +60,12 @@ class ConnectionLimits:
     max_per_client: int = 1_000  # 0: no per-address cap
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    max_header_bytes: int = 64 * 1024
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ConnectionLimits":
         return cls(settings.http_max_connections, settings.http_max_connections_per_client,
-                   settings.http_header_timeout, settings.http_body_timeout)
+                   settings.http_header_timeout, settings.http_body_timeout, settings.http_max_header_bytes)
 
     def fitted(self, open_files: int) -> "ConnectionLimits":
         """These limits with the process cap lowered so that connections never take the last descriptors."""
@@ -91,6 +96,8 @@ class ConnectionGuard:
         self._refused = False
         self._header_timer: Any = None
         self._body_timer: Any = None
+        self._header_bytes: Optional[int] = 0  # bytes of the request line and headers so far; None: in a body
+        self._events = 0  # headers and messages completed on this connection
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         state = self.server_state  # type: ignore[attr-defined]
@@ -131,6 +138,18 @@ class ConnectionGuard:
             self._address = None
         super().connection_lost(exc)  # type: ignore[misc]
 
+    def data_received(self, data: bytes) -> None:
+        events = self._events
+        super().data_received(data)  # type: ignore[misc]
+        if self._header_bytes is None or self._refused or self._events != events:
+            return  # in a body, or a request's headers or body ended within this chunk: not all of it was headers
+        self._header_bytes += len(data)
+        if self._header_bytes > self.limits.max_header_bytes:
+            transport = self.transport  # type: ignore[attr-defined]
+            if not transport.is_closing():
+                transport.write(HEADERS_TOO_LARGE)
+                transport.close()
+
     def on_message_begin(self) -> None:
         super().on_message_begin()  # type: ignore[misc]
         if self._header_timer is None:
@@ -138,6 +157,8 @@ class ConnectionGuard:
 
     def on_headers_complete(self) -> None:
         self._cancel_header_timer()
+        self._header_bytes = None
+        self._events += 1
         super().on_headers_complete()  # type: ignore[misc]
         self._arm_body_timer()  # cancelled at once by on_message_complete when there is no body
 
@@ -147,6 +168,8 @@ class ConnectionGuard:
 
     def on_message_complete(self) -> None:
         self._cancel_body_timer()
+        self._header_bytes = 0  # what comes next on this connection is the next request's headers
+        self._events += 1
         super().on_message_complete()  # type: ignore[misc]
 
     def _arm_body_timer(self) -> None:

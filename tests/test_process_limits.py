@@ -342,6 +342,31 @@ def test_idle_and_slow_header_connections_are_closed():
         assert closed_by_server(kept, 2.0)
 
 
+def test_huge_request_lines_and_headers_are_431_and_closed():
+    """httptools keeps a request line or header of any size: 100 MB of one grew the process by ~170 MiB."""
+    pid = os.getpid()
+    with guarded_server(http_max_header_bytes=65536) as port:
+        for start in (b"GET /", b"GET / HTTP/1.1\r\nX-Big: "):
+            reset_peak(pid)
+            before = rss_kib(pid)
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(start)
+            sent = 0
+            try:
+                while sent < 100 * MiB:
+                    sock.sendall(b"a" * 65536)
+                    sent += 65536
+            except OSError:
+                pass
+            assert sent < 8 * MiB and (peak_kib(pid) - before) < 16 * 1024
+            sock.close()
+        normal = socket.create_connection(("127.0.0.1", port))  # a big body after small headers is no concern here
+        normal.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + b"x" * 300000)
+        assert answer(normal).startswith(b"HTTP/1.1 200")
+        normal.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is still good
+        assert answer(normal).startswith(b"HTTP/1.1 200")
+
+
 def test_a_body_that_stops_arriving_closes_the_connection():
     with guarded_server(http_body_timeout=0.5) as port:
         slow = socket.create_connection(("127.0.0.1", port))
