@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
-
-from shared.coalesced_writes import CoalescingHttpProtocol
+from shared.serving import serve
 from shared.settings import configure_logging
 
 from .metrics_dir import prepare as prepare_metrics
@@ -18,15 +16,16 @@ def main() -> None:
     # multiprocess files, which let several workers' counts add up, cost twice as much per update.
     if settings.metrics_enabled and (settings.api_workers > 1 or settings.metrics_dir):
         prepare_metrics(settings.data_dir, settings.api_port, settings.metrics_dir)
-    uvicorn.run(
+    serve(
         "api.app:create_app_from_env",
+        settings,
+        coalesce=True,
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
         workers=settings.api_workers,
         log_level="warning",
         access_log=False,
-        http=CoalescingHttpProtocol,
         server_header=False,
     )
 

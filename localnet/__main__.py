@@ -1,11 +1,18 @@
-"""``python -m localnet``: run a whole subnet on this machine until Ctrl-C."""
+"""``python -m localnet``: run a whole subnet on this machine until Ctrl-C.
+
+A miner that exits is reported and not restarted: the subnet goes on without it
+(the validator drops it from the directory at its next availability poll, the
+API routes to the others), as a real subnet does when a miner goes away. The
+validator or an API process exiting stops the demo: it cannot serve without
+them. Ctrl-C (or SIGTERM, SIGHUP) stops every process; pressed again while
+stopping, it kills them at once. Either way, no process is left behind.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
-import sys
 import time
 from pathlib import Path
 
@@ -82,6 +89,52 @@ table is printed every {SCORE_EVERY_SECONDS:.0f} s. Ctrl-C stops everything.
 """
 
 
+class Signals:
+    """The first Ctrl-C / SIGTERM / SIGHUP stops the subnet (``KeyboardInterrupt``); any later one kills it now."""
+
+    def __init__(self, net: LocalSubnet):
+        self.net = net
+        self.count = 0
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self)  # Ctrl-C works even when started as a background job
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.count += 1
+        if self.count == 1:
+            raise KeyboardInterrupt
+        print("\nkilling every process now…", flush=True)
+        self.net.kill_all()
+
+
+def exit_description(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def watch(net: LocalSubnet, signer: Signer) -> None:
+    """Until Ctrl-C, or until the validator or an API process exits: score tables, and miners that exit."""
+    next_table = time.monotonic() + SCORE_EVERY_SECONDS
+    while True:
+        time.sleep(0.5)
+        for name, code in net.exited():
+            if not name.startswith("miner"):
+                print(f"{name} exited ({exit_description(code)}; see {net.log_path(name)}): "
+                      "the local subnet cannot serve without it; stopping", flush=True)
+                return
+            left = sum(1 for n, p in net.processes.items() if n.startswith("miner") and p.poll() is None)
+            print(f"{name} exited ({exit_description(code)}; see {net.log_path(name)}); not restarted: the subnet "
+                  f"goes on with {left} miner{'s' if left != 1 else ''}", flush=True)
+        if time.monotonic() >= next_table:
+            print(score_table(net, signer), flush=True)
+            next_table += SCORE_EVERY_SECONDS
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", default=".localnet", help="where wallets, the subnet file, data and logs go")
@@ -99,23 +152,15 @@ def main() -> None:
     net = LocalSubnet(Path(args.dir), api_port=args.api_port, validator_port=args.validator_port,
                       miner_ports=[args.miner_base_port + i for i in range(len(behaviours))],
                       behaviours=behaviours, api_workers=args.api_workers, web_port=args.web_port)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C works even when started as a background job
+    Signals(net).install()
     try:
         print("starting the local subnet…", flush=True)
         net.start()
         print(banner(net, net.create_api_key()), flush=True)
         validator = net.member("validator")
-        signer = Signer(load_hotkey(validator.name, "default", str(net.wallet_path)))
-        next_table = time.monotonic() + SCORE_EVERY_SECONDS
-        while all(p.poll() is None for p in net.processes.values()):
-            time.sleep(0.5)
-            if time.monotonic() >= next_table:
-                print(score_table(net, signer), flush=True)
-                next_table += SCORE_EVERY_SECONDS
-        print("a process exited; stopping the local subnet", flush=True)
+        watch(net, Signer(load_hotkey(validator.name, "default", str(net.wallet_path))))
     except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        print("\nstopping… (Ctrl-C again: kill at once)", flush=True)
     finally:
         net.stop()
         print("stopped.", flush=True)

@@ -3,10 +3,16 @@
     net = LocalSubnet(Path(".localnet"), api_port=8000)
     net.start()              # pages, wallets, subnet file, miners, validator, API workers; waits until ready
     key = net.create_api_key()
-    net.stop()               # SIGTERM to everything, SIGKILL after a grace period
+    net.exited()             # [(name, exit code)] of processes that ended since the last call
+    net.stop()               # SIGTERM to everything at once, SIGKILL after a grace period
+    net.kill_all()           # SIGKILL to everything now (a second Ctrl-C while stopping)
 
 Each process is the real entry point (``python -m miner|validator|api``) with
-its settings passed as environment variables, logging to ``<dir>/logs``. The
+its settings passed as environment variables, logging to ``<dir>/logs``. Each
+runs in its own process group (an API process's workers share its group), and
+every signal goes to the whole group, so no worker outlives its parent; each
+child also gets SIGTERM from the kernel if the launcher itself dies
+(``PR_SET_PDEATHSIG``), so even a killed launcher leaves nothing behind. The
 corpus is served as web pages from a thread of the launcher's own process
 (``localnet.web_pages``), at ``net.web_url``; miners answer web retrieval with
 those URLs, and the API and the validator may fetch 127.0.0.1 for them.
@@ -14,6 +20,8 @@ those URLs, and the API and the validator may fetch 127.0.0.1 for them.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import secrets
@@ -34,6 +42,27 @@ DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
 MINER_TASKS = "InferenceTask,WebQuestionAnsweringTask,WebRetrievalTask"
 # The demo's validator: quick rounds and a weight step every 20 s, so scores visibly separate.
 DEMO_VALIDATOR_SETTINGS = {"synthetic_interval_seconds": 1.0, "weights_interval_seconds": 20.0}
+PR_SET_PDEATHSIG = 1
+_prctl = getattr(ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True), "prctl", None)
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGTERM when the launcher dies (Linux; a no-op elsewhere).
+
+    The kernel watches the *thread* that forked: spawn from one that lives as long as the subnet
+    (the main thread, as ``start`` does), not from a short-lived worker thread.
+    """
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+def signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to a process group; False if no process of it is left."""
+    try:
+        os.killpg(pgid, signum)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
 
 
 def ephemeral_ports_start() -> int:
@@ -104,6 +133,8 @@ class LocalSubnet:
         self.miner_modules = miner_modules or ["miner" for _ in self.behaviours]
         self.pages = PageServer(web_port)
         self.processes: dict[str, subprocess.Popen] = {}
+        self.groups: dict[int, subprocess.Popen] = {}  # every group we started, by pgid, until it is gone
+        self._reported: set[int] = set()
         self.members: list[Member] = []
 
     # -- layout ---------------------------------------------------------------------------------
@@ -166,9 +197,11 @@ class LocalSubnet:
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{name}.log", "ab")
         process = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+                                   cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+                                   preexec_fn=_die_with_parent)
         log.close()
         self.processes[name] = process
+        self.groups[process.pid] = process
         return process
 
     def start_miner(self, member: Member) -> subprocess.Popen:
@@ -233,20 +266,71 @@ class LocalSubnet:
             return False
         return health.get("available_miners", 0) >= expected and bool(health.get("validator_reachable"))
 
+    def exited(self) -> list[tuple[str, int]]:
+        """(name, exit code) of each process that has ended since the last call (negative: killed by a signal).
+
+        What was left of its group (a worker of an API process) is killed.
+        """
+        ended = []
+        for name, process in list(self.processes.items()):
+            if process.pid not in self._reported and process.poll() is not None:
+                self._reported.add(process.pid)
+                signal_group(process.pid, signal.SIGKILL)
+                ended.append((name, process.returncode))
+        return ended
+
+    def log_path(self, name: str) -> Path:
+        return self.directory / "logs" / f"{name}.log"
+
     def stop_process(self, name: str, grace: float = 5.0) -> None:
         process = self.processes.pop(name, None)
-        if process is None or process.poll() is not None:
+        if process is None:
             return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process.poll() is None:
+            signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
+        self._end_group(process.pid)
 
-    def stop(self) -> None:
-        for name in [*self.api_names, "validator", *[n for n in self.processes if n.startswith("miner")]]:
-            self.stop_process(name)
+    def _end_group(self, pgid: int) -> None:
+        """SIGKILL to what is left of a group, then reap its leader; the group is forgotten."""
+        process = self.groups.pop(pgid, None)
+        signal_group(pgid, signal.SIGKILL)
+        if process is not None:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _live_groups(self) -> list[int]:
+        for process in self.groups.values():
+            process.poll()  # reap a leader that exited (a zombie still counts as a member of its group)
+        return [pgid for pgid in self.groups if signal_group(pgid, 0)]
+
+    def kill_all(self) -> None:
+        """SIGKILL to every process group we started, now (what a second Ctrl-C asks for)."""
+        for pgid in list(self.groups):
+            signal_group(pgid, signal.SIGKILL)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to every process group at once; SIGKILL to any still there after ``grace`` s.
+
+        Returns when no process we started is left (a second signal meanwhile may call :meth:`kill_all`).
+        """
+        for pgid in self._live_groups():
+            signal_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self._live_groups() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pgid in list(self.groups):
+            self._end_group(pgid)
+        deadline = time.monotonic() + 5.0
+        while self._live_groups() and time.monotonic() < deadline:  # only unreapable zombies could stay
+            time.sleep(0.05)
+        self.groups.clear()
+        self.processes.clear()
         self.pages.stop()
 
     # -- admin ----------------------------------------------------------------------------------

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import uvicorn
-
-from shared.coalesced_writes import CoalescingHttpProtocol
+from shared.serving import serve
 from shared.settings import configure_logging
 
 from .app import create_app
@@ -30,13 +28,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_miner_settings()
     configure_logging(settings.log_level)
     log_level = settings.log_level.lower()
-    common = dict(host=settings.miner_host, port=settings.miner_port, log_level=log_level,
-                  http=CoalescingHttpProtocol,
+    common = dict(host=settings.miner_host, port=settings.miner_port, log_level=log_level, coalesce=True,
                   access_log=log_level in ("trace", "debug", "info"))  # else every request formats a line for nothing
     if settings.miner_workers > 1:
-        uvicorn.run("miner.app:create_app_from_env", factory=True, workers=settings.miner_workers, **common)
+        serve("miner.app:create_app_from_env", settings, factory=True, workers=settings.miner_workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        serve(create_app(settings), settings, **common)
 
 
 if __name__ == "__main__":

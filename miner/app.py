@@ -107,7 +107,8 @@ def create_app(settings: MinerSettings) -> FastAPI:
         app.state.chain = chain
         app.state.metagraph = metagraph
         app.state.verifier = AnyProtocolVerifier(  # btauth/1 or Epistula, as each request is signed
-            hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN
+            hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN,
+            max_body_bytes=settings.signed_body_max_bytes,
         )
         app.state.backend = open_backend(settings, session, pool=pool, copies=settings.miner_behaviour == "copycat")
         app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)

@@ -23,8 +23,8 @@ from loguru import logger
 from pydantic import ValidationError
 from starlette.types import Receive, Scope, Send
 
-from shared.asgi import ClientGone, DisconnectWatch, header_map, read_body, send_json
-from shared.auth import scope_target
+from shared.asgi import BodyTooLarge, ClientGone, DisconnectWatch, header_map, read_body, send_json
+from shared.auth import declared_length, scope_target
 from shared.schemas import WEB_RETRIEVAL_TASK, MinerChatRequest
 
 from . import openai_wire as wire
@@ -52,8 +52,12 @@ class ChatCompletions:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.app.state
         try:
-            raw = await read_body(receive)
-            caller = state.verifier.verify(scope["method"], scope_target(scope), header_map(scope), raw)
+            headers = header_map(scope)
+            state.verifier.check_headers(headers)  # before a byte of the body: a stranger's body is never read
+            limit = state.verifier.max_body_bytes
+            declared_length(headers, limit)
+            raw = await read_body(receive, max_bytes=limit)
+            caller = state.verifier.verify(scope["method"], scope_target(scope), headers, raw)
             body = parse_request(raw)
             model = served_model(body, state.settings)
             logger.debug("chat from {}: model={} n={} stream={}", caller.hotkey_ss58, model, body.n, body.stream)
@@ -69,8 +73,13 @@ class ChatCompletions:
             first = await first_batch(streams)
         except ClientGone:
             return
-        except HTTPException as exc:  # what the signature check raises
-            await send_json(send, exc.status_code, MinerError(exc.status_code, str(exc.detail)).body())
+        except BodyTooLarge:
+            error = MinerError(413, f"request body is larger than {state.verifier.max_body_bytes} bytes")
+            await send_json(send, 413, error.body(), close=True)
+            return
+        except HTTPException as exc:  # what the signature and size checks raise
+            close = bool(exc.headers) and exc.headers.get("Connection") == "close"
+            await send_json(send, exc.status_code, MinerError(exc.status_code, str(exc.detail)).body(), close=close)
             return
         except MinerError as exc:
             await send_json(send, exc.status, exc.body())

@@ -21,6 +21,7 @@ DEFAULT_KINDS = {
     403: ("permission_error", "not_a_permitted_validator"),
     404: ("invalid_request_error", "not_found"),
     405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "body_too_large"),
     422: ("invalid_request_error", "invalid_body"),
     500: ("server_error", "internal_error"),
     502: ("upstream_error", "upstream_failed"),

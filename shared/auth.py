@@ -14,6 +14,13 @@ Receiver side, as a FastAPI dependency::
 The signature is checked against the raw request target and the raw body
 bytes. Every ``AuthError`` becomes 401 (nothing about the caller is proven);
 a valid signature from a hotkey that ``is_allowed`` rejects becomes 403.
+
+Before a byte of the body is read, the cheap header fields are checked
+(version, sender, nonce, receiver, freshness: what ``http_auth.verify`` checks
+before the signature) and the declared ``Content-Length`` against
+``max_body_bytes``; the body is then read only up to that limit (413 past it).
+A stranger's huge body is refused without being read, and these errors close
+the connection, so its unread rest is not read either.
 """
 
 from __future__ import annotations
@@ -21,10 +28,10 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
 from bittensor import http_auth
-from bittensor.http_auth import AuthError, Caller
+from bittensor.http_auth import AuthError, Caller, MalformedAuth, StaleRequest, WrongReceiver
 from bittensor.signing import resolve_signer
 from bittensor.wallets import CRYPTO_TYPE_NAMES
 from fastapi import HTTPException, Request
@@ -89,20 +96,97 @@ def scope_target(scope: Mapping[str, Any]) -> str:
     return target.decode("latin-1")
 
 
+CLOSE = {"Connection": "close"}  # on errors found before the body was read: its rest is never read
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+def check_auth_headers(headers: Mapping[str, str], self_hotkey: str, *, now_ns: Optional[int] = None) -> None:
+    """What ``http_auth.verify`` checks before the signature, on the headers alone: ``AuthError`` if they fail.
+
+    Header names may be in any case. The full ``verify`` repeats these checks; this
+    one runs first so that a request that cannot pass is refused before its body is read.
+    """
+    lowered = {key.lower(): value for key, value in headers.items()}
+    # The SDK's order and messages, so that a request refused here reads as it would after the body.
+    if lowered.get(http_auth.HEADER_VERSION.lower()) != http_auth.VERSION:
+        raise MalformedAuth(f"missing or unsupported {http_auth.HEADER_VERSION} (expected {http_auth.VERSION!r})")
+    if not lowered.get(http_auth.HEADER_HOTKEY.lower()):
+        raise MalformedAuth(f"missing {http_auth.HEADER_HOTKEY}")
+    raw_nonce = lowered.get(http_auth.HEADER_NONCE.lower())
+    if raw_nonce is None:
+        raise MalformedAuth(f"missing {http_auth.HEADER_NONCE}")
+    try:
+        nonce = int(raw_nonce)
+    except ValueError:
+        raise MalformedAuth(f"{http_auth.HEADER_NONCE} is not a decimal integer") from None
+    if lowered.get(http_auth.HEADER_SIGNATURE.lower()) is None:
+        raise MalformedAuth(f"missing {http_auth.HEADER_SIGNATURE}")
+    receiver = lowered.get(http_auth.HEADER_RECEIVER.lower())
+    if receiver is None:
+        raise WrongReceiver(f"missing {http_auth.HEADER_RECEIVER}: this server requires receiver-bound requests")
+    if receiver != self_hotkey:
+        raise WrongReceiver("request was signed for a different receiving hotkey")
+    now = time.time_ns() if now_ns is None else now_ns
+    if now - nonce > http_auth.DEFAULT_MAX_AGE * 1e9:
+        raise StaleRequest(f"nonce is older than the {http_auth.DEFAULT_MAX_AGE:g}s freshness window")
+    if nonce - now > http_auth.DEFAULT_ALLOWED_SKEW * 1e9:
+        raise StaleRequest(f"nonce is more than {http_auth.DEFAULT_ALLOWED_SKEW:g}s in the future")
+
+
+def declared_length(headers: Mapping[str, str], max_bytes: int) -> Optional[int]:
+    """The declared ``Content-Length`` (None: chunked or absent); ``HTTPException`` 413 past ``max_bytes``."""
+    raw = headers.get("content-length")
+    if raw is None:
+        return None
+    try:
+        length = int(raw)
+    except ValueError:
+        raise HTTPException(400, "Content-Length is not an integer", headers=CLOSE) from None
+    if length > max_bytes:
+        raise HTTPException(413, f"request body is larger than {max_bytes} bytes", headers=CLOSE)
+    return length
+
+
+async def read_at_most(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """The body from its chunks, or ``HTTPException`` 413 as soon as it passes ``max_bytes``."""
+    parts, size = [], 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise HTTPException(413, f"request body is larger than {max_bytes} bytes", headers=CLOSE)
+        parts.append(chunk)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
 class RequestVerifier:
     """FastAPI dependency: verify a ``btauth/1`` request, then ask who may call.
 
-    ``verify`` is the same check without a framework, for a plain ASGI endpoint.
+    ``verify`` is the same check without a framework, for a plain ASGI endpoint
+    (which calls ``check_headers`` before it reads the body).
     """
 
-    def __init__(self, self_hotkey: str, nonce_store: Any, is_allowed: Callable[[str], bool], *, why_forbidden: str):
+    def __init__(self, self_hotkey: str, nonce_store: Any, is_allowed: Callable[[str], bool], *, why_forbidden: str,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
         self.self_hotkey = self_hotkey
         self.nonce_store = nonce_store
         self.is_allowed = is_allowed
         self.why_forbidden = why_forbidden
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, request: Request) -> Caller:
-        return self.verify(request.method, request_target(request), request.headers, await request.body())
+        headers = request.headers
+        self.check_headers(headers)
+        declared_length(headers, self.max_body_bytes)
+        body = await read_at_most(request.stream(), self.max_body_bytes)
+        request._body = body  # what ``request.body()`` returns to the route from now on (Starlette's cache)
+        return self.verify(request.method, request_target(request), headers, body)
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """``HTTPException`` 401 if the headers alone show the request cannot pass (see :func:`check_auth_headers`)."""
+        try:
+            check_auth_headers(headers, self.self_hotkey)
+        except AuthError as exc:
+            raise HTTPException(401, f"{type(exc).__name__}: {exc}", headers=CLOSE) from None
 
     def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
         """The caller, or ``HTTPException`` 401 (bad signature) or 403 (not allowed to call)."""
@@ -122,4 +206,5 @@ class RequestVerifier:
         return caller
 
 
-__all__ = ["AuthError", "Caller", "RequestVerifier", "Signer", "request_target", "scope_target"]
+__all__ = ["AuthError", "Caller", "RequestVerifier", "Signer", "check_auth_headers", "declared_length",
+           "read_at_most", "request_target", "scope_target"]

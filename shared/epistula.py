@@ -43,7 +43,7 @@ from bittensor.http_auth import (
 )
 from fastapi import HTTPException
 
-from .auth import RequestVerifier, Signer
+from .auth import CLOSE, RequestVerifier, Signer
 
 VERSION = "2"
 HEADER_VERSION = "Epistula-Version"
@@ -114,11 +114,11 @@ def is_epistula(headers: Mapping[str, str]) -> bool:
     return headers.get(HEADER_VERSION) is not None or headers.get(HEADER_VERSION.lower()) is not None
 
 
-def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_store: Any, now_ms: Optional[int] = None,
-           max_age_ms: int = MAX_AGE_MS, allowed_skew_ms: int = ALLOWED_SKEW_MS) -> Caller:
-    """The caller of an Epistula request, or an ``AuthError`` subclass that says why not.
+def check_headers(headers: Mapping[str, str], *, self_hotkey: str, now_ms: Optional[int] = None,
+                  max_age_ms: int = MAX_AGE_MS, allowed_skew_ms: int = ALLOWED_SKEW_MS) -> dict[str, str]:
+    """The Epistula header fields, or an ``AuthError``: every check that needs no body and no signature.
 
-    The replay store is written only once the signature verifies, so nobody can burn a sender's uuid.
+    A receiver runs it before reading the body, so a request that cannot pass costs no body read.
     """
     lowered = {key.lower(): value for key, value in headers.items()}
     if lowered.get(HEADER_VERSION.lower()) != VERSION:
@@ -133,18 +133,30 @@ def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_s
         timestamp = int(fields[HEADER_TIMESTAMP])
     except ValueError:
         raise MalformedAuth(f"{HEADER_TIMESTAMP} is not a decimal integer (milliseconds)") from None
-    try:
-        signature = bytes.fromhex(fields[HEADER_SIGNATURE].removeprefix("0x"))
-    except ValueError:
-        raise MalformedAuth(f"{HEADER_SIGNATURE} is not hex") from None
-    sender, receiver, request_uuid = fields[HEADER_SIGNED_BY], fields[HEADER_SIGNED_FOR], fields[HEADER_UUID]
-    if receiver != self_hotkey:
+    if fields[HEADER_SIGNED_FOR] != self_hotkey:
         raise WrongReceiver("request was signed for a different receiving hotkey")
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if now - timestamp > max_age_ms:
         raise StaleRequest(f"{HEADER_TIMESTAMP} is older than the {max_age_ms / 1000:g}s freshness window")
     if timestamp - now > allowed_skew_ms:
         raise StaleRequest(f"{HEADER_TIMESTAMP} is more than {allowed_skew_ms / 1000:g}s in the future")
+    return fields
+
+
+def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_store: Any, now_ms: Optional[int] = None,
+           max_age_ms: int = MAX_AGE_MS, allowed_skew_ms: int = ALLOWED_SKEW_MS) -> Caller:
+    """The caller of an Epistula request, or an ``AuthError`` subclass that says why not.
+
+    The replay store is written only once the signature verifies, so nobody can burn a sender's uuid.
+    """
+    fields = check_headers(headers, self_hotkey=self_hotkey, now_ms=now_ms, max_age_ms=max_age_ms,
+                           allowed_skew_ms=allowed_skew_ms)
+    timestamp = int(fields[HEADER_TIMESTAMP])
+    try:
+        signature = bytes.fromhex(fields[HEADER_SIGNATURE].removeprefix("0x"))
+    except ValueError:
+        raise MalformedAuth(f"{HEADER_SIGNATURE} is not hex") from None
+    sender, receiver, request_uuid = fields[HEADER_SIGNED_BY], fields[HEADER_SIGNED_FOR], fields[HEADER_UUID]
     try:
         valid = sp_core.verify(message(body, request_uuid, timestamp, receiver), signature, sender,
                                sp_core.CRYPTO_SR25519)
@@ -161,6 +173,14 @@ def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_s
 class AnyProtocolVerifier(RequestVerifier):
     """``RequestVerifier`` that also accepts Epistula: the request's headers say which protocol it speaks."""
 
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        if not is_epistula(headers):
+            return super().check_headers(headers)
+        try:
+            check_headers(headers, self_hotkey=self.self_hotkey)
+        except AuthError as exc:
+            raise HTTPException(401, f"{type(exc).__name__}: {exc}", headers=CLOSE) from None
+
     def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
         if not is_epistula(headers):
             return super().verify(method, target, headers, body)
@@ -173,5 +193,5 @@ class AnyProtocolVerifier(RequestVerifier):
         return caller
 
 
-__all__ = ["AnyProtocolVerifier", "EpistulaSigner", "MinerProtocolSigner", "is_epistula", "message", "signer_for",
-           "verify"]
+__all__ = ["AnyProtocolVerifier", "EpistulaSigner", "MinerProtocolSigner", "check_headers", "is_epistula", "message",
+           "signer_for", "verify"]

@@ -13,6 +13,7 @@ import sys
 from typing import Literal, TypeVar
 
 from loguru import logger
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,6 +32,16 @@ class CommonSettings(BaseSettings):
     redis_url: str = ""
     data_dir: str = ".data"
     log_level: str = "INFO"
+
+    # Serving (shared.serving): connections are a bounded resource, per process.
+    http_max_connections: int = Field(10_000, ge=1)
+    http_max_connections_per_client: int = Field(1_000, ge=0)  # 0: no cap per client address
+    http_header_timeout: float = Field(10.0, ge=0)  # 0: none
+    http_max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line and headers; more is a 431
+    http_body_timeout: float = Field(30.0, ge=0)  # a body silent this long closes the connection; 0: never
+    http_keepalive_timeout: float = Field(5.0, gt=0)
+    # Signed servers (miner, validator): the most a signed request's body may be; larger is a 413.
+    signed_body_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
 
 
 S = TypeVar("S", bound=CommonSettings)

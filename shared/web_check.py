@@ -12,20 +12,27 @@ A result is well formed when it has string ``url``, ``content`` and
 ``content`` (whitespace-insensitive). Fetching is bounded: a timeout per page
 and for the whole batch, a size cap, no redirects, and by default no private,
 loopback or link-local addresses (``allow_private`` is for the local subnet),
-so a miner cannot point the API or the validator at internal services. The
-address check resolves the host before the fetch; a DNS answer that changes in
-between (rebinding) is not defended against.
+so a miner cannot point the API or the validator at internal services.
+
+The check cannot be raced by DNS (rebinding: a public answer for the check,
+a private one for the connection). A host name is looked up once, by the
+connection's own resolver (:class:`CheckedResolver`), which refuses the name
+if any address is not public and hands the connection exactly the addresses
+it checked; the request still carries the name (``Host``, and TLS's SNI and
+certificate check). An address literal is checked as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 from html.parser import HTMLParser
 from typing import Any, Iterable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from pydantic import ValidationError
 
 from .schemas import WebResult
@@ -122,38 +129,84 @@ def content_on_page(content: str, text: Optional[str]) -> bool:
     return text is not None and normalise(content) in text
 
 
+def public_address(address: str) -> bool:
+    """Reachable on the public internet: not private, loopback, link-local, reserved, shared or multicast."""
+    try:
+        return ipaddress.ip_address(address.split("%", 1)[0]).is_global
+    except ValueError:
+        return False
+
+
+class BlockedAddress(OSError):
+    """A host that is, or resolves to, an address the fetcher may not connect to."""
+
+
+class CheckedResolver(AbstractResolver):
+    """aiohttp's resolver, with the address check in it: what is checked is what the connection uses.
+
+    ``is_public`` decides an address (tests may swap it); every address of a name must pass,
+    or the name is refused (an answer mixing public and private addresses is an attack too).
+    """
+
+    def __init__(self, is_public=public_address) -> None:
+        self.is_public = is_public
+
+    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+                      ) -> list[ResolveResult]:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM, family=family)
+        if not infos:
+            raise BlockedAddress(f"{host} has no address")
+        results: list[ResolveResult] = []
+        for info_family, _, proto, _, sockaddr in infos:
+            address = str(sockaddr[0])
+            if not self.is_public(address):
+                raise BlockedAddress(f"{host} resolves to a non-public address")
+            results.append(ResolveResult(hostname=host, host=address, port=int(sockaddr[1]), family=info_family,
+                                         proto=proto, flags=socket.AI_NUMERICHOST | socket.AI_NUMERICSERV))
+        return results
+
+    async def close(self) -> None:
+        pass
+
+
 class PageFetcher:
     """Fetch pages' text with the limits above; a page that cannot be had is ``None``."""
 
     def __init__(self, *, timeout: float = 5.0, max_bytes: int = 1_000_000, allow_private: bool = False,
-                 max_pages: int = 64, concurrency: int = 16):
+                 max_pages: int = 64, concurrency: int = 16, is_public=public_address):
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.allow_private = allow_private
         self.max_pages = max_pages
         self.concurrency = concurrency
+        self.is_public = is_public
 
-    async def address_allowed(self, host: str, port: int) -> bool:
-        if self.allow_private:
-            return True
+    def session(self) -> aiohttp.ClientSession:
+        """A session whose connections go only to checked addresses (any address with ``allow_private``)."""
+        resolver = None if self.allow_private else CheckedResolver(self.is_public)
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=resolver, limit=self.concurrency))
+
+    def literal_allowed(self, host: str) -> bool:
+        """An address literal is never resolved (aiohttp connects to it as it is): it is checked here."""
         try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port)
-        except OSError:
-            return False
-        return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_global for info in infos)
+            ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return True  # a name: the session's resolver checks it
+        return self.allow_private or self.is_public(host)
 
     async def fetch(self, session: aiohttp.ClientSession, url: str) -> Optional[str]:
+        """One page through ``session``, which must come from :meth:`session` (its resolver is the check)."""
         if not http_url(url):
             return None
         parts = urlsplit(url)
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
+            parts.port
         except ValueError:
+            return None
+        if not self.literal_allowed(parts.hostname):
             return None
         try:
             async with asyncio.timeout(self.timeout):
-                if not await self.address_allowed(parts.hostname, port):
-                    return None
                 async with session.get(url, allow_redirects=False) as response:
                     kind = response.content_type or ""
                     if response.status != 200 or not kind.startswith(TEXT_TYPES):
@@ -166,13 +219,18 @@ class PageFetcher:
 
     async def fetch_many(self, urls: Iterable[str],
                          session: Optional[aiohttp.ClientSession] = None) -> dict[str, Optional[str]]:
-        """Each distinct URL fetched once, at most ``max_pages`` of them, all within ``timeout`` overall."""
+        """Each distinct URL fetched once, at most ``max_pages`` of them, all within ``timeout`` overall.
+
+        A caller's ``session`` is used only when private addresses are allowed (nothing to check);
+        otherwise the batch goes through a session of :meth:`session`, whose resolver checks and pins.
+        """
         wanted = list(dict.fromkeys(urls))[: self.max_pages]
         pages: dict[str, Optional[str]] = dict.fromkeys(wanted)
         if not wanted:
             return pages
-        own = session is None
-        session = session or aiohttp.ClientSession()
+        own = session is None or not self.allow_private
+        if own:
+            session = self.session()
         slots = asyncio.Semaphore(self.concurrency)
 
         async def one(url: str) -> None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import uvicorn
-
+from shared.serving import serve
 from shared.settings import configure_logging
 
 from .app import create_app
@@ -13,8 +12,9 @@ from .settings import load
 def main() -> None:
     settings = load()
     configure_logging(settings.log_level)
-    uvicorn.run(
+    serve(
         create_app(settings),
+        settings,
         host=settings.validator_host,
         port=settings.validator_port,
         log_level="warning",

@@ -83,7 +83,8 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         app.state.signer = signer
         app.state.chain = chain
         app.state.verifier = RequestVerifier(
-            signer.hotkey, nonces, allowed.__contains__, why_forbidden="hotkey is not on the validator's allow-list"
+            signer.hotkey, nonces, allowed.__contains__, why_forbidden="hotkey is not on the validator's allow-list",
+            max_body_bytes=settings.signed_body_max_bytes,
         )
         app.state.metagraph = MetagraphCache(chain, settings.metagraph_sync_seconds)
         app.state.poller = AvailabilityPoller(client, settings.availability_timeout)

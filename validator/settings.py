@@ -25,6 +25,8 @@ class ValidatorSettings(CommonSettings):
     availability_poll_seconds: float = 30.0
     availability_timeout: float = 3.0
     scoring_queue_max: int = 100_000
+    # A scoring batch (64 items by default) can carry long prompts and answers: more room than a miner's request.
+    signed_body_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     # Synthetic tasks and scoring.
     synthetic_interval_seconds: float = 5.0
