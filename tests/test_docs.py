@@ -27,8 +27,8 @@ DOCS = ROOT / "docs"
 
 SETTINGS = [(ApiSettings, ".env.api.example"), (ValidatorSettings, ".env.validator.example"),
             (MinerSettings, ".env.miner.example")]
-# Inherited from the shared settings, but an API worker never talks to the chain.
-NOT_IN_EXAMPLE = {ApiSettings: {"NETWORK", "NETUID", "SUBNET_FILE"}}
+# Inherited from the shared settings, but an API worker never talks to the chain and serves no signed route.
+NOT_IN_EXAMPLE = {ApiSettings: {"NETWORK", "NETUID", "SUBNET_FILE", "SIGNED_BODY_MAX_BYTES"}}
 
 
 def example_variables(name: str) -> set[str]:
