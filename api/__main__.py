@@ -28,6 +28,7 @@ def main() -> None:
         access_log=False,
         http=CoalescingHttpProtocol,
         server_header=False,
+        proxy_headers=False,  # the client address is ours to decide (TRUSTED_PROXIES, see api.throttle)
     )
 
 

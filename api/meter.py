@@ -61,6 +61,9 @@ class Meter:
         self.finished: Optional[float] = None
         self.recorded = False
         self.logged = True  # False for free routes (account queries): no request log, no usage
+        self.parts = 1  # chat requests this request is made of (/v1/completions with a list of prompts)
+        self.units = 1  # units of miner work admitted (see api.admission)
+        self.admission = None  # the admission of its units, shared by its parts
         self._after_response: list = []
 
     def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
