@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 
 from ..access import admit
+from ..admission import admit_units, retrieval_units
 from ..keys import KeyRecord
 from ..meter import meter_of
 from ..moderation import screen
@@ -24,9 +25,11 @@ from ..web_retrieval import WebRetrievalQuery, retrieve
 router = APIRouter(tags=["web retrieval"])
 
 
-async def answer(request: Request, query: WebRetrievalQuery) -> dict:
-    """Screen, retrieve, and keep the request's credits only when miners found something."""
+async def answer(request: Request, query: WebRetrievalQuery, key: KeyRecord) -> dict:
+    """Screen, admit one unit per miner asked, retrieve, and keep the request's credits only when miners
+    found something."""
     await screen(request, [query.search_query])
+    await admit_units(request, key, retrieval_units(query))
     meter = meter_of(request)
     meter.describe(task="WebRetrievalTask", strategy="uids" if query.uids else "sample", model=None, stream=False,
                    prompt_tokens=len(query.search_query.split()))
@@ -38,10 +41,10 @@ async def answer(request: Request, query: WebRetrievalQuery) -> dict:
 @router.get("/web_retrieval")
 async def web_retrieval_get(request: Request, query: Annotated[WebRetrievalQuery, Query()],
                             key: KeyRecord = Depends(admit)) -> dict:
-    return await answer(request, query)
+    return await answer(request, query, key)
 
 
 @router.post("/web_retrieval")
 async def web_retrieval_post(query: WebRetrievalQuery, request: Request,
                              key: KeyRecord = Depends(admit)) -> dict:
-    return await answer(request, query)
+    return await answer(request, query, key)
