@@ -242,6 +242,14 @@ async def test_a_conversation_message_is_bounded_and_nothing_is_stored(net):
     assert len(stored.body["messages"]) == 1
 
 
+async def test_creating_conversations_counts_against_the_rate_limit(net):
+    key, _ = await new_key(net, "?credits=5&rate_limits=3%20per%20minute")
+    seen = [await call("POST", net.api_urls[i % 2] + "/v1/conversations", headers={"api-key": key},
+                       json={"messages": [{"role": "user", "content": "x" * 1000}]}) for i in range(4)]
+    assert [a.status for a in seen] == [200, 200, 200, 429], seen
+    assert await credits_left(net, key) == 5  # storing is not charged, only limited
+
+
 # -- 4. brute force ----------------------------------------------------------------------------------------------
 
 async def statuses(session: aiohttp.ClientSession, net, count: int, request) -> list[tuple[int, str]]:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from shared.schemas import ChatMessage
 
-from ..access import admit, identify
+from ..access import Admit, admit, identify
 from ..chat_reuse import DONE, events, first_choice_text, json_body
 from ..conversations import Conversation
 from ..errors import ApiError
@@ -39,6 +39,8 @@ from ..schemas import ChatCompletionRequest
 from .chat import chat_completions
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+# Creating one stores what the client sent: no credit, but a rate-limit slot and a request log.
+admit_storing = Admit(cost=0)
 
 
 class NewConversation(BaseModel):
@@ -75,7 +77,7 @@ def context(stored: list[dict], limit: int) -> list[ChatMessage]:
 
 @router.post("")
 async def create_conversation(request: Request, body: Optional[NewConversation] = Body(None),
-                              key: KeyRecord = Depends(identify)) -> dict:
+                              key: KeyRecord = Depends(admit_storing)) -> dict:
     body = body or NewConversation()
     bounded(body.messages, request.app.state.settings.conversation_message_max_chars)
     conversation = await request.app.state.conversations.create(
