@@ -12,7 +12,8 @@ miner answers. One unit is what a plain chat completion costs:
 
 - chat: ``n`` × races, a race being ``FANOUT`` miners at once (``uids`` or
   ``top_n`` wider than ``FANOUT`` run ``ceil(width / FANOUT)`` races);
-- mixture: one unit per first-round miner, plus ``n`` for the aggregation;
+- mixture: one unit per first-round miner (``MIXTURE_SIZE``, or the width, at most 8 and at most the
+  miners available), plus ``n`` for the aggregation;
 - test-time inference: (``REASONING_MAX_STEPS`` + ``n``) × races;
 - ``/v1/completions``: the chat price × the number of prompts (at most
   ``COMPLETIONS_MAX_PROMPTS``);
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, Optional
 
 from fastapi import Request
 from loguru import logger
@@ -42,10 +43,12 @@ def races(width: int, fanout: int) -> int:
     return max(1, math.ceil(width / fanout)) if width else 1
 
 
-def chat_units(body: Any, width: int, settings: Any) -> int:
-    """The units of one chat request whose candidates were chosen with ``width`` (0: the gateway's choice)."""
+def chat_units(body: Any, width: int, settings: Any, available: Optional[int] = None) -> int:
+    """The units of one chat request whose ``available`` candidates were chosen with ``width`` (0: the
+    gateway's choice)."""
     if body.wants_mixture:
-        return min(width or settings.mixture_size, MAX_FIRST_ROUND) + body.n
+        first = min(width or settings.mixture_size, MAX_FIRST_ROUND, available or MAX_FIRST_ROUND)
+        return first + body.n
     if body.wants_reasoning:
         return (settings.reasoning_max_steps + body.n) * races(width, settings.fanout)
     return body.n * races(width, settings.fanout)

@@ -68,6 +68,7 @@ def test_units_follow_the_work_asked_for():
     assert chat_units(chat(uids=list(range(10))), 10, SETTINGS) == 4  # ceil(10 / 3) races
     assert chat_units(chat(top_n=256, n=2), 40, SETTINGS) == 2 * 14
     assert chat_units(chat(mixture=True), 0, SETTINGS) == 3 + 1
+    assert chat_units(chat(mixture=True), 0, SETTINGS, available=2) == 2 + 1  # a first round of two
     assert chat_units(chat(mixture=True, uids=list(range(20)), n=2), 20, SETTINGS) == 8 + 2
     assert chat_units(chat(test_time_inference=True), 0, SETTINGS) == 4 + 1
     assert chat_units(chat(inference_mode="Chain-of-Thought", n=3), 6, SETTINGS) == (4 + 3) * 2
