@@ -27,6 +27,7 @@ def main() -> None:
         log_level="warning",
         access_log=False,
         server_header=False,
+        proxy_headers=False,  # the client address is ours to decide (TRUSTED_PROXIES, see api.throttle)
     )
 
 

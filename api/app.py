@@ -16,7 +16,7 @@ import random
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Optional
 
 import aiohttp
 from fastapi import FastAPI
@@ -32,6 +32,7 @@ from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
 from . import compat, dashboard
+from .body_limit import BodyLimits
 from .directory_client import DirectoryClient
 from .errors import install_error_handlers
 from .forwarder import ScoringForwarder
@@ -59,6 +60,7 @@ from .routers import (
 from .settings import ApiSettings, load
 from .store import open_store
 from .store.conversations import Conversations
+from .throttle import Throttle
 
 EXPOSED_HEADERS = ["X-Request-Id", "X-Conversation-Id", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining",
                    "X-RateLimit-Reset", "X-RateLimit-Policy"]
@@ -87,11 +89,18 @@ async def prune_logs(store, retention_days: float) -> None:
 
 
 class GatewayApp(FastAPI):
-    """FastAPI, except that chat completions skip its stack (see ``api.hot_path``)."""
+    """FastAPI, except that bodies are bounded first (see ``api.body_limit``) and chat completions
+    skip its stack (see ``api.hot_path``)."""
 
     hot_path_cors = False  # CORS configured: browser requests take the FastAPI route
+    body_limits: Optional[BodyLimits] = None
 
     async def __call__(self, scope: dict, receive, send) -> None:
+        if scope["type"] == "http" and self.body_limits is not None:
+            gated = await self.body_limits.gate(self, scope, receive, send)
+            if gated is None:
+                return
+            receive, send = gated
         if takes_hot_path(scope, self.hot_path_cors):
             await serve_chat(self, scope, receive, send)
         else:
@@ -117,6 +126,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.limiter = (RedisRateLimiter(settings.redis_url, settings.redis_prefix) if settings.redis_url
                          else StoreRateLimiter(state.store))
         state.default_windows = parse_windows(settings.default_rate_limits)
+        state.throttle = Throttle.from_settings(state.limiter, settings)
         state.recorder = Recorder(state.store, batch_size=settings.usage_batch_size,
                                   interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
         state.metrics = ApiMetrics(enabled=settings.metrics_enabled)
@@ -171,6 +181,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
 
     app = GatewayApp(title="Subnet API", lifespan=lifespan)
     app.hot_path_cors = bool(settings.cors_origin_list)
+    app.body_limits = BodyLimits.from_settings(settings)
     install_error_handlers(app)
     app.add_middleware(MeterMiddleware)
     app.add_middleware(MetricsMiddleware)

@@ -33,23 +33,37 @@ def presented_key(request: Request) -> Optional[str]:
 
 
 async def authenticate(request: Request) -> KeyRecord:
-    """The caller's key record, or 401: missing, unknown, disabled or expired."""
+    """The caller's key record, or 401: missing, unknown, disabled or expired (429 when its address has
+    failed too often, see ``api.throttle``)."""
+    throttle = getattr(request.app.state, "throttle", None)
+    address = throttle.address(request.scope) if throttle is not None else ""
+    if throttle is not None:
+        throttle.raise_if_refused_here("api", address)
     key = presented_key(request)
     if key is None:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header",
                        "missing_api_key")
     record = await request.app.state.keys.get(hash_key(key))
+    failure: Optional[ApiError] = None
     if record is None:
-        raise ApiError(401, "invalid API key", "invalid_api_key")
-    if not record.enabled:
-        raise ApiError(401, "this API key is disabled", "disabled_api_key")
-    if record.expired(time.time()):
+        failure = ApiError(401, "invalid API key", "invalid_api_key")
+    elif not record.enabled:
+        failure = ApiError(401, "this API key is disabled", "disabled_api_key")
+    elif record.expired(time.time()):
         when = datetime.fromtimestamp(record.expires_at, timezone.utc).isoformat(timespec="seconds")
-        raise ApiError(401, f"this API key expired at {when}", "expired_api_key")
+        failure = ApiError(401, f"this API key expired at {when}", "expired_api_key")
+    if failure is not None:
+        if throttle is not None:
+            await throttle.failed("api", address)
+        raise failure
     return record
 
 
 async def require_admin(request: Request) -> None:
+    throttle = getattr(request.app.state, "throttle", None)
+    address = throttle.address(request.scope) if throttle is not None else ""
+    if throttle is not None:
+        await throttle.check("admin", address)
     expected: bytes = request.app.state.admin_key_digest
     if "admin-key" not in request.headers:  # the subnet's API answers 422 here (a required header is missing)
         raise ApiError(422, "missing header: admin-key", "missing_admin_key",
@@ -58,4 +72,6 @@ async def require_admin(request: Request) -> None:
     given = request.headers.get("admin-key", "")
     digest = hashlib.sha256(given.encode()).digest()
     if not expected or not given or not hmac.compare_digest(digest, expected):
+        if throttle is not None:
+            await throttle.failed("admin", address)
         raise ApiError(403, "Invalid admin key", "invalid_admin_key")

@@ -27,6 +27,7 @@ TYPES = {
     402: "insufficient_quota",
     403: "permission_error",
     404: "not_found_error",
+    413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",

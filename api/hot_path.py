@@ -37,7 +37,6 @@ from .routers.chat import chat_completions
 from .schemas import ChatCompletionRequest
 
 ROUTE = "/v1/chat/completions"
-MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 def takes_hot_path(scope: dict, cors: bool) -> bool:
@@ -76,7 +75,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
     meter = Meter(ROUTE)
     scope["app"] = app
     scope.setdefault("state", {})["meter"] = meter
-    metered_send = metered(meter, send)
+    metered_send = metered(meter, send, receive)
     error_code: Optional[str] = None
 
     request = Request(scope, receive)
@@ -84,7 +83,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
     try:
         try:
             try:
-                raw = await read_body(receive, MAX_BODY_BYTES)
+                raw = await read_body(receive, max_body := state.settings.max_body_chat)
             except ClientGone:
                 raw = b""  # nobody will read the answer; it goes through the usual checks all the same
             key = await admit(request)
@@ -95,7 +94,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
             response = await chat_completions(body, request, key)
         except BodyTooLarge:
             error_code = "request_too_large"
-            response = error_response(413, f"request body larger than {MAX_BODY_BYTES} bytes", error_code)
+            response = error_response(413, f"request body larger than {max_body} bytes", error_code)
         except ApiError as exc:
             error_code = exc.code
             response = error_response(exc.status, exc.message, exc.code, exc.headers)

@@ -66,6 +66,10 @@ def parse_names(value: Any) -> Optional[list[str]]:
     return [str(item).strip() for item in items if str(item).strip()]
 
 
+
+LATEST = 253402300799.0  # 9999-12-31T23:59:59Z: later times cannot be told as dates
+CENTURY = 100 * 365 * 86400.0
+
 class KeySpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -75,8 +79,8 @@ class KeySpec(BaseModel):
     rate_limits: Optional[list[Window]] = None
     credits: Optional[int] = Field(None, ge=0)
     add_credits: Optional[int] = None
-    expires_at: Optional[float] = None
-    expires_in: Optional[float] = Field(None, gt=0)
+    expires_at: Optional[float] = Field(None, ge=0, le=LATEST)
+    expires_in: Optional[float] = Field(None, gt=0, le=CENTURY)
     allowed_tasks: Optional[list[str]] = None
     allowed_models: Optional[list[str]] = None
     token_quota: Optional[int] = Field(None, ge=1, description="tokens the key may use in all, or 'unlimited'")

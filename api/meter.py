@@ -58,9 +58,13 @@ class Meter:
         self.status: Optional[int] = None
         self.first_byte: Optional[float] = None
         self.body_done = False  # the response's last byte was sent
+        self.unread = False  # the client had left before the answer's first byte: not charged
         self.finished: Optional[float] = None
         self.recorded = False
         self.logged = True  # False for free routes (account queries): no request log, no usage
+        self.parts = 1  # chat requests this request is made of (/v1/completions with a list of prompts)
+        self.units = 1  # units of miner work admitted (see api.admission)
+        self.admission = None  # the admission of its units, shared by its parts
         self._after_response: list = []
 
     def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
@@ -151,6 +155,8 @@ async def refund(state: Any, key_id: str, amount: int) -> None:
 def settle(meter: Meter, state: Any) -> None:
     meter.finished = time.perf_counter()
     status = meter.status = meter.status or 500
+    if meter.unread:
+        meter.charge = False  # whatever the route decided since: nobody read a byte
     if meter.outcome is None:
         if status < 400:
             meter.outcome = "ok" if meter.body_done else "client_closed"
@@ -168,12 +174,39 @@ def settle(meter: Meter, state: Any) -> None:
         action()
 
 
-def metered(meter: Meter, send: Any) -> Any:
+def gone_already(receive: Any) -> bool:
+    """Whether the server has already told that the client went away, without waiting for anything.
+
+    The body was read before the answer started, so the next message can only be ``http.disconnect``;
+    ``receive`` is run up to its first wait and, if it has to wait, closed (no task, no timer).
+    """
+    step = receive()
+    try:
+        step.send(None)
+    except StopIteration as done:
+        return (done.value or {}).get("type") == "http.disconnect"
+    except Exception:
+        return False
+    step.close()  # it would have waited: the client is still there
+    return False
+
+
+def left_before_first_byte(meter: Meter) -> None:
+    """Nobody will read this answer: it is not charged, and its log says so."""
+    meter.outcome, meter.charge, meter.unread = "client_closed", False, True
+    meter.error = meter.error or "the client left before the first byte of the answer"
+
+
+def metered(meter: Meter, send: Any, receive: Any = None) -> Any:
     """``send``, noting on the meter the status, when the first byte left and whether the body ended,
-    and adding the meter's X-RateLimit-* headers to the response."""
+    and adding the meter's X-RateLimit-* headers to the response. With ``receive``: an answer that
+    starts after its admitted client has gone is not charged (see ``left_before_first_byte``)."""
 
     async def metered_send(message: dict) -> None:
         if message["type"] == "http.response.start":
+            if (receive is not None and meter.key is not None and message["status"] < 400
+                    and meter.first_byte is None and gone_already(receive)):
+                left_before_first_byte(meter)
             meter.status = message["status"]
             meter.first_byte = time.perf_counter()
             if meter.headers:
@@ -198,7 +231,7 @@ class MeterMiddleware:
         meter = Meter(scope["path"])
         scope.setdefault("state", {})["meter"] = meter
         try:
-            await self.app(scope, receive, metered(meter, send))
+            await self.app(scope, receive, metered(meter, send, receive))
         finally:
             if meter.key is not None:
                 settle(meter, scope["app"].state)

@@ -106,19 +106,21 @@ class Decision:
 
 
 def decide(windows: list[Window], counts: list[int], resets: list[float], retries: list[float],
-           admitted_now: bool) -> Decision:
-    """Build the decision from what the counter saw before this request was (or was not) added."""
-    allowed = all(c < w.limit for w, c in zip(windows, counts))
+           admitted_now: bool, weight: int = 1) -> Decision:
+    """Build the decision from what the counter saw before this request (``weight`` slots) was (or was
+    not) added."""
+    allowed = all(c + weight <= w.limit for w, c in zip(windows, counts))
     states = []
     for window, count, reset, retry in zip(windows, counts, resets, retries):
-        used = count + 1 if (allowed and admitted_now) else count
+        used = count + weight if (allowed and admitted_now) else count
         states.append(WindowState(window, used, reset if count else float(window.seconds), retry))
     return Decision(allowed, states)
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key_id: str, windows: list[Window]) -> Decision:
-        """Count one request if every window admits it; say how full the windows are."""
+    async def hit(self, key_id: str, windows: list[Window], weight: int = 1) -> Decision:
+        """Count ``weight`` slots (one request, or its units of work) if every window admits them all;
+        say how full the windows are."""
 
     async def peek(self, key_id: str, windows: list[Window]) -> Decision:
         """How full the windows are, counting nothing."""
@@ -127,22 +129,23 @@ class RateLimiter(Protocol):
 
 
 # KEYS[1]: the key's log (a sorted set of request ids scored by time in ms).
-# ARGV: commit (1|0), member, then limit and span (ms) for each window.
+# ARGV: commit (1|0), member, weight, then limit and span (ms) for each window.
 HIT_SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local commit = tonumber(ARGV[1])
-local n = (#ARGV - 2) / 2
+local weight = tonumber(ARGV[3])
+local n = (#ARGV - 3) / 2
 local longest = 0
 for i = 0, n - 1 do
-  local span = tonumber(ARGV[4 + 2 * i])
+  local span = tonumber(ARGV[5 + 2 * i])
   if span > longest then longest = span end
 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - longest)
 local out = {1}
 for i = 0, n - 1 do
-  local limit = tonumber(ARGV[3 + 2 * i])
-  local span = tonumber(ARGV[4 + 2 * i])
+  local limit = tonumber(ARGV[4 + 2 * i])
+  local span = tonumber(ARGV[5 + 2 * i])
   local since = '(' .. (now - span)
   local count = redis.call('ZCOUNT', KEYS[1], since, '+inf')
   local reset = span
@@ -151,17 +154,24 @@ for i = 0, n - 1 do
     local first = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
     reset = tonumber(first[2]) + span - now
   end
-  if count >= limit then
+  if count + weight > limit then
     out[1] = 0
-    local nth = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
-    retry = tonumber(nth[2]) + span - now
+    local index = count - limit + weight - 1
+    if index >= count then
+      retry = span
+    else
+      local nth = redis.call('ZRANGEBYSCORE', KEYS[1], since, '+inf', 'WITHSCORES', 'LIMIT', index, 1)
+      retry = tonumber(nth[2]) + span - now
+    end
   end
   out[#out + 1] = count
   out[#out + 1] = reset
   out[#out + 1] = retry
 end
 if out[1] == 1 and commit == 1 then
-  redis.call('ZADD', KEYS[1], now, ARGV[2])
+  for i = 1, weight do
+    redis.call('ZADD', KEYS[1], now, ARGV[2] .. ':' .. i)
+  end
   redis.call('PEXPIRE', KEYS[1], longest)
 end
 return out
@@ -174,8 +184,8 @@ class StoreRateLimiter:
     def __init__(self, store):
         self._store = store
 
-    async def hit(self, key_id: str, windows: list[Window]) -> Decision:
-        return await self._store.rate_hit(key_id, windows, commit=True)
+    async def hit(self, key_id: str, windows: list[Window], weight: int = 1) -> Decision:
+        return await self._store.rate_hit(key_id, windows, commit=True, weight=weight)
 
     async def peek(self, key_id: str, windows: list[Window]) -> Decision:
         return await self._store.rate_hit(key_id, windows, commit=False)
@@ -197,17 +207,17 @@ class RedisRateLimiter:
         self._script = self._redis.register_script(HIT_SCRIPT)
         self._prefix = prefix + "ratelimit:"
 
-    async def _run(self, key_id: str, windows: list[Window], commit: bool) -> Decision:
-        args: list = [1 if commit else 0, secrets.token_hex(8)]
+    async def _run(self, key_id: str, windows: list[Window], commit: bool, weight: int = 1) -> Decision:
+        args: list = [1 if commit else 0, secrets.token_hex(8), weight]
         for window in windows:
             args += [window.limit, window.seconds * 1000]
         out = [int(x) for x in await self._script(keys=[self._prefix + key_id], args=args)]
         triples = [out[i:i + 3] for i in range(1, len(out), 3)]
         return decide(windows, [t[0] for t in triples], [t[1] / 1000 for t in triples],
-                      [t[2] / 1000 for t in triples], admitted_now=commit)
+                      [t[2] / 1000 for t in triples], admitted_now=commit, weight=weight)
 
-    async def hit(self, key_id: str, windows: list[Window]) -> Decision:
-        return await self._run(key_id, windows, True)
+    async def hit(self, key_id: str, windows: list[Window], weight: int = 1) -> Decision:
+        return await self._run(key_id, windows, True, weight)
 
     async def peek(self, key_id: str, windows: list[Window]) -> Decision:
         return await self._run(key_id, windows, False)

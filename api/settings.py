@@ -75,6 +75,22 @@ class ApiSettings(CommonSettings):
 
     # Conversations: how many stored messages go to miners with each new turn.
     conversation_context_messages: int = Field(100, ge=1, le=10_000)
+    conversation_message_max_chars: int = Field(100_000, ge=1)  # longer messages are refused (422), never stored
+
+    # Request bodies in bytes, refused with 413 beyond (see api.body_limit and docs/hardening-api.md).
+    max_body_chat: int = Field(8 * 1024 * 1024, ge=1024)  # chat, completions, a conversation's chat
+    max_body_conversation: int = Field(1024 * 1024, ge=1024)  # POST /v1/conversations
+    max_body_other: int = Field(64 * 1024, ge=1024)  # every other route
+
+    # Work per request (see api.admission): one unit is one miner answer asked for; each costs
+    # CREDITS_PER_REQUEST credits and one rate-limit slot.
+    max_request_units: int = Field(64, ge=1)
+    completions_max_prompts: int = Field(32, ge=1)
+
+    # Brute force: wrong admin keys and wrong API keys per client address, counted across workers.
+    auth_failure_limits: str = "20 per minute"
+    # Peers whose X-Forwarded-For is believed (IPs or CIDRs, comma-separated); empty: none.
+    trusted_proxies: str = ""
 
     # Moderation: an OpenAI-compatible /v1/moderations endpoint screens prompts when set.
     moderation_url: str = ""

@@ -65,7 +65,7 @@ async def login_form(request: Request) -> Response:
 
 
 async def too_many_attempts(request: Request) -> bool:
-    client = request.client.host if request.client else "unknown"
+    client = request.app.state.throttle.address(request.scope)  # X-Forwarded-For only from a trusted proxy
     try:
         decision = await request.app.state.limiter.hit(f"dashboard-login:{client}", [LOGIN_ATTEMPTS])
     except Exception as exc:  # the limiter is down: refuse rather than allow unlimited guessing
@@ -84,7 +84,7 @@ async def login(request: Request) -> Response:
         return login_page(f"Too many attempts: at most {LOGIN_ATTEMPTS.describe()}. Wait a minute.", 429)
     given = (parse_qs(body.decode("utf-8", "replace")).get("admin_key") or [""])[0].strip()
     if not admin_key_matches(request, given):
-        logger.warning("dashboard login refused from {}", request.client.host if request.client else "unknown")
+        logger.warning("dashboard login refused from {}", request.app.state.throttle.address(request.scope))
         message = "Invalid admin key" if request.app.state.admin_key_digest else \
             "No ADMIN_KEY is configured: the dashboard is closed."
         return login_page(message, 401)

@@ -53,7 +53,7 @@ class SpecQuery:
         credits: Optional[str] = Query(None, description="requests the key may make, or 'unlimited'"),
         add_credits: Optional[int] = Query(None, description="top up (negative takes away)"),
         expires_at: Optional[str] = Query(None, description="ISO 8601 or Unix seconds, or 'never'"),
-        expires_in: Optional[float] = Query(None, gt=0, description="seconds from now"),
+        expires_in: Optional[float] = Query(None, gt=0, le=3153600000, description="seconds from now"),
         allowed_tasks: Optional[str] = Query(None, description="comma-separated, or 'any'"),
         allowed_models: Optional[str] = Query(None, description="comma-separated ('default' included), or 'any'"),
         token_quota: Optional[str] = Query(None, description="tokens the key may use in all, or 'unlimited'"),

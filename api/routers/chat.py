@@ -19,6 +19,7 @@ from shared.request_ids import new_id
 from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem, key_id
 
 from ..access import admit, require_allowed
+from ..admission import admit_units, chat_units
 from ..errors import ApiError
 from ..json_response import FastJSONResponse
 from ..keys import KeyRecord
@@ -92,6 +93,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         state.directory.directory, task=body.task, model=body.requested_model, uids=body.uids,
         top_n=body.top_n, top_pool=settings.top_pool, rng=state.rng,
     )
+    await admit_units(request, key, chat_units(body, width, settings, len(candidates)))
     # A whole answer for the client: miners are asked for whole answers too (mixture and test-time
     # inference stream their own rounds, and decide below).
     miner_request = body.to_miner_request(stream=body.stream or body.wants_mixture or body.wants_reasoning)

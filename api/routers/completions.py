@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, model_validator
 
 from ..access import admit
+from ..admission import set_parts
 from ..chat_reuse import DONE, events, json_body
 from ..errors import ApiError
 from ..keys import KeyRecord
@@ -73,6 +74,11 @@ def text_choices(completion: dict, offset: int, echo: Optional[str]) -> list[dic
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
     prompts = body.prompts()
+    most = request.app.state.settings.completions_max_prompts
+    if len(prompts) > most:
+        raise ApiError(400, f"prompt: {len(prompts)} prompts; at most {most} per request"
+                       " (COMPLETIONS_MAX_PROMPTS)", "too_many_prompts")
+    set_parts(request, len(prompts))  # admitted for every prompt's work, before the first miner call
     if body.stream:
         reply = await chat_completions(body.chat(prompts[0]), request, key)
         return StreamingResponse(text_events(reply.body_iterator, prompts[0] if body.echo else None),

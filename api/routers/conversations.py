@@ -19,6 +19,7 @@ A conversation belongs to the API key that created it; any other key gets 404.
 
 from __future__ import annotations
 
+import json
 from contextlib import aclosing
 from typing import AsyncIterator, Optional
 
@@ -28,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from shared.schemas import ChatMessage
 
-from ..access import admit, identify
+from ..access import Admit, admit, identify
 from ..chat_reuse import DONE, events, first_choice_text, json_body
 from ..conversations import Conversation
 from ..errors import ApiError
@@ -38,6 +39,8 @@ from ..schemas import ChatCompletionRequest
 from .chat import chat_completions
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+# Creating one stores what the client sent: no credit, but a rate-limit slot and a request log.
+admit_storing = Admit(cost=0)
 
 
 class NewConversation(BaseModel):
@@ -52,6 +55,17 @@ async def owned(request: Request, conversation_id: str, key: KeyRecord) -> Conve
     return conversation
 
 
+def bounded(messages: list[ChatMessage], limit: int) -> list[ChatMessage]:
+    """422 when a message to be stored is longer than ``CONVERSATION_MESSAGE_MAX_CHARS``."""
+    for index, message in enumerate(messages):
+        content = message.content
+        size = len(content) if isinstance(content, str) else len(json.dumps(content, default=str))
+        if size > limit:
+            raise ApiError(422, f"invalid request: messages.{index}.content: longer than {limit} characters"
+                           " (CONVERSATION_MESSAGE_MAX_CHARS)", "message_too_long")
+    return messages
+
+
 def context(stored: list[dict], limit: int) -> list[ChatMessage]:
     """The last ``limit`` stored messages, with the first system message kept if it falls outside."""
     kept = stored[-limit:]
@@ -63,8 +77,9 @@ def context(stored: list[dict], limit: int) -> list[ChatMessage]:
 
 @router.post("")
 async def create_conversation(request: Request, body: Optional[NewConversation] = Body(None),
-                              key: KeyRecord = Depends(identify)) -> dict:
+                              key: KeyRecord = Depends(admit_storing)) -> dict:
     body = body or NewConversation()
+    bounded(body.messages, request.app.state.settings.conversation_message_max_chars)
     conversation = await request.app.state.conversations.create(
         owner=key.id, messages=[m.model_dump() for m in body.messages], metadata=body.metadata)
     return conversation.public()
@@ -87,6 +102,7 @@ async def delete_conversation(conversation_id: str, request: Request,
 async def conversation_chat(conversation_id: str, body: ChatCompletionRequest, request: Request,
                             key: KeyRecord = Depends(admit)):
     state = request.app.state
+    bounded(body.messages, state.settings.conversation_message_max_chars)
     conversation = await owned(request, conversation_id, key)
     history = context(conversation.messages, state.settings.conversation_context_messages)
     reply = await chat_completions(body.model_copy(update={"messages": [*history, *body.messages]}), request, key)

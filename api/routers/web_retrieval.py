@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 from fastapi import APIRouter, Body, Depends, Query, Request
 
 from ..access import admit
+from ..admission import admit_units, retrieval_units
 from ..compat.subnet_web import merged_query
 from ..keys import KeyRecord
 from ..meter import meter_of
@@ -26,9 +27,11 @@ from ..web_retrieval import WebRetrievalQuery, retrieve
 router = APIRouter(tags=["web retrieval"])
 
 
-async def answer(request: Request, query: WebRetrievalQuery) -> dict:
-    """Screen, retrieve, and keep the request's credits only when miners found something."""
+async def answer(request: Request, query: WebRetrievalQuery, key: KeyRecord) -> dict:
+    """Screen, admit one unit per miner asked, retrieve, and keep the request's credits only when miners
+    found something."""
     await screen(request, [query.search_query])
+    await admit_units(request, key, retrieval_units(query))
     meter = meter_of(request)
     meter.describe(task="WebRetrievalTask", strategy="uids" if query.uids else "sample", model=None, stream=False,
                    prompt_tokens=len(query.search_query.split()))
@@ -40,11 +43,11 @@ async def answer(request: Request, query: WebRetrievalQuery) -> dict:
 @router.get("/web_retrieval")
 async def web_retrieval_get(request: Request, query: Annotated[WebRetrievalQuery, Query()],
                             key: KeyRecord = Depends(admit)) -> dict:
-    return await answer(request, query)
+    return await answer(request, query, key)
 
 
 @router.post("/web_retrieval")
 async def web_retrieval_post(request: Request, body: Annotated[Optional[Any], Body()] = None,
                              key: KeyRecord = Depends(admit)) -> dict:
-    """A JSON body (``WebRetrievalQuery``), query parameters, or both; ``target_uids`` as ``uids``."""
-    return await answer(request, merged_query(request.query_params, body))
+from ..admission import admit_units, retrieval_units
+from ..compat.subnet_web import merged_query

@@ -195,7 +195,7 @@ class Store:
             " WHERE id = $2 AND credits IS NOT NULL", amount, key_id)
 
     # -- rate limits (when there is no Redis) ---------------------------------------------------
-    async def rate_hit(self, key_id: str, windows: list[Window], commit: bool = True) -> Decision:
+    async def rate_hit(self, key_id: str, windows: list[Window], commit: bool = True, weight: int = 1) -> Decision:
         longest = max(w.seconds for w in windows)
         async with self.db.transaction(lock=f"ratelimit:{key_id}") as tx:
             now = time.time()  # read under the lock, so events are inserted in time order
@@ -208,16 +208,22 @@ class Store:
                                         " WHERE key_id = $1 AND at > $2", key_id, since)
                 count = row["n"]
                 retry = 0.0
-                if count >= window.limit:
-                    nth = await tx.fetchrow("SELECT at FROM rate_events WHERE key_id = $1 AND at > $2"
-                                            " ORDER BY at LIMIT 1 OFFSET $3", key_id, since, count - window.limit)
-                    retry = nth["at"] + window.seconds - now
+                if count + weight > window.limit:
+                    index = count - window.limit + weight - 1
+                    nth = None if index >= count else await tx.fetchrow(
+                        "SELECT at FROM rate_events WHERE key_id = $1 AND at > $2 ORDER BY at LIMIT 1 OFFSET $3",
+                        key_id, since, index)
+                    retry = float(window.seconds) if nth is None else nth["at"] + window.seconds - now
                 counts.append(count)
                 resets.append(row["oldest"] + window.seconds - now if count else float(window.seconds))
                 retries.append(retry)
-            decision = decide(windows, counts, resets, retries, admitted_now=commit)
+            decision = decide(windows, counts, resets, retries, admitted_now=commit, weight=weight)
             if decision.allowed and commit:
-                await tx.execute("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)", key_id, now)
+                if weight == 1:
+                    await tx.execute("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)", key_id, now)
+                else:
+                    await tx.executemany("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)",
+                                         [(key_id, now)] * weight)
             return decision
 
     # -- usage and logs -------------------------------------------------------------------------
