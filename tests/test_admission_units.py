@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from types import SimpleNamespace
 
-from store_fixtures import REDIS_URL, drop_redis_prefix, unique_name
+from store_fixtures import drop_redis_prefix, unique_name
 
 from api.admission import chat_units, retrieval_units
 from api.ratelimit import RedisRateLimiter, Window
@@ -41,9 +41,9 @@ async def test_weighted_hits_in_the_store(database):
         await store.close()
 
 
-async def test_weighted_hits_in_redis():
+async def test_weighted_hits_in_redis(redis_url):
     prefix = unique_name("test") + ":"
-    limiter = RedisRateLimiter(REDIS_URL, prefix)
+    limiter = RedisRateLimiter(redis_url, prefix)
     try:
         await weighted_hits(lambda weight: limiter.hit("key_w", WINDOWS, weight=weight))
         decisions = await asyncio.gather(*(limiter.hit("key_c", WINDOWS, weight=3) for _ in range(8)))
@@ -51,7 +51,7 @@ async def test_weighted_hits_in_redis():
         assert (await limiter.hit("key_one", WINDOWS)).states[0].used == 1  # the default weight is one
     finally:
         await limiter.close()
-        drop_redis_prefix(prefix)
+        drop_redis_prefix(redis_url, prefix)
 
 
 SETTINGS = SimpleNamespace(fanout=3, mixture_size=3, reasoning_max_steps=4)

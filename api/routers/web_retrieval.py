@@ -49,5 +49,5 @@ async def web_retrieval_get(request: Request, query: Annotated[WebRetrievalQuery
 @router.post("/web_retrieval")
 async def web_retrieval_post(request: Request, body: Annotated[Optional[Any], Body()] = None,
                              key: KeyRecord = Depends(admit)) -> dict:
-from ..admission import admit_units, retrieval_units
-from ..compat.subnet_web import merged_query
+    """A JSON body (``WebRetrievalQuery``), query parameters, or both; ``target_uids`` as ``uids``."""
+    return await answer(request, merged_query(request.query_params, body), key)
