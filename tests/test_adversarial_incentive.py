@@ -100,6 +100,7 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
             assert score[honest] > score[cheat], (honest, cheat, score)
     for cheat in CAUGHT_CHEATS:  # caught at their tricks: below zero, below the broken miner, no weight
         assert score[cheat] < 0 <= score["broken"] and weight[cheat] == 0.0, (cheat, score)
-    assert weight["good"] > weight["slow"] > weight["noisy"] > weight["specialist"], weight
+    assert weight["good"] > weight["slow"] > weight["noisy"] > weight["specialist"] == 0.0, weight
+    assert score["specialist"] <= score["broken"], score  # serves 40% of the mix: no score until it serves all
     assert rows["good"]["organic_factor"] >= 1 - ORGANIC_BOUND, rows["good"]
     assert max(score, key=score.get) == "good"

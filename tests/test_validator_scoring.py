@@ -194,6 +194,32 @@ def test_a_miner_is_scored_on_the_whole_task_mix(tmp_path):
     assert book.apply({1: ("hotkey-1", 1.0)}, "ProgrammingTask") == []  # not in the mix: not counted
 
 
+def test_a_specialist_earns_nothing_until_it_serves_the_whole_mix(tmp_path):
+    mix = {"InferenceTask": 0.4, "WebQuestionAnsweringTask": 0.4, "WebRetrievalTask": 0.2}
+    book = ScoreBook(Database(tmp_path / "v.sqlite"), alpha=1.0, task_weights=mix, min_coverage=1.0)
+    everything = set(mix)
+    book.apply({1: ("hotkey-1", 1.0), 2: ("hotkey-2", 1.0), 3: ("hotkey-3", 1.0)}, "InferenceTask")
+    book.restart({3: "hotkey-3"}, -2.0)  # uid 3 was caught: a negative score is never lifted by the gate
+    assert book.set_coverage(2, "hotkey-2", {"InferenceTask"}, everything) == [2]
+    book.set_coverage(3, "hotkey-3", {"InferenceTask"}, everything)
+    book.set_coverage(1, "hotkey-1", everything, everything)
+    assert book.scores[1] == pytest.approx(0.4) and book.scores[2] == 0.0 and book.scores[3] < 0
+    assert 2 not in book.weights() and book.table()[1]["covers_mix"] is False
+    book.apply({2: ("hotkey-2", 1.0)}, "InferenceTask")  # honest work on its one task still earns nothing
+    assert book.scores[2] == 0.0
+    # a task no miner serves is never asked, so it is not held against anyone
+    assert book.set_coverage(2, "hotkey-2", {"InferenceTask", "WebQuestionAnsweringTask"},
+                             {"InferenceTask", "WebQuestionAnsweringTask"}) == [2]
+    assert book.scores[2] == pytest.approx(0.4)
+    assert book.set_coverage(2, "hotkey-2", {"InferenceTask"}, everything) == [2]  # and back
+    assert book.scores[2] == 0.0
+    assert book.set_coverage(2, "someone-else", everything, everything) == []  # another hotkey's answer
+    lenient = ScoreBook(Database(tmp_path / "w.sqlite"), alpha=1.0, task_weights=mix, min_coverage=0.4)
+    lenient.apply({2: ("hotkey-2", 1.0)}, "InferenceTask")
+    assert lenient.set_coverage(2, "hotkey-2", {"InferenceTask"}, everything) == []  # 0.4 of the mix is enough
+    assert lenient.scores[2] == pytest.approx(0.4)
+
+
 def test_no_api_key_can_move_a_miner_by_more_than_the_organic_bound(tmp_path):
     database = Database(tmp_path / "v.sqlite")
     book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 1.0})

@@ -26,7 +26,7 @@ from loguru import logger
 from pydantic import ValidationError
 
 from shared.auth import Caller, RequestVerifier, Signer
-from shared.chain import open_chain
+from shared.chain import SubnetState, open_chain
 from shared.chain.cache import MetagraphCache
 from shared.epistula import signer_for
 from shared.http_metrics import MetricsMiddleware
@@ -55,8 +55,21 @@ async def availability_loop(app: FastAPI) -> None:
     while True:
         if state.metagraph.state is not None:
             answered = await state.poller.poll_all(state.metagraph.state, state.signer.hotkey)
+            gate_scores_by_coverage(state.book, state.poller, state.metagraph.state)
             logger.debug("availability: {} miners answered", answered)
         await asyncio.sleep(state.settings.availability_poll_seconds)
+
+
+def gate_scores_by_coverage(book: ScoreBook, poller: AvailabilityPoller, subnet: SubnetState) -> None:
+    """Tell the score book what each miner advertises, against what the subnet's miners offer at all."""
+    served: dict = {}
+    for neuron in subnet.neurons:
+        record = poller.get(neuron)
+        if record is not None and record.availability is not None:
+            served[neuron] = {t for t, on in record.availability.task_availabilities.items() if on}
+    offered = set().union(*served.values()) if served else set()
+    for neuron, tasks in served.items():
+        book.set_coverage(neuron.uid, neuron.hotkey, tasks, offered)
 
 
 def create_app(settings: ValidatorSettings) -> FastAPI:
@@ -90,7 +103,8 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         app.state.poller = AvailabilityPoller(client, settings.availability_timeout)
         database = Database(settings.database_path)
         app.state.queue = ScoringQueue(database, settings.scoring_queue_max)
-        app.state.book = ScoreBook(database, settings.score_alpha, settings.task_weights())
+        app.state.book = ScoreBook(database, settings.score_alpha, settings.task_weights(),
+                                   min_coverage=settings.min_task_coverage)
         web = WebJudge(PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
                                    allow_private=settings.web_fetch_allow_private),
                        allowed_hosts=settings.allowed_web_hosts, max_per_host=settings.web_max_results_per_host)

@@ -11,6 +11,13 @@ times its organic factor (``validator.organic``, 1 without organic evidence)::
 
     score[uid] = (Σ_task weight[task] × ema[uid, task]) × organic_factor[uid]
 
+and capped at 0 while the miner advertises less than ``min_coverage`` of the
+mix (by weight, among the tasks some miner serves; ``set_coverage`` after each
+availability poll). The validator
+sells the whole mix: a specialist that serves only the exactly verifiable task
+would otherwise be paid for honest work on 40% of it and out-earn a miner
+that tries everything; the cap keeps a caught cheat's negative score.
+
 The task weights are fixed (the validator's task mix), so a miner is scored
 on the whole mix it is asked for: a task it does not serve keeps its average
 at 0, and cannot be left out of the sum. Without ``task_weights`` there is a
@@ -53,7 +60,8 @@ FEW_UIDS = 16  # up to this many rewards at once (one item's miners) are blended
 
 
 class ScoreBook:
-    def __init__(self, database: Database, alpha: float, task_weights: Optional[dict[str, float]] = None):
+    def __init__(self, database: Database, alpha: float, task_weights: Optional[dict[str, float]] = None,
+                 min_coverage: float = 0.0):
         if not 0 < alpha <= 1:
             raise ValueError("SCORE_ALPHA must be in (0, 1]")
         weights = {str(t): float(w) for t, w in (task_weights or {ALL_TASKS: 1.0}).items() if w > 0}
@@ -61,10 +69,12 @@ class ScoreBook:
             raise ValueError("the task weights must give some task a positive weight")
         total = sum(weights.values())
         self.alpha = alpha
+        self.min_coverage = min_coverage
         self.tasks = {task: column for column, task in enumerate(weights)}
         self.task_weights = np.array([w / total for w in weights.values()])
         self.task_scores = np.zeros((0, len(self.tasks)), dtype=np.float64)
         self.organic_factor = np.ones(0, dtype=np.float64)
+        self.covered = np.ones(0, dtype=bool)  # advertises at least min_coverage of the mix (unknown: yes)
         self.scores = np.zeros(0, dtype=np.float64)
         self.rewards = np.zeros(0, dtype=np.int64)
         self.last_reward = np.full(0, np.nan)
@@ -94,6 +104,7 @@ class ScoreBook:
             self.scores = np.concatenate([self.scores, np.zeros(grow)])
             self.task_scores = np.concatenate([self.task_scores, np.zeros((grow, len(self.tasks)))])
             self.organic_factor = np.concatenate([self.organic_factor, np.ones(grow)])
+            self.covered = np.concatenate([self.covered, np.ones(grow, dtype=bool)])
             self.rewards = np.concatenate([self.rewards, np.zeros(grow, dtype=np.int64)])
             self.last_reward = np.concatenate([self.last_reward, np.full(grow, np.nan)])
             self.hotkeys.extend([None] * grow)
@@ -103,6 +114,7 @@ class ScoreBook:
         self.scores[uid], self.rewards[uid], self.last_reward[uid] = 0.0, 0, np.nan
         self.task_scores[uid, :] = 0.0
         self.organic_factor[uid] = 1.0
+        self.covered[uid] = True
 
     def column(self, task: Optional[str]) -> Optional[int]:
         """The task's column; a single-channel book takes every task, a weighted one only its own."""
@@ -111,7 +123,29 @@ class ScoreBook:
         return self.tasks.get(str(task)) if task is not None else None
 
     def _compose(self, uid: int) -> None:
-        self.scores[uid] = float(self.task_scores[uid] @ self.task_weights) * float(self.organic_factor[uid])
+        score = float(self.task_scores[uid] @ self.task_weights) * float(self.organic_factor[uid])
+        self.scores[uid] = score if self.covered[uid] else min(score, 0.0)
+
+    def coverage(self, tasks: set[str]) -> float:
+        """The share of the task mix (by weight) that ``tasks`` covers; 1 for a single-channel book."""
+        if ALL_TASKS in self.tasks:
+            return 1.0
+        return float(sum(self.task_weights[column] for task, column in self.tasks.items() if task in tasks))
+
+    def set_coverage(self, uid: int, hotkey: str, tasks: set[str], offered: set[str]) -> list[int]:
+        """What the uid advertises (its last availability answer) against what any miner ``offered``
+        (a task nobody serves is never asked, so it cannot be held against anyone); returns the uid if
+        its score changed."""
+        self._ensure(uid + 1)
+        if self.hotkeys[uid] not in (None, hotkey):
+            return []
+        covered = self.coverage(tasks & offered) >= self.min_coverage * self.coverage(offered) - 1e-9
+        if covered == bool(self.covered[uid]):
+            return []
+        self.hotkeys[uid] = hotkey
+        self.covered[uid] = covered
+        self._compose(uid)
+        return [uid]
 
     def set_organic_factor(self, uid: int, hotkey: str, factor: float) -> list[int]:
         """The organic factor (``validator.organic``) of a uid whose hotkey still holds it."""
@@ -226,6 +260,7 @@ class ScoreBook:
                 "last_reward": None if np.isnan(self.last_reward[uid]) else round(float(self.last_reward[uid]), 4),
                 "tasks": {task: round(float(self.task_scores[uid, column]), 4) for task, column in self.tasks.items()},
                 "organic_factor": round(float(self.organic_factor[uid]), 4),
+                "covers_mix": bool(self.covered[uid]),
             }
             for uid, hotkey in enumerate(self.hotkeys)
             if hotkey is not None

@@ -40,6 +40,8 @@ class ValidatorSettings(CommonSettings):
     copy_similarity: float = Field(0.6, gt=0.0, le=1.0)
     # Organic evidence: bounded, capped per key and per miner (validator.organic).
     organic_bound: float = Field(0.1, ge=0.0, lt=1.0)
+    # A miner must advertise this share of TASK_MIX (by weight) for a positive score (validator.scores).
+    min_task_coverage: float = Field(1.0, ge=0.0, le=1.0)
     organic_alpha: float = Field(0.05, gt=0.0, le=1.0)
     organic_per_key_cap: int = Field(20, ge=0)
     organic_per_miner_cap: int = Field(200, ge=0)
