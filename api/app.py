@@ -44,6 +44,7 @@ from .metrics import ApiMetrics
 from .moderation import Moderator
 from .ratelimit import RedisRateLimiter, StoreRateLimiter, parse_windows
 from .recorder import Recorder
+from .routing_service import Routing
 from .routers import (
     account,
     admin_logs,
@@ -130,6 +131,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
         state.recorder = Recorder(state.store, batch_size=settings.usage_batch_size,
                                   interval=settings.usage_flush_seconds, max_buffer=settings.usage_buffer_max)
         state.metrics = ApiMetrics(enabled=settings.metrics_enabled)
+        state.routing = Routing(settings, state.metrics)
         state.unrecorded = set()
         state.conversations = Conversations(state.store.db)
         state.background = set()
@@ -174,6 +176,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
             await state.recorder.drain(timeout=10.0)
             await state.forwarder.drain(timeout=3.0)
             state.metrics.close(state)
+            state.routing.close()
             await client.close()
             await state.http.close()
             await state.limiter.close()

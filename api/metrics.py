@@ -40,6 +40,7 @@ from prometheus_client import (
 
 from shared.http_metrics import LATENCY_BUCKETS, HttpMetrics
 
+from .routing import BANDS as ROUTING_BANDS
 from .store import RequestLog
 
 SAMPLE_SECONDS = 2.0
@@ -89,6 +90,19 @@ class ApiMetrics:
                                          registry=r)
         self.workers = Gauge("gateway_workers", "Worker processes serving this port", multiprocess_mode="livesum",
                              registry=r)
+        self.served = Counter("gateway_served_answers", "Answers clients got, by the serving miner's validator"
+                              " score relative to the best available (band: 0.9-1, 0.5-0.9, 0-0.5, 0)", ["band"],
+                              registry=r)
+        self.served_score = Counter("gateway_served_score", "Sum of the validator scores of the miners whose"
+                                    " answers clients got (divide by gateway_served_answers_total)", registry=r)
+        self.served_best_score = Counter("gateway_served_best_score", "Sum of the best available validator score"
+                                         " at each answer (served_score / this = quality against the best)",
+                                         registry=r)
+        self.breaker_transitions = Counter("gateway_miner_breaker_transitions", "Miner circuit breakers opened or"
+                                           " closed by this worker", ["transition"], registry=r)
+        self.stream_breaks = Histogram("gateway_miner_stream_break_chunks", "Content chunks a miner sent before"
+                                       " its stream broke (what STREAM_COMMIT_CHUNKS is chosen from)",
+                                       buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64), registry=r)
         self._children: dict[tuple, Any] = {}
         self._last: dict[str, int] = {}
 
@@ -119,6 +133,47 @@ class ApiMetrics:
                 self.miner_latency.observe(miner.latency_ms / 1000)
             if miner.first_chunk_ms is not None:
                 self.miner_first_chunk.observe(miner.first_chunk_ms / 1000)
+
+    def observe_served(self, band: str, score: float, best: float) -> None:
+        """A client got an answer from a miner in this score band (on the request path: a few increments)."""
+        if self.enabled:
+            self._child(self.served, band).inc()
+            self.served_score.inc(score)
+            self.served_best_score.inc(best)
+
+    def observe_breaker(self, transition: str) -> None:
+        if self.enabled:
+            self._child(self.breaker_transitions, transition).inc()
+
+    def observe_break(self, content_chunks: int) -> None:
+        if self.enabled:
+            self.stream_breaks.observe(content_chunks)
+
+    def routing_summary(self) -> dict:
+        """The served answers by band and their mean score, summed over this port's workers (the dashboard)."""
+        if not self.enabled:
+            return {}
+        registry = self.registry
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        bands = dict.fromkeys(ROUTING_BANDS, 0.0)
+        score = best = 0.0
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name == "gateway_served_answers_total":
+                    bands[sample.labels.get("band", "0")] = bands.get(sample.labels.get("band", "0"), 0) + sample.value
+                elif sample.name == "gateway_served_score_total":
+                    score += sample.value
+                elif sample.name == "gateway_served_best_score_total":
+                    best += sample.value
+        answers = sum(bands.values())
+        return {
+            "answers": int(answers),
+            "share_by_band": {band: (round(n / answers, 4) if answers else None) for band, n in bands.items()},
+            "mean_score": round(score / answers, 4) if answers else None,
+            "quality_vs_best": round(score / best, 4) if best else None,
+        }
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: ``labels()`` checks and locks on every call."""

@@ -4,7 +4,12 @@ A streamed call reads the miner's SSE stream to the end whether or not its
 chunks reach the client, so every miner's full answer can be forwarded to the
 validator. ``first`` resolves once: True when the first chunk with content
 arrives, False when the miner failed before that (connection refused, non-2xx,
-garbage, timeout), which is when the race replaces it.
+garbage, timeout), which is when the race replaces it. With
+``commit_chunks=k`` (``STREAM_COMMIT_CHUNKS`` in the plain chat race),
+``first`` waits for k content chunks, or for a stream that ended well with
+fewer: a miner that breaks after its first chunk then fails before the commit
+point and is replaced, instead of winning and breaking in front of the client
+(docs/routing.md, "the commit point").
 
 A client that asked for a whole answer gets miners asked for whole answers
 (one JSON object each, no per-chunk work on either side); ``first`` then
@@ -30,8 +35,11 @@ END = object()  # sentinel on the relay queue: the stream is over
 
 
 class MinerCall:
-    def __init__(self, miner: MinerRecord):
+    def __init__(self, miner: MinerRecord, commit_chunks: int = 1):
         self.miner = miner
+        self.commit_chunks = commit_chunks
+        self.content_chunks = 0  # chunks with content so far
+        self.shadow = False  # asked alongside the race, never answers the client (api.routing)
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.relay: Optional[asyncio.Queue] = None  # set for the winner: chunks go to the client
         self.backlog: list[dict] = []  # chunks before the winner was chosen
@@ -72,7 +80,9 @@ class MinerCall:
         else:
             self.backlog.append(chunk)
         if has_content:
-            self._settle_first(True)
+            self.content_chunks += 1
+            if self.content_chunks >= self.commit_chunks:
+                self._settle_first(True)
 
     @asynccontextmanager
     async def _outcome(self) -> AsyncIterator[None]:
@@ -129,3 +139,4 @@ class MinerCall:
                 await finish(response)
             if not self.record.texts:
                 raise StreamBroken("empty answer")
+            self._settle_first(True)  # ended well, perhaps before the commit point

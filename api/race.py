@@ -8,12 +8,16 @@ first content chunk is replaced by the next candidate, so the client never
 sees that failure; only when every attempt failed does the race raise a 502
 (before any byte went to the client). The losers keep running to the end of
 their answers, which are scored like the winner's.
+
+``shadows`` (calls already started: a breaker's probe, exploration; see
+``api.routing``) are recorded in ``calls``, but never answer the client and do not
+count as attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import Callable, Sequence
 
 from shared.schemas import MinerRecord
 
@@ -32,10 +36,13 @@ async def race(
     max_attempts: int,
     launch: Callable[[MinerRecord], MinerCall],
     calls: list[MinerCall],
+    shadows: Sequence[MinerCall] = (),
 ) -> MinerCall:
-    """Return the winning call; every call started is appended to ``calls``."""
+    """Return the winning call; every call started, shadows first, is appended to ``calls``."""
     waiting = list(candidates)
     running: dict[asyncio.Future, MinerCall] = {}
+    calls.extend(shadows)
+    max_attempts += len(shadows)
 
     def start_next() -> None:
         call = launch(waiting.pop(0))

@@ -50,6 +50,16 @@ class ApiSettings(CommonSettings):
 
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)
+    # Routing by the validator's scores (docs/routing.md); "uniform" is the policy before it.
+    routing_policy: Literal["rated", "uniform"] = "rated"
+    routing_floor: float = Field(0.7, ge=0.0, le=1.0)  # organic traffic only to miners rated >= floor x best
+    routing_sharpness: float = Field(2.0, ge=0.0, le=8.0)  # sampling weight = rating ** sharpness
+    routing_exploration: float = Field(0.05, ge=0.0, le=1.0)  # share of requests that also ask one other miner
+    stream_commit_chunks: int = Field(2, ge=1, le=64)  # content chunks before a stream's miner is chosen
+    breaker_failures: int = Field(3, ge=0)  # failures in a row that open a miner's breaker; 0: no breakers
+    breaker_open_seconds: float = Field(5.0, gt=0.0)
+    breaker_max_open_seconds: float = Field(60.0, gt=0.0)
+    breaker_file: str = ""  # empty: DATA_DIR/miner-breakers.bin, shared by the workers of this host
     max_attempts: int = Field(6, ge=1, le=48)
     miner_connect_timeout: float = 2.0
     first_chunk_timeout: float = 15.0

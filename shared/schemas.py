@@ -97,6 +97,9 @@ class MinerRecord(BaseModel):
     validator_permit: bool = False
     availability: Optional[Availability] = None  # None: not reachable at the last poll
     checked_at: Optional[float] = None
+    # The validator's own moving-average score (fresher than on-chain incentive); None from a validator
+    # that does not send it (the API then routes by incentive). See docs/routing.md.
+    score: Optional[float] = None
 
 
 class Directory(BaseModel):

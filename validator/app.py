@@ -176,7 +176,7 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
         state = request.app.state
         if state.metagraph.state is None:
             raise HTTPException(503, "the metagraph has not been read yet")
-        return build_directory(state.metagraph.state, state.poller, state.signer.hotkey)
+        return build_directory(state.metagraph.state, state.poller, state.signer.hotkey, state.book.table())
 
     @app.post("/scoring")
     async def scoring(request: Request, caller: Caller = Depends(signed)) -> dict:

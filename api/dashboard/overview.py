@@ -5,10 +5,16 @@ written with the request logs), for requests made with a key. Success rate
 counts what the gateway or its miners could have got right: requests refused
 for the client's own reasons (4xx: bad key, limits, credits, a bad body) are
 shown apart and left out of it.
+
+``routing`` (overview of all keys only): the share of answers clients got per
+validator-score band of the serving miner, and their mean validator score,
+from the Prometheus counters of this port's workers since they started
+(docs/routing.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Literal, Optional
 
@@ -94,4 +100,7 @@ async def overview(request: Request, range: Literal["hour", "day"] = "hour", key
         if record is None:
             raise ApiError(404, "API key not found", "api_key_not_found")
         key_id = record.id
-    return await traffic(request.app.state.store, range, key_id)
+    result = await traffic(request.app.state.store, range, key_id)
+    if key_id is None:  # which miners' answers clients got (this port's workers, since they started)
+        result["routing"] = await asyncio.to_thread(request.app.state.metrics.routing_summary)
+    return result

@@ -32,7 +32,6 @@ from ..race import describe_failures, race
 from ..reasoning import serve_reasoning
 from ..responses import SSE_DONE, ChunkEvents, completion_object, error_event, prompt_words, usage_event
 from ..schemas import ChatCompletionRequest
-from ..selection import select_candidates
 
 router = APIRouter()
 
@@ -89,11 +88,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     await screen(request, message_texts(body.messages))
     if state.directory.directory is None:
         raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
-    candidates, width = select_candidates(
-        state.directory.directory, task=body.task, model=body.requested_model, uids=body.uids,
-        top_n=body.top_n, top_pool=settings.top_pool, rng=state.rng,
-    )
-    await admit_units(request, key, chat_units(body, width, settings, len(candidates)))
+    directory = state.directory.directory
+    routing = state.routing
+    candidates, width = routing.select(directory, task=body.task, model=body.requested_model, uids=body.uids,
+                                       top_n=body.top_n, rng=state.rng)
+    pinned = body.uids is not None or body.top_n is not None
+    await admit_units(request, key, chat_units(body, width if pinned or not body.wants_mixture else 0, settings,
+                                               len(candidates)))
     # A whole answer for the client: miners are asked for whole answers too (mixture and test-time
     # inference stream their own rounds, and decide below).
     miner_request = body.to_miner_request(stream=body.stream or body.wants_mixture or body.wants_reasoning)
@@ -112,22 +113,32 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     payload = miner_request.model_dump_json(exclude_none=True).encode()
 
     def launch(miner: MinerRecord) -> MinerCall:
-        call = MinerCall(miner)
+        call = MinerCall(miner, commit_chunks=routing.commit_chunks if miner_request.stream else 1)
         call.start(state.client, payload, connect_timeout=settings.miner_connect_timeout,
                    read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout,
                    stream=miner_request.stream)
+        return routing.watch(call)
+
+    def launch_shadow(miner: MinerRecord) -> MinerCall:
+        call = launch(miner)
+        call.shadow = True
         return call
 
+    fanout = width or settings.fanout
+    plain = body.uids is None and body.top_n is None and not body.wants_mixture
+    shadows = routing.shadows(directory, body.task, body.requested_model, candidates[:fanout], state.rng) if plain \
+        else ()
     calls: list[MinerCall] = []
     meter.calls = calls
     try:
-        winner = await race(candidates, fanout=width or settings.fanout,
-                            max_attempts=max(settings.max_attempts, width), launch=launch, calls=calls)
+        winner = await race(candidates, fanout=fanout, max_attempts=max(settings.max_attempts, width),
+                            launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows])
     finally:
         forward_when_done(state, meter, calls, request_id, miner_request)
 
     if body.stream:
         meter.winner = winner
+        routing.served(directory, body.task, body.requested_model, winner.miner)
         return StreamingResponse(
             relay(winner, meter, request_id=request_id, created=created, model=body.model,
                   include_usage=body.include_usage, prompt_tokens=prompt_tokens),
@@ -136,6 +147,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         )
     answer = await complete(winner, calls)
     meter.winner, meter.charge = answer, True
+    routing.served(directory, body.task, body.requested_model, answer.miner)
     return FastJSONResponse(completion_object(answer, request_id=request_id, created=created, model=body.model,
                                           prompt_tokens=prompt_tokens), headers={"X-Request-Id": request_id})
 
@@ -146,7 +158,7 @@ async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
         await asyncio.wait([winner.task])
     if winner.status == "ok":
         return winner
-    pending = {c.task: c for c in calls if c is not winner and c.task is not None}
+    pending = {c.task: c for c in calls if c is not winner and c.task is not None and not c.shadow}
     while pending:  # the first other miner to finish a whole answer, not the first one started
         done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -62,5 +62,15 @@ export async function render(view, route) {
         h("td", { class: "num" }, num(k.tokens)), h("td", { class: "num" }, num(k.errors)),
         h("td", { class: "num" }, num(k.rejected)))),
       "No requests in this period."));
-  clear(view, head, kpis, charts, h("div", { class: "grid" }, top));
+  const routing = data.routing || {};
+  const bands = [["0.9-1", "≥ 90% of the best"], ["0.5-0.9", "50–90%"], ["0-0.5", "below 50%"], ["0", "unrated / 0"]];
+  const quality = h("section", { class: "panel", id: "routing" },
+    h("h2", {}, "Whose answers clients got (validator score of the serving miner, this port since start)"),
+    h("div", { class: "kpis" },
+      kpi("Mean validator score", routing.mean_score == null ? "—" : dec(routing.mean_score, 3),
+        `${num(routing.answers || 0)} answers`),
+      kpi("Quality vs best", pct(routing.quality_vs_best ?? null), "served score / best available score"),
+      ...bands.map(([band, label]) => kpi(`Band ${band}`, pct((routing.share_by_band || {})[band] ?? null),
+        label, band === "0" && (routing.share_by_band || {})[band] ? "warn" : ""))));
+  clear(view, head, kpis, quality, charts, h("div", { class: "grid" }, top));
 }

@@ -1,0 +1,80 @@
+"""The worker's routing service: the policy, the host's breakers, and what routing reports.
+
+    routing = Routing(settings, metrics)                  # in the lifespan; app.state.routing
+    candidates, width = routing.select(directory, task=…, model=…, uids=…, top_n=…, rng=rng)
+    shadows = routing.shadows(directory, task, model, candidates[:width], rng)
+    call = routing.watch(MinerCall(miner, commit_chunks=routing.commit_chunks))   # outcome → breaker
+    routing.served(directory, task, model, winner.miner)  # band and score of the answer a client got
+    routing.close()
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Optional
+
+from shared.schemas import Directory, MinerRecord
+
+from .breaker import Breakers, Outcome
+from .miner_call import MinerCall
+from .routing import RoutingPolicy, score_band, shadow_miners
+from .selection import available_for, select_candidates
+
+
+class Routing:
+    def __init__(self, settings: Any, metrics: Any = None):
+        self.policy = RoutingPolicy.from_settings(settings)
+        self.rated = self.policy.mode == "rated"
+        self.commit_chunks = settings.stream_commit_chunks if self.rated else 1
+        self.metrics = metrics
+        self.breakers: Optional[Breakers] = None
+        if self.rated and settings.breaker_failures > 0:
+            path = Path(settings.breaker_file or Path(settings.data_dir).expanduser() / "miner-breakers.bin")
+            self.breakers = Breakers(path, failures=settings.breaker_failures,
+                                     open_seconds=settings.breaker_open_seconds,
+                                     max_open_seconds=settings.breaker_max_open_seconds,
+                                     probe_seconds=settings.first_chunk_timeout + settings.miner_read_timeout)
+
+    def close(self) -> None:
+        if self.breakers is not None:
+            self.breakers.close()
+
+    def select(self, directory: Directory, *, task: str, model: Optional[str], uids, top_n,
+               rng: random.Random) -> tuple[list[MinerRecord], int]:
+        return select_candidates(directory, task=task, model=model, uids=uids, top_n=top_n,
+                                 top_pool=self.policy.top_pool, rng=rng, policy=self.policy, breakers=self.breakers)
+
+    def shadows(self, directory: Directory, task: str, model: Optional[str], racing: list[MinerRecord],
+                rng: random.Random) -> list[MinerRecord]:
+        if not self.rated:
+            return []
+        return shadow_miners(directory, available_for(directory, task, model), racing, self.policy, rng,
+                             self.breakers)
+
+    def watch(self, call: MinerCall) -> MinerCall:
+        """Feed the call's outcome to its miner's breaker when it ends (its task must be started)."""
+        if self.breakers is not None and call.task is not None:
+            call.task.add_done_callback(lambda _: self.observe(call))
+        return call
+
+    def observe(self, call: MinerCall) -> None:
+        if call.status == "cancelled":
+            return  # we stopped it (the client left): says nothing about the miner
+        if call.status == "ok":
+            outcome = Outcome.OK
+        else:
+            outcome = Outcome.BROKE if call.content_chunks else Outcome.FAILED
+            if self.metrics is not None and call.content_chunks:
+                self.metrics.observe_break(call.content_chunks)
+        transition = self.breakers.observe(call.miner.uid, call.miner.hotkey, outcome)
+        if transition and self.metrics is not None:
+            self.metrics.observe_breaker(transition)
+
+    def served(self, directory: Directory, task: str, model: Optional[str], miner: MinerRecord) -> None:
+        """A client got this miner's answer: count it in its score band."""
+        if self.metrics is None:
+            return
+        pool = available_for(directory, task, model)
+        band, value, best = score_band(directory, pool, ("rated", task, model), miner)
+        self.metrics.observe_served(band, value, best)
