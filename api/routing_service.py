@@ -53,8 +53,8 @@ class Routing:
                              self.breakers)
 
     def watch(self, call: MinerCall) -> MinerCall:
-        """Feed the call's outcome to its miner's breaker when it ends (its task must be started)."""
-        if self.breakers is not None and call.task is not None:
+        """Feed the call's outcome to its miner's breaker and the metrics when it ends (its task started)."""
+        if call.task is not None:
             call.task.add_done_callback(lambda _: self.observe(call))
         return call
 
@@ -67,6 +67,8 @@ class Routing:
             outcome = Outcome.BROKE if call.content_chunks else Outcome.FAILED
             if self.metrics is not None and call.content_chunks:
                 self.metrics.observe_break(call.content_chunks)
+        if self.breakers is None:
+            return
         transition = self.breakers.observe(call.miner.uid, call.miner.hotkey, outcome)
         if transition and self.metrics is not None:
             self.metrics.observe_breaker(transition)
