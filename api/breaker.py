@@ -122,6 +122,11 @@ class Breakers:
             self._blocked, self._seen_generation = blocked, generation
         return self._blocked
 
+    @property
+    def seen_generation(self) -> int:
+        """The generation that the last ``blocked()`` answered for."""
+        return self._seen_generation
+
     def is_blocked(self, uid: int, hotkey: str) -> bool:
         entry = self.blocked().get(uid)
         return entry is not None and entry[0] == self.tag(hotkey)

@@ -80,8 +80,30 @@ def ranked(directory: Directory, pool: list[MinerRecord], key: tuple) -> list[tu
 def rated_candidates(directory: Directory, pool: list[MinerRecord], key: tuple, policy: RoutingPolicy,
                      rng: random.Random, breakers: Optional[Breakers]) -> tuple[list[MinerRecord], int]:
     """(candidates in order, race width) for the default strategy."""
-    rows = ranked(directory, pool, key)
     blocked = breakers.blocked() if breakers is not None else {}
+    # what follows depends on the directory and on who is blocked: kept until either changes
+    band_key = ("band", key, breakers.seen_generation if blocked else 0)
+    memo = directory._routing
+    found = memo.get(band_key)
+    if found is None:
+        if len(memo) > 1000:  # breaker generations come and go: a backstop against growth
+            for stale in [k for k in memo if isinstance(k, tuple) and k and k[0] == "band"]:
+                del memo[stale]
+        found = memo[band_key] = band_of(ranked(directory, pool, key), blocked, breakers, policy)
+    rows, open_rows, band, weights = found
+    picked = weighted_order(band, weights, rng, MAX_CANDIDATES)
+    width = min(policy.fanout, len(picked))
+    if len(picked) < MAX_CANDIDATES:
+        chosen = {id(m) for m in picked}
+        rest = [m for _, m in rows if id(m) not in chosen][:MAX_CANDIDATES - len(picked)]
+        picked += rest + [m for _, m in open_rows][:MAX_CANDIDATES - len(picked) - len(rest)]
+    return picked, width
+
+
+def band_of(rows: list[tuple[float, MinerRecord]], blocked: dict, breakers: Optional[Breakers],
+            policy: RoutingPolicy) -> tuple[list, list, list, list[float]]:
+    """(rows not blocked, rows blocked, the band, its sampling weights)."""
+    open_rows = []
     if blocked:
         tag = breakers.tag
         open_rows = [(r, m) for r, m in rows if m.uid in blocked and blocked[m.uid][0] == tag(m.hotkey)]
@@ -90,8 +112,6 @@ def rated_candidates(directory: Directory, pool: list[MinerRecord], key: tuple, 
             rows = [(r, m) for r, m in rows if id(m) not in shut]
         if not rows:  # every miner is blocked: try them anyway, best first, rather than refuse
             rows, open_rows = open_rows, []
-    else:
-        open_rows = []
     best = rows[0][0]
     if best > 0:
         cut = best * policy.floor
@@ -100,13 +120,7 @@ def rated_candidates(directory: Directory, pool: list[MinerRecord], key: tuple, 
     else:  # nobody rated yet: every available miner, alike
         band = rows[:policy.top_pool]
         weights = [1.0] * len(band)
-    picked = weighted_order(band, weights, rng, MAX_CANDIDATES)
-    width = min(policy.fanout, len(picked))
-    if len(picked) < MAX_CANDIDATES:
-        chosen = {id(m) for m in picked}
-        rest = [m for _, m in rows if id(m) not in chosen][:MAX_CANDIDATES - len(picked)]
-        picked += rest + [m for _, m in open_rows][:MAX_CANDIDATES - len(picked) - len(rest)]
-    return picked, width
+    return rows, open_rows, band, weights
 
 
 def weighted_order(rows: list[tuple[float, MinerRecord]], weights: list[float], rng: random.Random,

@@ -63,6 +63,8 @@ class Routing:
             return  # we stopped it (the client left): says nothing about the miner
         if call.status == "ok":
             outcome = Outcome.OK
+        elif client_caused(call.error):
+            return  # the miner refused what the client asked (4xx): a client must not open a miner's breaker
         else:
             outcome = Outcome.BROKE if call.content_chunks else Outcome.FAILED
             if self.metrics is not None and call.content_chunks:
@@ -80,3 +82,10 @@ class Routing:
         pool = available_for(directory, task, model)
         band, value, best = score_band(directory, pool, ("rated", task, model), miner)
         self.metrics.observe_served(band, value, best)
+
+
+def client_caused(error: Optional[str]) -> bool:
+    """A 4xx answer other than 408 and 429: the request's fault, not the miner's health."""
+    if not error or not error.startswith("HTTP 4"):
+        return False
+    return not error.startswith(("HTTP 408", "HTTP 429"))

@@ -12,6 +12,7 @@ from api.breaker import Breakers, Outcome
 from api.errors import ApiError
 from api.miner_call import MinerCall
 from api.routing import RoutingPolicy, score_band, shadow_miners
+from api.routing_service import client_caused
 from api.selection import available_for, select_candidates
 from shared.schemas import Availability, Directory, MinerRecord
 
@@ -144,3 +145,9 @@ def test_a_stream_is_committed_only_after_the_commit_point():
         assert call.first.done() and call.first.result() is True
 
     asyncio.run(run())
+
+
+def test_a_client_cannot_open_a_miners_breaker_with_requests_the_miner_refuses():
+    assert client_caused("HTTP 400: max_new_tokens above the model's context")
+    assert not client_caused("HTTP 429: busy") and not client_caused("HTTP 503: overloaded")
+    assert not client_caused("ClientConnectorError: refused") and not client_caused(None)

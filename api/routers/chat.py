@@ -106,8 +106,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         meter.charge = True  # a miner answered (serve_reasoning fails before the first byte otherwise)
         return response
     if body.wants_mixture:  # the first round here; the aggregation round is the race below
-        miner_request, candidates, width = await first_round(state, miner_request, candidates, width,
-                                                             request_id=request_id)
+        pinned = body.uids is not None or body.top_n is not None  # else MIXTURE_SIZE of the ranked candidates
+        miner_request, candidates, width = await first_round(state, miner_request, candidates,
+                                                             width if pinned else 0, request_id=request_id)
     if not body.stream and miner_request.stream:  # after mixture's first round: whole answers from here
         miner_request = miner_request.model_copy(update={"stream": False})
     payload = miner_request.model_dump_json(exclude_none=True).encode()
