@@ -64,7 +64,7 @@ class Routing:
         if call.status == "ok":
             outcome = Outcome.OK
         elif client_caused(call.error):
-            return  # the miner refused what the client asked (4xx): a client must not open a miner's breaker
+            return  # the miner refused what the client asked: a client must not open a miner's breaker
         else:
             outcome = Outcome.BROKE if call.content_chunks else Outcome.FAILED
             if self.metrics is not None and call.content_chunks:
@@ -85,7 +85,5 @@ class Routing:
 
 
 def client_caused(error: Optional[str]) -> bool:
-    """A 4xx answer other than 408 and 429: the request's fault, not the miner's health."""
-    if not error or not error.startswith("HTTP 4"):
-        return False
-    return not error.startswith(("HTTP 408", "HTTP 429"))
+    """400, 413 or 422: the miner refused what was asked, not a sign of its health (401/403: it refuses us)."""
+    return bool(error) and error.startswith(("HTTP 400", "HTTP 413", "HTTP 422"))

@@ -150,4 +150,5 @@ def test_a_stream_is_committed_only_after_the_commit_point():
 def test_a_client_cannot_open_a_miners_breaker_with_requests_the_miner_refuses():
     assert client_caused("HTTP 400: max_new_tokens above the model's context")
     assert not client_caused("HTTP 429: busy") and not client_caused("HTTP 503: overloaded")
+    assert not client_caused("HTTP 403: not a validator")
     assert not client_caused("ClientConnectorError: refused") and not client_caused(None)

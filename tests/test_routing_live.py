@@ -10,15 +10,18 @@ to a model it does not serve.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import gateway_client as gw
 import openai
 import pytest
 from openai import OpenAI
+from test_dashboard_http import dashboard_session
 from test_incentive_loop import validator_get, wait_until
 
 from api.breaker import Breakers
@@ -117,11 +120,20 @@ def metric(subnet, name: str, **labels) -> float:
     return total
 
 
-def test_served_bands_and_quality_are_on_metrics(subnet, settled):
+def test_served_bands_and_quality_are_on_metrics_and_the_dashboard(subnet, settled):
     top = metric(subnet, "gateway_served_answers_total", band="0.9-1")
     zero = metric(subnet, "gateway_served_answers_total", band="0")
     assert top > 0 and zero == 0
     assert metric(subnet, "gateway_served_score_total") > 0
+
+    async def overview() -> dict:
+        headers, _ = await dashboard_session(subnet)
+        return (await gw.call("GET", subnet.api_url + "/dashboard/api/overview?range=hour", headers=headers)).body
+
+    routing = asyncio.run(overview())["routing"]
+    assert routing["answers"] >= 450 and routing["share_by_band"]["0.9-1"] >= 0.9, routing
+    assert routing["share_by_band"]["0"] == 0 and routing["quality_vs_best"] >= 0.9, routing
+    assert 0 < routing["mean_score"] <= 1, routing  # the scores keep moving; the band is what is checked
 
 
 def test_a_pinned_miner_is_not_asked_for_a_model_it_does_not_serve(subnet, sdk, settled, signer_for):
