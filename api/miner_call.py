@@ -136,7 +136,8 @@ class MinerCall:
                     self._take(chunk)
                     if self.first.done() and deadline.when() is not None:
                         deadline.reschedule(None)  # the first-chunk deadline no longer applies
+                if self.record.texts:
+                    self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point
                 await finish(response)
             if not self.record.texts:
                 raise StreamBroken("empty answer")
-            self._settle_first(True)  # ended well, perhaps before the commit point
