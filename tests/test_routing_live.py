@@ -142,14 +142,16 @@ def test_a_pinned_miner_is_not_asked_for_a_model_it_does_not_serve(subnet, sdk, 
     def organic() -> int:
         return validator_get(subnet, signer, "/scoring/stats")["items_by_source"].get("organic", 0)
 
-    def quiet():  # the earlier tests' last answers (the slow miner's, 1.5 s late) have been forwarded
-        now = organic()
+    def counts() -> tuple[int, float]:
+        return organic(), metric(subnet, "gateway_miner_calls_total", uid=str(good.uid))
+
+    def quiet():  # the earlier tests' last answers (the slow miner's, 1.5 s late) have been forwarded and logged
+        now = counts()
         time.sleep(1.0)
-        return organic() == now
+        return counts() == now
 
     wait_until(quiet, 20, "the earlier organic items to arrive")
-    before = organic()
-    calls_before = metric(subnet, "gateway_miner_calls_total", uid=str(good.uid))
+    before, calls_before = counts()
     for _ in range(5):  # the attack from issue #11: name the good miner with a model it never offered
         with pytest.raises(openai.BadRequestError) as refused:
             sdk.chat.completions.create(model="attacker/unserved-model", messages=MESSAGES,
@@ -159,8 +161,7 @@ def test_a_pinned_miner_is_not_asked_for_a_model_it_does_not_serve(subnet, sdk, 
             sdk.chat.completions.create(model="default", messages=MESSAGES,
                                         extra_body={"uids": [good.uid], "task": "ProgrammingTask"})
     time.sleep(1.5)  # what would have been forwarded is forwarded within half a second
-    assert organic() == before
-    assert metric(subnet, "gateway_miner_calls_total", uid=str(good.uid)) == calls_before
+    assert counts() == (before, calls_before)
 
 
 def test_a_failing_miner_leaves_routing_and_comes_back(subnet, sdk, settled):
