@@ -90,8 +90,8 @@ def rated_candidates(directory: Directory, pool: list[MinerRecord], key: tuple, 
             for stale in [k for k in memo if isinstance(k, tuple) and k and k[0] == "band"]:
                 del memo[stale]
         found = memo[band_key] = band_of(ranked(directory, pool, key), blocked, breakers, policy)
-    rows, open_rows, band, weights = found
-    picked = weighted_order(band, weights, rng, MAX_CANDIDATES)
+    rows, open_rows, band, inverse = found
+    picked = weighted_order(band, inverse, rng, MAX_CANDIDATES)
     width = min(policy.fanout, len(picked))
     if len(picked) < MAX_CANDIDATES:
         chosen = {id(m) for m in picked}
@@ -101,8 +101,8 @@ def rated_candidates(directory: Directory, pool: list[MinerRecord], key: tuple, 
 
 
 def band_of(rows: list[tuple[float, MinerRecord]], blocked: dict, breakers: Optional[Breakers],
-            policy: RoutingPolicy) -> tuple[list, list, list, list[float]]:
-    """(rows not blocked, rows blocked, the band, its sampling weights)."""
+            policy: RoutingPolicy) -> tuple[list, list, list[MinerRecord], list[float]]:
+    """(rows not blocked, rows blocked, the band's miners, 1 / their sampling weights)."""
     open_rows = []
     if blocked:
         tag = breakers.tag
@@ -115,25 +115,24 @@ def band_of(rows: list[tuple[float, MinerRecord]], blocked: dict, breakers: Opti
     best = rows[0][0]
     if best > 0:
         cut = best * policy.floor
-        band = [rm for rm in rows[:policy.top_pool] if rm[0] >= cut and rm[0] > 0]
-        weights = [r ** policy.sharpness for r, _ in band]
+        band = [(r, m) for r, m in rows[:policy.top_pool] if r >= cut and r > 0]
+        inverse = [1.0 / (r ** policy.sharpness) for r, _ in band]
     else:  # nobody rated yet: every available miner, alike
         band = rows[:policy.top_pool]
-        weights = [1.0] * len(band)
-    return rows, open_rows, band, weights
+        inverse = [1.0] * len(band)
+    return rows, open_rows, [m for _, m in band], inverse
 
 
-def weighted_order(rows: list[tuple[float, MinerRecord]], weights: list[float], rng: random.Random,
+def weighted_order(band: list[MinerRecord], inverse: list[float], rng: random.Random,
                    limit: int) -> list[MinerRecord]:
-    """A sample without replacement, each draw in proportion to its weight (key u^(1/w), largest first)."""
-    if len(rows) == 1:
-        return [rows[0][1]]
-    keyed = []
-    for (_, miner), weight in zip(rows, weights):
-        u = rng.random() or 1e-300
-        keyed.append((math.log(u) / weight if weight > 0 else -math.inf, miner.uid, miner))
-    keyed.sort(key=lambda k: (k[0], -k[1]), reverse=True)
-    return [miner for _, _, miner in keyed[:limit]]
+    """A sample without replacement, each draw in proportion to its weight w (Efraimidis–Spirakis: the
+    largest keys u^(1/w), here log(u) / w)."""
+    if len(band) == 1:
+        return [band[0]]
+    rand, log = rng.random, math.log
+    keys = [log(rand() or 1e-300) * inv for inv in inverse]
+    order = sorted(range(len(band)), key=keys.__getitem__, reverse=True)
+    return [band[i] for i in order[:limit]]
 
 
 def shadow_miners(directory: Directory, pool: list[MinerRecord], racing: list[MinerRecord], policy: RoutingPolicy,
