@@ -44,7 +44,6 @@ from .metrics import ApiMetrics
 from .moderation import Moderator
 from .ratelimit import RedisRateLimiter, StoreRateLimiter, parse_windows
 from .recorder import Recorder
-from .routing_service import Routing
 from .routers import (
     account,
     admin_logs,
@@ -58,6 +57,7 @@ from .routers import (
     models,
     web_retrieval,
 )
+from .routing_service import Routing
 from .settings import ApiSettings, load
 from .store import open_store
 from .store.conversations import Conversations

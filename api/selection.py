@@ -29,7 +29,7 @@ from shared.schemas import Directory, MinerRecord
 
 from .breaker import Breakers
 from .errors import ApiError
-from .routing import MAX_CANDIDATES, RoutingPolicy, rated_candidates, ranked
+from .routing import MAX_CANDIDATES, RoutingPolicy, ranked, rated_candidates
 
 
 def current_directory(state) -> Directory:
