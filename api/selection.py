@@ -1,9 +1,9 @@
 """Which miners a request goes to.
 
-- ``uids``: exactly those (the client chose; unknown or unserved uids are a 400);
-- ``uids``: also refused (400 ``miner_does_not_serve``) when a pinned miner
-  does not advertise the task or model, before any miner is called, so a key
-  holder cannot get an honest miner scored on work it never offered;
+- ``uids``: exactly those (the client chose; unknown or unserved uids are a
+  400, and so is a pinned miner that does not advertise the task or model:
+  ``miner_does_not_serve``, before any miner is called, so a key holder cannot
+  get an honest miner scored on work it never offered);
 - ``top_n``: the N best-rated miners available for the task and model (by the
   validator's score when the directory carries it, else by incentive);
 - default, ``ROUTING_POLICY=rated``: by the validator's view, in
@@ -94,8 +94,8 @@ def select_candidates(
     rated = policy is not None and policy.mode == "rated"
     if top_n is not None:
         if rated:
-            best = [m for _, m in ranked(directory, pool, ("rated", task, model))]
-            return best[:top_n], min(top_n, len(pool))
+            best = ranked(directory, pool, ("rated", task, model))[:top_n]
+            return [m for _, m in best], min(top_n, len(pool))
         return pool[:top_n], min(top_n, len(pool))
     if rated:
         return rated_candidates(directory, pool, ("rated", task, model), policy, rng, breakers)
