@@ -122,6 +122,7 @@ def test_login_shows_the_overview(browser, local_subnet, shots):
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/dashboard"
     assert len(browser.find_elements(By.CSS_SELECTOR, ".chart svg")) == 4
     assert "Top keys" in browser.find_element(By.ID, "top-keys").text
+    assert "quality vs best" in browser.find_element(By.ID, "routing").text.lower()  # whose answers clients got
     screenshot(browser, shots, "1-overview")
 
 
