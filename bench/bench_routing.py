@@ -1,6 +1,6 @@
 """Who answers default requests, how good and how fast: the routing policy before and after.
 
-    .venv/bin/python bench/bench_routing.py [--requests 300] [--concurrency 4]
+    .venv/bin/python bench/bench_routing.py [--requests 300] [--concurrency 4] [--demo-validator]
 
 Starts the demo's five miners (good, noisy, slow, broken, copy-cat), a
 validator with quick rounds (weights every 3 s), and three API processes on
@@ -158,10 +158,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--demo-validator", action="store_true",
+                        help="the demo's validator settings (weights every 20 s) instead of quick ones")
     args = parser.parse_args()
     net = LocalSubnet(Path(tempfile.mkdtemp(prefix="bench-routing-")), api_port=free_port(),
                       validator_port=free_port(), miner_ports=[free_port() for _ in BEHAVIOURS],
-                      behaviours=BEHAVIOURS, api_workers=1, web_port=free_port(), validator_settings=VALIDATOR)
+                      behaviours=BEHAVIOURS, api_workers=1, web_port=free_port(),
+                      validator_settings=None if args.demo_validator else VALIDATOR)
     net.start()
     try:
         key = net.create_api_key("bench")
