@@ -42,7 +42,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-MAX_UIDS = 1024  # subnets hold 256 uids today
+MAX_UIDS = 1024  # subnets hold 256 uids today; a uid above this has no breaker (it is always routable)
 HEADER = struct.Struct("<8sQ")  # magic, generation
 SLOT = struct.Struct("<QIIdd")  # tag, failures, opens, open_until, probe_until
 MAGIC = b"brkr0001"
