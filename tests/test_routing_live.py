@@ -190,7 +190,7 @@ def test_a_failing_miner_leaves_routing_and_comes_back(subnet, sdk, settled):
         errors.extend(failed)
         return answered[good.uid] > 0
 
-    wait_until(back, 60, "the recovered miner to be routed to again")
+    wait_until(back, 90, "the recovered miner to be routed to again")
     assert errors == [], errors[:5]
     assert breakers.state(good.uid, good.hotkey) == "closed"
     breakers.close()
