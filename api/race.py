@@ -9,6 +9,12 @@ sees that failure; only when every attempt failed does the race raise a 502
 (before any byte went to the client). The losers keep running to the end of
 their answers, which are scored like the winner's.
 
+With a ``Preference`` (the rated routing), the first racer to commit does not
+win outright when a better-rated racer is expected to commit within
+``patience`` of it (from that miner's own commit latency history): the race
+waits that long at most and the best-rated committed racer wins. A fast,
+worse miner then wins only against better miners that are slow or late.
+
 ``shadows`` (calls already started: a breaker's probe, exploration; see
 ``api.routing``) are recorded in ``calls``, but never answer the client and do not
 count as attempts.
@@ -17,12 +23,21 @@ count as attempts.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Sequence
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
 
 from shared.schemas import MinerRecord
 
 from .errors import ApiError
 from .miner_call import MinerCall
+
+
+@dataclass(frozen=True)
+class Preference:
+    rating: Callable[[MinerRecord], float]
+    expected: Callable[[int], Optional[float]]  # a uid's commit latency, an upper estimate (None: unknown)
+    patience: float  # seconds after the first commit that a better-rated racer may still take
 
 
 def describe_failures(calls: list[MinerCall]) -> str:
@@ -37,6 +52,7 @@ async def race(
     launch: Callable[[MinerRecord], MinerCall],
     calls: list[MinerCall],
     shadows: Sequence[MinerCall] = (),
+    prefer: Optional[Preference] = None,
 ) -> MinerCall:
     """Return the winning call; every call started, shadows first, is appended to ``calls``."""
     waiting = list(candidates)
@@ -55,9 +71,46 @@ async def race(
         done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
         winners = [running[f] for f in done if f.result()]
         if winners:
-            return min(winners, key=lambda c: c.record.timings[0] if c.record.timings else float("inf"))
+            if prefer is not None:
+                for future in done:
+                    del running[future]
+                winners = await wait_for_better(winners, running, prefer)
+                return max(winners, key=lambda c: (prefer.rating(c.miner), -committed_at(c)))
+            return min(winners, key=committed_at)
         for future in done:
             del running[future]
             if waiting and len(calls) < max_attempts:
                 start_next()
     raise ApiError(502, f"no miner could answer: {describe_failures(calls)}", "miners_failed")
+
+
+def committed_at(call: MinerCall) -> float:
+    return call.record.timings[0] if call.record.timings else float("inf")
+
+
+async def wait_for_better(winners: list[MinerCall], running: dict[asyncio.Future, MinerCall],
+                          prefer: Preference) -> list[MinerCall]:
+    """``winners`` plus the better-rated racers that commit by when they are expected, within the patience."""
+    deadline = time.monotonic() + prefer.patience
+    while True:
+        best = max(prefer.rating(c.miner) for c in winners)
+        until = 0.0
+        awaited = []
+        for future, call in running.items():
+            expected = prefer.expected(call.miner.uid)
+            if expected is None or prefer.rating(call.miner) <= best:
+                continue
+            due = (call.record.started or time.monotonic()) + expected
+            if due <= deadline:
+                awaited.append(future)
+                until = max(until, due)
+        timeout = until - time.monotonic()
+        if not awaited or timeout <= 0:
+            return winners
+        done, _ = await asyncio.wait(awaited, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            return winners
+        for future in done:
+            call = running.pop(future)
+            if future.result():
+                winners.append(call)

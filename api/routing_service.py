@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,7 +19,8 @@ from shared.schemas import Directory, MinerRecord
 
 from .breaker import Breakers, Outcome
 from .miner_call import MinerCall
-from .routing import RoutingPolicy, score_band, shadow_miners
+from .race import Preference
+from .routing import RoutingPolicy, rating, score_band, shadow_miners
 from .selection import available_for, select_candidates
 
 
@@ -28,6 +30,8 @@ class Routing:
         self.rated = self.policy.mode == "rated"
         self.commit_chunks = settings.stream_commit_chunks if self.rated else 1
         self.metrics = metrics
+        self.patience = settings.race_patience_seconds
+        self.latency = CommitLatency()
         self.breakers: Optional[Breakers] = None
         if self.rated and settings.breaker_failures > 0:
             path = Path(settings.breaker_file or Path(settings.data_dir).expanduser() / "miner-breakers.bin")
@@ -53,10 +57,19 @@ class Routing:
                              self.breakers)
 
     def watch(self, call: MinerCall) -> MinerCall:
-        """Feed the call's outcome to its miner's breaker and the metrics when it ends (its task started)."""
+        """Feed the call's commit latency to the history, its outcome to its miner's breaker and the metrics."""
         if call.task is not None:
             call.task.add_done_callback(lambda _: self.observe(call))
+            if self.rated:
+                call.first.add_done_callback(lambda first: self.latency.observe(call) if first.result() else None)
         return call
+
+    def preference(self, directory: Directory) -> Optional[Preference]:
+        """How the race prefers better-rated miners (None: the first to commit wins, as in ``uniform``)."""
+        if not self.rated or self.patience <= 0:
+            return None
+        return Preference(rating=lambda miner: rating(directory, miner), expected=self.latency.expected,
+                          patience=self.patience)
 
     def observe(self, call: MinerCall) -> None:
         if call.status == "cancelled":
@@ -87,3 +100,28 @@ class Routing:
 def client_caused(error: Optional[str]) -> bool:
     """400, 413 or 422: the miner refused what was asked, not a sign of its health (401/403: it refuses us)."""
     return bool(error) and error.startswith(("HTTP 400", "HTTP 413", "HTTP 422"))
+
+
+class CommitLatency:
+    """Per miner, this worker's smoothed commit latency and its deviation (as TCP estimates round trips)."""
+
+    def __init__(self) -> None:
+        self.smoothed: dict[int, tuple[float, float]] = {}
+
+    def observe(self, call: MinerCall) -> None:
+        if not call.record.started:
+            return
+        sample = time.monotonic() - call.record.started
+        known = self.smoothed.get(call.miner.uid)
+        if known is None:
+            self.smoothed[call.miner.uid] = (sample, sample / 2)
+            return
+        mean, deviation = known
+        deviation += (abs(sample - mean) - deviation) / 4
+        mean += (sample - mean) / 8
+        self.smoothed[call.miner.uid] = (mean, deviation)
+
+    def expected(self, uid: int) -> Optional[float]:
+        """An upper estimate of the miner's next commit latency (mean + 4 deviations); None before any."""
+        known = self.smoothed.get(uid)
+        return None if known is None else known[0] + 4 * known[1]

@@ -55,6 +55,7 @@ class ApiSettings(CommonSettings):
     routing_floor: float = Field(0.7, ge=0.0, le=1.0)  # organic traffic only to miners rated >= floor x best
     routing_sharpness: float = Field(2.0, ge=0.0, le=8.0)  # sampling weight = rating ** sharpness
     routing_exploration: float = Field(0.05, ge=0.0, le=1.0)  # share of requests that also ask one other miner
+    race_patience_seconds: float = Field(0.15, ge=0.0, le=5.0)  # a better-rated racer may commit this much later
     stream_commit_chunks: int = Field(2, ge=1, le=64)  # content chunks before a stream's miner is chosen
     breaker_failures: int = Field(3, ge=0)  # failures in a row that open a miner's breaker; 0: no breakers
     breaker_open_seconds: float = Field(5.0, gt=0.0)

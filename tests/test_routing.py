@@ -152,3 +152,47 @@ def test_a_client_cannot_open_a_miners_breaker_with_requests_the_miner_refuses()
     assert not client_caused("HTTP 429: busy") and not client_caused("HTTP 503: overloaded")
     assert not client_caused("HTTP 403: not a validator")
     assert not client_caused("ClientConnectorError: refused") and not client_caused(None)
+
+
+def race_of(delays: dict[int, float | None], ratings: dict[int, float], expected: dict[int, float], patience: float):
+    """(winner uid, uids still undecided when the race returned): uid commits after delays[uid] (None: never)."""
+    from api.race import Preference, race
+
+    miners = {m.uid: m for m in directory({uid: ratings[uid] for uid in delays}).miners}
+
+    async def run():
+        async def behave(call: MinerCall, delay):
+            if delay is None:
+                await asyncio.sleep(5)
+                call._settle_first(False)
+                return
+            await asyncio.sleep(delay)
+            call.record.timings.append(delay)
+            call._settle_first(True)
+
+        def launch(miner):
+            call = MinerCall(miner)
+            call.task = asyncio.create_task(behave(call, delays[miner.uid]))
+            return call
+
+        prefer = Preference(rating=lambda m: ratings[m.uid], expected=expected.get, patience=patience)
+        calls = []
+        winner = await race(list(miners.values()), fanout=len(miners), max_attempts=6, launch=launch, calls=calls,
+                            prefer=prefer)
+        undecided = {call.miner.uid for call in calls if not call.first.done()}
+        for call in calls:
+            call.task.cancel()
+        return winner.miner.uid, undecided
+
+    return asyncio.run(run())
+
+
+def test_the_race_waits_a_little_for_a_better_rated_miner_expected_soon():
+    # noisy (2) commits first; good (1) is rated higher and usually commits within 60 ms: it wins
+    assert race_of({1: 0.03, 2: 0.0}, {1: 0.9, 2: 0.65}, {1: 0.06, 2: 0.01}, patience=0.15)[0] == 1
+    # the slow miner (3) is rated higher too, but expected 1.5 s later: not waited for
+    assert race_of({2: 0.0, 3: 1.5}, {2: 0.65, 3: 0.8}, {2: 0.01, 3: 1.5}, patience=0.15) == (2, {3})
+    # good is expected soon but never commits: the wait ends when it was due, not when good gives up
+    assert race_of({1: None, 2: 0.0}, {1: 0.9, 2: 0.65}, {1: 0.05, 2: 0.01}, patience=0.15) == (2, {1})
+    # no history for good yet: the first to commit wins, as before
+    assert race_of({1: 0.05, 2: 0.0}, {1: 0.9, 2: 0.65}, {2: 0.01}, patience=0.15)[0] == 2

@@ -133,7 +133,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     meter.calls = calls
     try:
         winner = await race(candidates, fanout=fanout, max_attempts=max(settings.max_attempts, width),
-                            launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows])
+                            launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows],
+                            prefer=routing.preference(directory) if plain else None)
     finally:
         forward_when_done(state, meter, calls, request_id, miner_request)
 
