@@ -3,14 +3,17 @@
     .venv/bin/python bench/bench_routing.py [--requests 300] [--concurrency 4] [--demo-validator]
 
 Starts the demo's five miners (good, noisy, slow, broken, copy-cat), a
-validator with quick rounds (weights every 3 s), and three API processes on
+validator with quick rounds (weights every 3 s), and five API processes on
 the same store and validator, one per routing setting:
 
 - ``uniform``: ``ROUTING_POLICY=uniform``, the policy before: a uniform sample
   of ``TOP_POOL`` miners, the first content chunk wins, no breakers;
 - ``rated, commit 1``: rated routing, a stream's miner chosen at its first
   content chunk;
-- ``rated``: the default (``STREAM_COMMIT_CHUNKS=2``).
+- ``rated``: the default (``STREAM_COMMIT_CHUNKS=2``);
+- ``floor 0.5`` with and without ``RACE_PATIENCE_SECONDS``: the noisy miner
+  in the band too, to show what the race's preference for better-rated
+  miners does.
 
 Once three weight steps have passed, each sends ``--requests`` default
 requests whole and as many streamed through the ``openai`` SDK, and reports:
@@ -52,7 +55,10 @@ VALIDATOR = {"synthetic_interval_seconds": 0.2, "weights_interval_seconds": 3, "
              "task_mix": "InferenceTask:0.5,WebQuestionAnsweringTask:0.5"}
 SETTINGS = {"uniform": {"routing_policy": "uniform"},
             "rated, commit 1": {"routing_policy": "rated", "stream_commit_chunks": 1},
-            "rated": {"routing_policy": "rated"}}
+            "rated": {"routing_policy": "rated"},
+            # what the race's patience does when a fast, worse miner is in the band (noisy, with a low floor)
+            "floor 0.5, no patience": {"routing_policy": "rated", "routing_floor": 0.5, "race_patience_seconds": 0},
+            "floor 0.5": {"routing_policy": "rated", "routing_floor": 0.5}}
 
 
 def scores(net: LocalSubnet) -> dict:
