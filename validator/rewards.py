@@ -55,7 +55,7 @@ ANSWER_TASKS = (Task.INFERENCE, Task.WEB_QUESTION_ANSWERING)
 class Rules:
     penalty: float = 2.0  # what a caught answer earns (and where the caught miner's scores restart)
     timeout: float = 10.0  # seconds a missing timing counts as
-    speed_scale: float = 5.0  # seconds at which the speed factor halves
+    speed_scale: float = 7.5  # seconds at which the speed factor halves
     junk_below: float = 0.2  # builtin answers agreeing less than this with their own request are caught
     copy_similarity: float = 0.6  # ... and named copies when this similar to another miner's expected answer
 
