@@ -123,7 +123,8 @@ def test_validator_reward_reads_the_pages(index):
         9: good[1:],  # a true page, on topic, that does not answer
     }
     rewards = reward_item(web_item(answers), web=judge())
-    assert rewards[1] > 0.5 and rewards[8] == pytest.approx(0.5 * 5 / 5.5)  # half the results, full marks each
+    speed = Rules().speed_scale / (Rules().speed_scale + 0.5)  # each answer took 0.5 s
+    assert rewards[1] > 0.5 and rewards[8] == pytest.approx(0.5 * speed)  # half the results, full marks each
     assert 0 < rewards[9] <= 0.5 * rewards[8]
     assert rewards[2] == rewards[3] == rewards[4] == rewards[5] == rewards[6] == rewards[7] == 0.0
     chat_style = web_item({1: None})  # a chat answer: the JSON list as text
