@@ -1,4 +1,4 @@
-"""Where the chain's CPU goes: py-spy on the API worker and the reference miner under load.
+"""Where the chain's CPU goes: py-spy on the API worker, the reference miner and the validator under load.
 
     .venv/bin/python bench/profile_chain.py [--seconds 10] [--concurrency 32] [--stream] [--top 40]
 
@@ -114,7 +114,7 @@ def main() -> None:
             miner = net.member("miner")
             miner_process = next(p for name, p in net.processes.items() if name.startswith("miner"))
             api_pids = family(net.processes["api"].pid)
-            processes = {"api": api_pids[-1], "miner": miner_process.pid}
+            processes = {"api": api_pids[-1], "miner": miner_process.pid, "validator": net.processes["validator"].pid}
             target = ["--url", net.api_url, "--key", key, "--uid", str(miner.uid),
                       "--concurrency", str(args.concurrency)] + (["--stream"] if args.stream else [])
             run_load([*target, "--seconds", "2"], {})  # warm-up
@@ -131,7 +131,7 @@ def main() -> None:
                          for name, pid in processes.items()}
             time.sleep(0.5)
             result = run_load([*target, "--seconds", str(args.seconds)],
-                              {"api": api_pids, "miner": [miner_process.pid]})
+                              {"api": api_pids, "miner": [miner_process.pid], "validator": [processes["validator"]]})
             for running in recorders.values():
                 running.wait()
             kind = "stream 20 chunks" if args.stream else "non-stream"
