@@ -42,7 +42,7 @@ from bench.fake_upstream import MODEL  # noqa: E402
 from bench.measure import LOAD_GENERATOR, family, machine_line, run_load  # noqa: E402
 from localnet.launcher import LocalSubnet, free_port  # noqa: E402
 
-LITELLM_VERSION = "1.106.2"  # the version this comparison was written against
+LITELLM_VERSION = "1.80.0"  # the version issue 14 compares against
 LITELLM_KEY = "sk-bench-" + "0" * 32  # LiteLLM refuses to start without a master key
 DEFAULT_VENV = ROOT / "bench" / ".peer-venv"
 OUR_PROCESSES = ("api", "miner", "validator")

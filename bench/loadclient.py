@@ -46,6 +46,7 @@ def build_request(method: str, host: str, target: str, headers: dict[str, str], 
 @dataclass
 class Result:
     latencies_ms: list[float] = field(default_factory=list)
+    finished: list[float] = field(default_factory=list)  # perf_counter() at each good answer's end, in order
     errors: int = 0
     elapsed: float = 0.0
 
@@ -109,7 +110,9 @@ class _Connection(asyncio.Protocol):
         run = self.run
         ok = self.status == 200 and (not run.stream or (self.tail.endswith(DONE) and not self.bad_event))
         if ok:
-            run.result.latencies_ms.append((time.perf_counter() - self.started) * 1000.0)
+            now = time.perf_counter()
+            run.result.latencies_ms.append((now - self.started) * 1000.0)
+            run.result.finished.append(now)
         else:
             run.result.errors += 1
         self.started = 0.0

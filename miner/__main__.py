@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     log_level = settings.log_level.lower()
     common = dict(host=settings.miner_host, port=settings.miner_port, log_level=log_level, coalesce=True,
-                  access_log=log_level in ("trace", "debug", "info"))  # else every request formats a line for nothing
+                  access_log=log_level in ("trace", "debug", "info"),  # else every request formats a line for nothing
+                  # Validators connect to a miner directly; nothing reads X-Forwarded-* (the connection caps
+                  # count the socket's peer), so uvicorn's proxy-headers middleware would only cost a call.
+                  proxy_headers=False)
     if settings.miner_workers > 1:
         serve("miner.app:create_app_from_env", settings, factory=True, workers=settings.miner_workers, **common)
     else:

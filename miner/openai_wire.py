@@ -7,7 +7,7 @@ usage chunk with empty ``choices``. Not streamed: one ``chat.completion``.
 
 from __future__ import annotations
 
-import secrets
+import random
 import time
 from typing import Any, Optional
 
@@ -15,7 +15,8 @@ import orjson
 
 
 def new_completion_id() -> str:
-    return "chatcmpl-" + secrets.token_hex(12)
+    """24 random hex digits: an id, not a secret (``secrets`` would cost a system call per answer)."""
+    return f"chatcmpl-{random.getrandbits(96):024x}"
 
 
 def now() -> int:

@@ -25,7 +25,7 @@ the connection, so its unread rest is not read either.
 
 from __future__ import annotations
 
-import secrets
+import random
 import threading
 import time
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
@@ -41,7 +41,7 @@ class Signer:
     """Signs requests with a hotkey loaded once.
 
     Nonces are wall-clock nanoseconds with random low digits and a
-    per-process guard, so that several processes signing with the same hotkey
+    per-process guard (monotonic within the process), so that several processes signing with the same hotkey
     (the validator and its API workers) never hand a receiver the same nonce.
     """
 
@@ -58,7 +58,10 @@ class Signer:
             raise ValueError(f"cannot sign btauth requests with crypto type {self._signer.crypto_type}")
 
     def _next_nonce(self) -> int:
-        candidate = time.time_ns() // 1000 * 1000 + secrets.randbelow(1000)
+        # ``random`` (seeded from the OS, reseeded in a forked child) rather than ``secrets``: the low digits
+        # only keep processes that share a hotkey apart, they guard nothing, and ``secrets`` costs a
+        # ``getrandom`` system call per signature.
+        candidate = time.time_ns() // 1000 * 1000 + random.randrange(1000)
         with self._lock:
             if candidate <= self._last_nonce:
                 candidate = self._last_nonce + 1

@@ -95,3 +95,52 @@ def test_sqlite_store_forgets_only_nonces_older_than_its_retention(tmp_path):
     assert not store.check_and_store("other", now)
     # past the retention the row is gone (verify() refuses such a nonce as stale before asking the store)
     assert store.check_and_store("hk", ancient)
+
+
+def test_a_request_accepted_before_a_process_died_is_still_refused_after(tmp_path):
+    """The store writes without syncing: a commit is in the OS's cache when ``check_and_store`` returns,
+    so a process killed without closing anything leaves it for the next one."""
+    path = str(tmp_path / "nonces.sqlite")
+    headers = Signer(SENDER).headers("POST", "/v1/chat/completions", b"{}", receiver=RECEIVER)
+    context = multiprocessing.get_context("fork")
+
+    def accept_then_die() -> None:
+        import os
+
+        store = SqliteNonceStore(path, "ns")
+        http_auth.verify(headers, b"{}", method="POST", path="/v1/chat/completions", self_hotkey_ss58=RECEIVER,
+                         nonce_store=store)
+        os._exit(7)  # accepted; no close, no flush: as a crash would leave it
+
+    worker = context.Process(target=accept_then_die)
+    worker.start()
+    worker.join(30)
+    assert worker.exitcode == 7
+    with pytest.raises(http_auth.ReplayedRequest):
+        http_auth.verify(headers, b"{}", method="POST", path="/v1/chat/completions", self_hotkey_ss58=RECEIVER,
+                         nonce_store=SqliteNonceStore(path, "ns"))
+
+
+def test_the_store_never_checkpoints_with_a_sync_on_the_callers_thread(tmp_path):
+    store = SqliteNonceStore(tmp_path / "nonces.sqlite")
+    assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 0  # OFF: see SqliteNonceStore
+    now = time.time_ns()
+    assert all(store.check_and_store("hk", now + i) for i in range(3000))
+    assert not store.check_and_store("hk", now + 2999)
+    store.close()
+
+
+def test_a_damaged_file_is_set_aside_and_a_new_store_works(tmp_path):
+    path = tmp_path / "nonces.sqlite"
+    store = SqliteNonceStore(path)
+    now = time.time_ns()
+    for i in range(2000):
+        store.check_and_store("hk", now + i)
+    store._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    store.close()
+    with open(path, "r+b") as damaged:  # what a power loss without syncs could leave
+        damaged.seek(4096)
+        damaged.write(b"\xff" * 8192)
+    fresh = SqliteNonceStore(path)
+    assert (tmp_path / "nonces.sqlite.damaged").exists()
+    assert fresh.check_and_store("hk", now) and not fresh.check_and_store("hk", now)
