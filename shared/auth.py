@@ -187,27 +187,30 @@ class RequestVerifier:
     def check_headers(self, headers: Mapping[str, str]) -> None:
         """``HTTPException`` 401 if the headers alone show the request cannot pass (see :func:`check_auth_headers`)."""
         try:
-            check_auth_headers(headers, self.self_hotkey)
+            self.precheck(headers)
         except AuthError as exc:
             raise HTTPException(401, f"{type(exc).__name__}: {exc}", headers=CLOSE) from None
 
     def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
         """The caller, or ``HTTPException`` 401 (bad signature) or 403 (not allowed to call)."""
         try:
-            caller = http_auth.verify(
-                headers,
-                body,
-                method=method,
-                path=target,
-                self_hotkey_ss58=self.self_hotkey,
-                nonce_store=self.nonce_store,
-            )
+            caller = self.authenticate(method, target, headers, body)
         except AuthError as exc:
             raise HTTPException(401, f"{type(exc).__name__}: {exc}") from None
         if not self.is_allowed(caller.hotkey_ss58):
             raise HTTPException(403, self.why_forbidden)
         return caller
 
+    # The protocol: a subclass that speaks another one overrides these two (``shared.epistula``).
+
+    def precheck(self, headers: Mapping[str, str]) -> None:
+        """``AuthError`` if the headers alone show the request cannot pass."""
+        check_auth_headers(headers, self.self_hotkey)
+
+    def authenticate(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
+        """The signer of a valid ``btauth/1`` request, or ``AuthError``."""
+        return http_auth.verify(headers, body, method=method, path=target, self_hotkey_ss58=self.self_hotkey,
+                                nonce_store=self.nonce_store)
 
 __all__ = ["AuthError", "Caller", "RequestVerifier", "Signer", "check_auth_headers", "declared_length",
            "read_at_most", "request_target", "scope_target"]

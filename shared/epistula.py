@@ -33,7 +33,6 @@ from typing import Any, Literal, Mapping, Optional
 
 from bittensor import sp_core
 from bittensor.http_auth import (
-    AuthError,
     BadSignature,
     Caller,
     MalformedAuth,
@@ -41,9 +40,8 @@ from bittensor.http_auth import (
     StaleRequest,
     WrongReceiver,
 )
-from fastapi import HTTPException
 
-from .auth import CLOSE, RequestVerifier, Signer
+from .auth import RequestVerifier, Signer
 
 VERSION = "2"
 HEADER_VERSION = "Epistula-Version"
@@ -173,25 +171,15 @@ def verify(headers: Mapping[str, str], body: bytes, *, self_hotkey: str, nonce_s
 class AnyProtocolVerifier(RequestVerifier):
     """``RequestVerifier`` that also accepts Epistula: the request's headers say which protocol it speaks."""
 
-    def check_headers(self, headers: Mapping[str, str]) -> None:
+    def precheck(self, headers: Mapping[str, str]) -> None:
         if not is_epistula(headers):
-            return super().check_headers(headers)
-        try:
-            check_headers(headers, self_hotkey=self.self_hotkey)
-        except AuthError as exc:
-            raise HTTPException(401, f"{type(exc).__name__}: {exc}", headers=CLOSE) from None
+            return super().precheck(headers)
+        check_headers(headers, self_hotkey=self.self_hotkey)
 
-    def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
+    def authenticate(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
         if not is_epistula(headers):
-            return super().verify(method, target, headers, body)
-        try:
-            caller = verify(headers, body, self_hotkey=self.self_hotkey, nonce_store=self.nonce_store)
-        except AuthError as exc:
-            raise HTTPException(401, f"{type(exc).__name__}: {exc}") from None
-        if not self.is_allowed(caller.hotkey_ss58):
-            raise HTTPException(403, self.why_forbidden)
-        return caller
-
+            return super().authenticate(method, target, headers, body)
+        return verify(headers, body, self_hotkey=self.self_hotkey, nonce_store=self.nonce_store)
 
 __all__ = ["AnyProtocolVerifier", "EpistulaSigner", "MinerProtocolSigner", "check_headers", "is_epistula", "message",
            "signer_for", "verify"]

@@ -65,7 +65,8 @@ class SqliteNonceStore:
         except sqlite3.DatabaseError as exc:  # damaged (a power loss with no syncs): its nonces are stale anyway
             damaged = f"{path}.damaged"
             reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            logger.warning("nonce store {} is damaged ({}); starting a new one, the old one is {}", path, reason, damaged)
+            logger.warning("nonce store {} is damaged ({}); starting a new one, the old one is {}",
+                           path, reason, damaged)
             for suffix in ("", "-wal", "-shm"):
                 try:
                     os.replace(f"{path}{suffix}", f"{damaged}{suffix}")

@@ -200,7 +200,8 @@ async def test_oversized_bodies_are_refused_on_every_route_and_the_worker_stays_
     print(f"worker RSS before {before} KiB, grown {grown} KiB over {len(seen)} requests of 200 MiB")
     for path, label, status, body in seen:
         missing_admin_header = path.startswith("/api_management")  # none of these sends an admin-key header
-        allowed = (401, 403, 413, 429) + ((422,) if missing_admin_header else ())  # 422: the subnet's missing-header status
+        # 422: the subnet's status for a missing admin-key header
+        allowed = (401, 403, 413, 429) + ((422,) if missing_admin_header else ())
         assert status in allowed, (path, label, status, body)  # 429: its wrong keys add up
         assert set(body["error"]) == {"message", "type", "code"}, (path, label, body)
         if label.startswith("declared"):

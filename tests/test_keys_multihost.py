@@ -137,7 +137,8 @@ async def test_the_store_holds_no_key(hosts):
     import asyncpg
 
     key, key_id = await new_key(hosts, name="hidden")
-    conn = await asyncpg.connect(hosts.store_env["DATABASE_URL"], server_settings={"search_path": hosts.store_env["DATABASE_SCHEMA"]})
+    conn = await asyncpg.connect(hosts.store_env["DATABASE_URL"],
+                                 server_settings={"search_path": hosts.store_env["DATABASE_SCHEMA"]})
     try:
         rows = await conn.fetch("SELECT t::text AS row FROM api_keys t")
     finally:

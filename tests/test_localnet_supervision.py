@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from process_tree import process_tree
 
 from localnet.launcher import free_port
 
@@ -66,27 +67,6 @@ class Demo:
             return json.loads(response.read())["choices"][0]["message"]["content"]
 
 
-def tree(pid: int) -> dict[int, str]:
-    """Every live descendant of ``pid``: {pid: command line}."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            parents.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-    found, todo = {}, [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            try:
-                found[child] = open(f"/proc/{child}/cmdline", "rb").read().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            todo.append(child)
-    return found
-
-
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for a parent to read its exit status is not)."""
     try:
@@ -111,7 +91,7 @@ def demo(tmp_path_factory) -> Iterator[tuple[Demo, str]]:
         yield demo, key
     finally:
         if demo.process.poll() is None:
-            for pid in tree(demo.process.pid):
+            for pid in process_tree(demo.process.pid):
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except OSError:
@@ -122,8 +102,8 @@ def demo(tmp_path_factory) -> Iterator[tuple[Demo, str]]:
 
 def test_a_killed_miner_leaves_the_demo_running_and_serving(demo):
     demo, key = demo
-    miners = {pid: cmd for pid, cmd in tree(demo.process.pid).items() if "-m miner" in cmd}
-    assert len(miners) == 2, tree(demo.process.pid)
+    miners = {pid: cmd for pid, cmd in process_tree(demo.process.pid).items() if "-m miner" in cmd}
+    assert len(miners) == 2, process_tree(demo.process.pid)
     victim = min(miners)
     os.kill(victim, signal.SIGKILL)
     demo.wait_for(r"miner-\d-\w+ exited \(killed by SIGKILL.*not restarted: the subnet goes on with 1 miner", 10)
@@ -157,7 +137,7 @@ def test_idle_and_slow_header_connections_are_closed_by_every_process(demo):
 
 def test_two_ctrl_c_leave_no_process_behind(demo):
     demo, _ = demo
-    processes = tree(demo.process.pid)
+    processes = process_tree(demo.process.pid)
     assert sum("-m api" in cmd for cmd in processes.values()) == 1 and len(processes) >= 5, processes
     demo.process.send_signal(signal.SIGINT)
     time.sleep(0.3)  # the launcher is stopping now: the second Ctrl-C lands in the middle

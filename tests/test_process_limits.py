@@ -21,6 +21,7 @@ from typing import Iterator, Optional
 
 import pytest
 import uvicorn
+from process_tree import process_tree
 
 from shared.serving import server_config
 from shared.settings import CommonSettings
@@ -57,24 +58,6 @@ def peak_kib(pid: int) -> int:
 
 def open_descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = open(f"/proc/{entry}/stat").read()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 # -- what a stranger sends ---------------------------------------------------------------------------------
@@ -266,7 +249,7 @@ def test_the_validator_under_an_idle_flood_still_serves_signed_requests(local_su
 
 def test_an_api_worker_under_an_idle_flood_still_serves_keyed_requests(local_subnet, api_key):
     supervisor = local_subnet.processes[local_subnet.api_names[0]].pid
-    workers = [pid for pid in descendants(supervisor) if b"api" in open(f"/proc/{pid}/cmdline", "rb").read()
+    workers = [pid for pid, cmd in process_tree(supervisor).items() if "api" in cmd
                or b"multiprocessing" in open(f"/proc/{pid}/cmdline", "rb").read()]
 
     def honest() -> None:
