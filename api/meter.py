@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from loguru import logger
 
 from shared.request_ids import new_id
+from shared.schemas import MinerResponse
 
 from .keys import KeyRecord
 from .miner_call import MinerCall
@@ -50,9 +51,10 @@ class Meter:
         self.model: Optional[str] = None
         self.stream = False
         self.prompt_tokens = 0
-        self.winner: Optional[MinerCall] = None
-        self.calls: Optional[list[MinerCall]] = None  # set when miners are queried
-        self.miners_done = False
+        self.winner: Optional[MinerCall] = None  # the call whose answer the client got (its uid is logged)
+        self.winners: list[Any] = []  # every call whose answer reached the client (reasoning steps, prompts)
+        self.rounds: list[list[Any]] = []  # every miner queried, by round: MinerCall or MinerResponse
+        self.running = 0  # rounds whose miners have not all finished yet
         self.outcome: Optional[str] = None
         self.error: Optional[str] = None
         self.status: Optional[int] = None
@@ -72,6 +74,28 @@ class Meter:
         self.task, self.strategy, self.model, self.stream, self.prompt_tokens = (
             task, strategy, model, stream, prompt_tokens)
 
+    def query(self, calls: list) -> None:
+        """A round of miner calls starts (``calls`` may still grow): logged once ``round_over`` is told."""
+        self.rounds.append(calls)
+        self.running += 1
+
+    def queried(self, responses: list) -> None:
+        """A round whose miners have all finished already (web retrieval's ``MinerResponse``s)."""
+        self.rounds.append(responses)
+
+    def answer(self, call: Any) -> None:
+        """``call`` answered the client; the first such call is the request's miner in the log."""
+        self.winners.append(call)
+        if self.winner is None:
+            self.winner = call
+
+    def contributed(self, call: Any) -> None:
+        """``call``'s answer reached the client as part of the answer (a reasoning step)."""
+        self.winners.append(call)
+
+    def won(self, call: Any) -> bool:
+        return any(call is winner for winner in self.winners)
+
     def after_response(self, action) -> None:
         """Run ``action`` once the response is over (now, if it already is)."""
         if self.finished is not None:
@@ -81,10 +105,19 @@ class Meter:
 
     @property
     def ready(self) -> bool:
-        return self.finished is not None and (self.calls is None or self.miners_done) and not self.recorded
+        return self.finished is not None and self.running <= 0 and not self.recorded
+
+    def usage(self) -> dict:
+        calls = [c for c in self.winners if isinstance(c, MinerCall)]
+        if len(calls) == 1:
+            return usage_of(calls[0], self.prompt_tokens)
+        if not calls:
+            return {}
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": sum(usage_of(c, 0)["completion_tokens"] for c in calls)}
 
     def to_log(self) -> RequestLog:
-        usage = usage_of(self.winner, self.prompt_tokens) if self.winner is not None else {}
+        usage = self.usage()
         latency = ((self.finished or time.perf_counter()) - self.started) * 1000
         return RequestLog(
             request_id=self.request_id or new_id("req"), key_id=self.key.id,
@@ -97,11 +130,17 @@ class Meter:
             charged=self.cost if self.charge else 0,
             miner_uid=self.winner.miner.uid if self.winner else None,
             miner_hotkey=self.winner.miner.hotkey if self.winner else None,
-            miners=[miner_log(call, call is self.winner) for call in self.calls or ()],
+            miners=[miner_log(call, self.won(call)) for calls in self.rounds for call in calls],
         )
 
 
-def miner_log(call: MinerCall, winner: bool) -> MinerLog:
+def miner_log(call: Union[MinerCall, MinerResponse], winner: bool) -> MinerLog:
+    if isinstance(call, MinerResponse):  # web retrieval: one whole answer, no stream
+        return MinerLog(uid=call.uid, hotkey=call.hotkey, outcome=call.status,
+                        error=(call.error or None) and call.error[:300],
+                        latency_ms=round(call.timings[-1] * 1000, 3) if call.timings else None,
+                        first_chunk_ms=round(call.timings[0] * 1000, 3) if call.timings else None,
+                        completion_tokens=call.completion_tokens, winner=winner)
     record = call.record
     tokens = (record.usage or {}).get("completion_tokens")
     if not isinstance(tokens, int):
@@ -133,15 +172,15 @@ def record_if_ready(meter: Meter, state: Any) -> None:
 
 
 def miners_finished(meter: Meter, state: Any) -> None:
-    """Called once every miner the request queried has finished."""
-    meter.miners_done = True
+    """Called once every miner of one round (``meter.query``) has finished."""
+    meter.running -= 1
     record_if_ready(meter, state)
 
 
 def record_unfinished(state: Any) -> None:
     """At shutdown: record what is left, as it is, rather than lose it."""
     for meter in list(state.unrecorded):
-        meter.miners_done = True
+        meter.running = 0
         record_if_ready(meter, state)
 
 

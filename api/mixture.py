@@ -23,9 +23,12 @@ aggregation round under the request's id, like any chat request.
 
 from __future__ import annotations
 
+from typing import Optional
+
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 
 from .errors import ApiError
+from .meter import Meter
 from .race import describe_failures
 from .rounds import all_answers, finished_at, forward_when_over, start_call
 
@@ -49,7 +52,7 @@ def aggregation_messages(messages: list[ChatMessage], answers: list[str]) -> lis
 
 
 async def first_round(state, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int, *,
-                      request_id: str) -> tuple[MinerChatRequest, list[MinerRecord], int]:
+                      request_id: str, meter: Optional[Meter] = None) -> tuple[MinerChatRequest, list[MinerRecord], int]:
     """Run the first round; return the aggregation request, the aggregators in order, and how many race."""
     settings = state.settings
     chosen = candidates[: min(width or settings.mixture_size, MAX_FIRST_ROUND)]
@@ -59,7 +62,7 @@ async def first_round(state, miner_request: MinerChatRequest, candidates: list[M
     try:
         await all_answers(calls, settings.mixture_timeout)
     finally:  # even when the client went away: what the miners answered is still scored
-        forward_when_over(state, f"{request_id}-round1", round_request, calls)
+        forward_when_over(state, f"{request_id}-round1", round_request, calls, meter)
 
     answered = sorted((c for c in calls if c.status == "ok"), key=finished_at)
     if not answered:

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 
 from .errors import ApiError
+from .meter import Meter
 from .miner_call import MinerCall
 from .responses import SSE_DONE, error_event, miner_fields, prompt_words, sse, usage_of
 from .rounds import first_answer, forward_when_over
@@ -62,8 +63,9 @@ class Reasoner:
     """The steps of one request; ``next_step()`` until None, then ``answer()``."""
 
     def __init__(self, state, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int,
-                 request_id: str):
+                 request_id: str, meter: Optional[Meter] = None):
         self.state = state
+        self.meter = meter  # every step's miners go in the request's log
         self.request = miner_request
         self.candidates = candidates
         self.fanout = width or state.settings.fanout
@@ -87,7 +89,7 @@ class Reasoner:
             return await first_answer(self.state, self.candidates, request.model_dump_json(exclude_none=True).encode(),
                                       fanout=self.fanout, timeout=max(0.1, until - time.monotonic()), calls=calls)
         finally:
-            forward_when_over(self.state, request_id, request, calls)
+            forward_when_over(self.state, request_id, request, calls, self.meter)
 
     async def next_step(self) -> Optional[Step]:
         index = len(self.steps) + 1
@@ -104,12 +106,17 @@ class Reasoner:
             return None
         step = Step(index, False, call)
         self.steps.append(step)
+        if self.meter is not None:
+            self.meter.contributed(call)
         return step
 
     async def answer(self) -> Step:
         index = len(self.steps) + 1
         request = self.round_request(ANSWER_INSTRUCTION, index)
-        return Step(index, True, await self.ask(request, self.request_id, self.answer_until))
+        step = Step(index, True, await self.ask(request, self.request_id, self.answer_until))
+        if self.meter is not None:
+            self.meter.answer(step.call)
+        return step
 
     def usage(self, final: Step, prompt_tokens: int) -> dict:
         completion = sum(usage_of(s.call, 0)["completion_tokens"] for s in [*self.steps, final])
@@ -149,10 +156,10 @@ async def stream_steps(reasoner: Reasoner, step: Optional[Step], final: Optional
 
 
 async def serve_reasoning(body, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int, *,
-                          state, request_id: str, created: int):
+                          state, request_id: str, created: int, meter: Optional[Meter] = None):
     if body.n > 1:
         raise ApiError(400, "n > 1 is not supported with test-time inference", "unsupported_parameter")
-    reasoner = Reasoner(state, miner_request, candidates, width, request_id)
+    reasoner = Reasoner(state, miner_request, candidates, width, request_id, meter)
     prompt_tokens = prompt_words(body.messages)
     step = await reasoner.next_step()
     final = await reasoner.answer() if step is None else None  # no step at all: fail before the first byte

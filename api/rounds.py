@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Optional
 
 from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
 
 from .errors import ApiError
+from .meter import Meter, miners_finished
 from .miner_call import MinerCall
 from .race import describe_failures
 
@@ -84,15 +86,23 @@ async def first_answer(state, candidates: list[MinerRecord], payload: bytes, *, 
     raise ApiError(502, f"no miner could answer: {describe_failures(calls)}", "miners_failed")
 
 
-def forward_when_over(state, request_id: str, request: MinerChatRequest, calls: list[MinerCall]) -> None:
-    """Queue every call's answer for the validator, as one item, once the last call has ended."""
+def forward_when_over(state, request_id: str, request: MinerChatRequest, calls: list[MinerCall],
+                      meter: Optional[Meter] = None) -> None:
+    """Queue every call's answer for the validator, as one item, once the last call has ended; with
+    ``meter``, the calls are also in the client request's log (one row per miner queried)."""
+    if meter is not None:
+        meter.query(calls)
 
     async def wait_then_submit() -> None:
-        await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
-        if calls:
-            state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
-                                               created_at=time.time(), request=request,
-                                               responses=[c.response_record() for c in calls]))
+        try:
+            await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
+            if calls:
+                state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
+                                                   created_at=time.time(), request=request,
+                                                   responses=[c.response_record() for c in calls]))
+        finally:
+            if meter is not None:
+                miners_finished(meter, state)
 
     task = asyncio.create_task(wait_then_submit())
     state.background.add(task)

@@ -42,6 +42,7 @@ from shared.web_check import content_on_page, parse_result, url_key
 from shared.web_retrieval import as_chat_request, web_query
 
 from .errors import ApiError
+from .meter import Meter
 from .selection import current_directory, select_candidates
 
 
@@ -133,14 +134,21 @@ async def what_holds_up(state, answered: list[MinerResponse], n_results: int) ->
     return list(kept.values())
 
 
-async def retrieve(state, query: WebRetrievalQuery) -> dict:
+async def retrieve(state, query: WebRetrievalQuery, meter: Optional[Meter] = None) -> dict:
+    """The answer, under an id that is also the request log's (with ``meter``: its X-Request-Id, and every
+    miner asked logged)."""
     directory = current_directory(state)
     settings = state.settings
     candidates, width = select_candidates(directory, task=WEB_RETRIEVAL_TASK, model=None, uids=query.uids,
                                           top_n=None, top_pool=settings.top_pool, rng=state.rng)
     request = MinerWebRetrievalRequest(search_query=query.search_query, n_results=query.n_results)
-    responses = await ask_miners(state, candidates, width or query.n_miners, request, query.max_response_time)
     request_id = new_id("webret")
+    if meter is not None:
+        meter.request_id = request_id
+        meter.headers = [*meter.headers, (b"x-request-id", request_id.encode())]
+    responses = await ask_miners(state, candidates, width or query.n_miners, request, query.max_response_time)
+    if meter is not None:
+        meter.queried(responses)
     if responses:
         forward(state, request_id, request, responses)
     answered = sorted((r for r in responses if r.status == "ok"), key=lambda r: r.timings[0] if r.timings else 0)
@@ -153,6 +161,11 @@ async def retrieve(state, query: WebRetrievalQuery) -> dict:
     accepted = {r.uid: 0 for r in responses}
     for uid, _ in kept:
         accepted[uid] += 1
+    if meter is not None:
+        shown = {uid for uid, _ in ranked[: query.n_results]}
+        for response in responses:
+            if response.uid in shown:
+                meter.contributed(response)
     return {
         "id": request_id,
         "results": [{**result.model_dump(), "miner_uid": uid} for uid, result in ranked[: query.n_results]],

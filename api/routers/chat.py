@@ -102,13 +102,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     created = int(time.time())
     if body.wants_reasoning:
         response = await serve_reasoning(body, miner_request, candidates, width, state=state,
-                                         request_id=request_id, created=created)
+                                         request_id=request_id, created=created, meter=meter)
         meter.charge = True  # a miner answered (serve_reasoning fails before the first byte otherwise)
         return response
     if body.wants_mixture:  # the first round here; the aggregation round is the race below
         pinned = body.uids is not None or body.top_n is not None  # else MIXTURE_SIZE of the ranked candidates
         miner_request, candidates, width = await first_round(state, miner_request, candidates,
-                                                             width if pinned else 0, request_id=request_id)
+                                                             width if pinned else 0, request_id=request_id,
+                                                             meter=meter)
     if not body.stream and miner_request.stream:  # after mixture's first round: whole answers from here
         miner_request = miner_request.model_copy(update={"stream": False})
     payload = miner_request.model_dump_json(exclude_none=True).encode()
@@ -130,7 +131,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
     shadows = routing.shadows(directory, body.task, body.requested_model, candidates[:fanout], state.rng) if plain \
         else ()
     calls: list[MinerCall] = []
-    meter.calls = calls
+    meter.query(calls)
     try:
         winner = await race(candidates, fanout=fanout, max_attempts=max(settings.max_attempts, width),
                             launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows],
@@ -139,7 +140,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
         forward_when_done(state, meter, calls, request_id, miner_request)
 
     if body.stream:
-        meter.winner = winner
+        meter.answer(winner)
         routing.served(directory, body.task, body.requested_model, winner.miner)
         return StreamingResponse(
             relay(winner, meter, request_id=request_id, created=created, model=body.model,
@@ -148,7 +149,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, key: K
             headers={"Cache-Control": "no-cache", "X-Request-Id": request_id},
         )
     answer = await complete(winner, calls)
-    meter.winner, meter.charge = answer, True
+    meter.answer(answer)
+    meter.charge = True
     routing.served(directory, body.task, body.requested_model, answer.miner)
     return FastJSONResponse(completion_object(answer, request_id=request_id, created=created, model=body.model,
                                           prompt_tokens=prompt_tokens), headers={"X-Request-Id": request_id})

@@ -25,6 +25,7 @@ from ..admission import set_parts
 from ..chat_reuse import DONE, events, json_body
 from ..errors import ApiError
 from ..keys import KeyRecord
+from ..meter import meter_of
 from ..responses import SSE_DONE, sse
 from ..schemas import ChatCompletionRequest
 from .chat import chat_completions
@@ -88,6 +89,9 @@ async def completions(body: CompletionRequest, request: Request, key: KeyRecord 
     replies = await asyncio.gather(*(chat_completions(body.chat(p), request, key) for p in prompts))
     completions = [json_body(reply) for reply in replies]
     first = completions[0]
+    meter = meter_of(request)  # one log for the request, every prompt's miners in it, under the id answered
+    meter.request_id = first["id"]
+    meter.prompt_tokens = sum(c["usage"]["prompt_tokens"] for c in completions)
     usage = {name: sum(c["usage"][name] for c in completions)
              for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
     choices = [choice for i, (c, p) in enumerate(zip(completions, prompts))

@@ -35,7 +35,7 @@ async def answer(request: Request, query: WebRetrievalQuery, key: KeyRecord) -> 
     meter = meter_of(request)
     meter.describe(task="WebRetrievalTask", strategy="uids" if query.uids else "sample", model=None, stream=False,
                    prompt_tokens=len(query.search_query.split()))
-    result = await retrieve(request.app.state, query)
+    result = await retrieve(request.app.state, query, meter)
     meter.charge = bool(result.get("results"))
     return result
 
