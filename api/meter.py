@@ -18,9 +18,8 @@ every miner failing costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, Optional, Union
+from typing import Any, Optional, TYPE_CHECKING, Union
 
 from loguru import logger
 
@@ -31,6 +30,9 @@ from .keys import KeyRecord
 from .miner_call import MinerCall
 from .responses import usage_of
 from .store import MinerLog, RequestLog
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 REJECTED = {400, 401, 402, 403, 404, 405, 409, 413, 422, 429}
 
@@ -75,7 +77,7 @@ class Meter:
             task, strategy, model, stream, prompt_tokens)
 
     def query(self, calls: list) -> None:
-        """A round of miner calls starts (``calls`` may still grow): logged once ``round_over`` is told."""
+        """A round of miner calls starts (``calls`` may still grow): logged once ``miners_finished`` is told."""
         self.rounds.append(calls)
         self.running += 1
 
@@ -92,6 +94,11 @@ class Meter:
     def contributed(self, call: Any) -> None:
         """``call``'s answer reached the client as part of the answer (a reasoning step)."""
         self.winners.append(call)
+
+    @property
+    def calls(self) -> list[Any]:
+        """Every miner queried so far, in the order asked."""
+        return [call for calls in self.rounds for call in calls]
 
     def won(self, call: Any) -> bool:
         return any(call is winner for winner in self.winners)
@@ -130,7 +137,7 @@ class Meter:
             charged=self.cost if self.charge else 0,
             miner_uid=self.winner.miner.uid if self.winner else None,
             miner_hotkey=self.winner.miner.hotkey if self.winner else None,
-            miners=[miner_log(call, self.won(call)) for calls in self.rounds for call in calls],
+            miners=[miner_log(call, self.won(call)) for call in self.calls],
         )
 
 
@@ -161,37 +168,37 @@ def meter_of(request: Any) -> Meter:
     return meter
 
 
-def record_if_ready(meter: Meter, state: Any) -> None:
+def record_if_ready(meter: Meter, gateway: Gateway) -> None:
     if meter.key is None or not meter.logged or not meter.ready:
         return
     meter.recorded = True
-    state.unrecorded.discard(meter)
+    gateway.unrecorded.discard(meter)
     log = meter.to_log()
-    state.recorder.submit(log)
-    state.metrics.observe_log(log)
+    gateway.recorder.submit(log)
+    gateway.metrics.observe_log(log)
 
 
-def miners_finished(meter: Meter, state: Any) -> None:
+def miners_finished(meter: Meter, gateway: Gateway) -> None:
     """Called once every miner of one round (``meter.query``) has finished."""
     meter.running -= 1
-    record_if_ready(meter, state)
+    record_if_ready(meter, gateway)
 
 
-def record_unfinished(state: Any) -> None:
+def record_unfinished(gateway: Gateway) -> None:
     """At shutdown: record what is left, as it is, rather than lose it."""
-    for meter in list(state.unrecorded):
+    for meter in list(gateway.unrecorded):
         meter.running = 0
-        record_if_ready(meter, state)
+        record_if_ready(meter, gateway)
 
 
-async def refund(state: Any, key_id: str, amount: int) -> None:
+async def refund(gateway: Gateway, key_id: str, amount: int) -> None:
     try:
-        await state.store.refund(key_id, amount)
+        await gateway.store.refund(key_id, amount)
     except Exception as exc:
         logger.error("credit refund of {} failed for a key: {}", amount, type(exc).__name__)
 
 
-def settle(meter: Meter, state: Any) -> None:
+def settle(meter: Meter, gateway: Gateway) -> None:
     meter.finished = time.perf_counter()
     status = meter.status = meter.status or 500
     if meter.unread:
@@ -202,12 +209,10 @@ def settle(meter: Meter, state: Any) -> None:
         else:
             meter.outcome = "rejected" if status in REJECTED else "error"
     if meter.reserved and not meter.charge:
-        task = asyncio.create_task(refund(state, meter.key.id, meter.reserved))
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
+        gateway.keep(refund(gateway, meter.key.id, meter.reserved))
     if meter.logged:
-        state.unrecorded.add(meter)
-        record_if_ready(meter, state)
+        gateway.unrecorded.add(meter)
+        record_if_ready(meter, gateway)
     actions, meter._after_response = meter._after_response, []
     for action in actions:
         action()
@@ -273,4 +278,4 @@ class MeterMiddleware:
             await self.app(scope, receive, metered(meter, send, receive))
         finally:
             if meter.key is not None:
-                settle(meter, scope["app"].state)
+                settle(meter, scope["app"].state.gateway)

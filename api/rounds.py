@@ -1,9 +1,9 @@
 """Rounds of miner calls that the chat modes beyond the plain race are built from.
 
-    call = start_call(state, miner, payload)                 # one streamed MinerCall, settings' timeouts
+    call = start_call(gateway, miner, payload)                 # one streamed MinerCall, settings' timeouts
     await all_answers(calls, timeout=30)                     # mixture: every miner's whole answer, bounded
-    best = await first_answer(state, candidates, payload, fanout=3, timeout=20, calls=calls)   # a reasoning step
-    forward_when_over(state, request_id, request, calls)     # to the validator once every call has ended
+    best = await first_answer(gateway, candidates, payload, fanout=3, timeout=20, calls=calls)   # a reasoning step
+    forward_when_over(gateway, request_id, request, calls)     # to the validator once every call has ended
 
 Miners always stream to the API (as in the plain race); these helpers wait
 for whole answers instead of first chunks. A call cut short by a round's
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem
 
@@ -23,11 +23,14 @@ from .meter import Meter, miners_finished
 from .miner_call import MinerCall
 from .race import describe_failures
 
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
-def start_call(state, miner: MinerRecord, payload: bytes) -> MinerCall:
-    settings = state.settings
+
+def start_call(gateway: Gateway, miner: MinerRecord, payload: bytes) -> MinerCall:
+    settings = gateway.settings
     call = MinerCall(miner)
-    call.start(state.client, payload, connect_timeout=settings.miner_connect_timeout,
+    call.start(gateway.client, payload, connect_timeout=settings.miner_connect_timeout,
                read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout)
     return call
 
@@ -53,7 +56,7 @@ async def all_answers(calls: list[MinerCall], timeout: float) -> None:
     await stop_late(calls, f"no whole answer within the round's {timeout:.1f}s")
 
 
-async def first_answer(state, candidates: list[MinerRecord], payload: bytes, *, fanout: int, timeout: float,
+async def first_answer(gateway: Gateway, candidates: list[MinerRecord], payload: bytes, *, fanout: int, timeout: float,
                        calls: list[MinerCall]) -> MinerCall:
     """The first call to finish a whole answer. ``fanout`` start at once; a failure is replaced by the
     next candidate (up to ``MAX_ATTEMPTS``). The others go on, for scoring; every call is added to ``calls``.
@@ -61,10 +64,10 @@ async def first_answer(state, candidates: list[MinerRecord], payload: bytes, *, 
     deadline = time.monotonic() + timeout
     waiting = list(candidates)
     running: dict[asyncio.Task, MinerCall] = {}
-    limit = max(state.settings.max_attempts, fanout)
+    limit = max(gateway.settings.max_attempts, fanout)
 
     def start_next() -> None:
-        call = start_call(state, waiting.pop(0), payload)
+        call = start_call(gateway, waiting.pop(0), payload)
         calls.append(call)
         running[call.task] = call
 
@@ -86,7 +89,7 @@ async def first_answer(state, candidates: list[MinerRecord], payload: bytes, *, 
     raise ApiError(502, f"no miner could answer: {describe_failures(calls)}", "miners_failed")
 
 
-def forward_when_over(state, request_id: str, request: MinerChatRequest, calls: list[MinerCall],
+def forward_when_over(gateway: Gateway, request_id: str, request: MinerChatRequest, calls: list[MinerCall],
                       meter: Optional[Meter] = None) -> None:
     """Queue every call's answer for the validator, as one item, once the last call has ended; with
     ``meter``, the calls are also in the client request's log (one row per miner queried)."""
@@ -97,13 +100,11 @@ def forward_when_over(state, request_id: str, request: MinerChatRequest, calls: 
         try:
             await asyncio.gather(*(c.task for c in calls if c.task is not None), return_exceptions=True)
             if calls:
-                state.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
+                gateway.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
                                                    created_at=time.time(), request=request,
                                                    responses=[c.response_record() for c in calls]))
         finally:
             if meter is not None:
-                miners_finished(meter, state)
+                miners_finished(meter, gateway)
 
-    task = asyncio.create_task(wait_then_submit())
-    state.background.add(task)
-    task.add_done_callback(state.background.discard)
+    gateway.keep(wait_then_submit())
