@@ -162,6 +162,7 @@ class Gateway:
         await stop(self.tasks)
         if self.background:
             await asyncio.wait(self.background, timeout=5.0)
+        await self.forwarder.settle_waiting(timeout=5.0)
         record_unfinished(self)
         self.recorder.stop()
         if self.recorder_task is not None:

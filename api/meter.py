@@ -2,8 +2,9 @@
 
     MeterMiddleware(app)              # every HTTP request gets a ``Meter`` in ``request.state.meter``
     admission (access.Admit)          # fills in the key, the rate-limit headers, the credits it reserved
-    route                             # fills in task, strategy, winner, miner calls; sets ``charge``
-    middleware, after the last byte   # X-RateLimit-* on the response; refund if not charged; record
+    route (the chat core)             # task, strategy; each round of miners (``query``), who won (``won_by``)
+    meter.answered() | miner_failed() | client_left()     # how the answer went, told by whoever saw it
+    middleware, after the last byte   # ``settle``: X-RateLimit-*, refund if not charged, rounds forwarded, record
 
 A request is recorded when both its response is over (sent, failed or the
 client went away) and every miner it queried has finished, whichever comes
@@ -24,7 +25,7 @@ from typing import Any, Optional, TYPE_CHECKING, Union
 from loguru import logger
 
 from shared.request_ids import new_id
-from shared.schemas import MinerResponse
+from shared.schemas import MinerChatRequest, MinerResponse, key_id
 
 from .keys import KeyRecord
 from .miner_call import MinerCall
@@ -69,24 +70,36 @@ class Meter:
         self.parts = 1  # chat requests this request is made of (/v1/completions with a list of prompts)
         self.units = 1  # units of miner work admitted (see api.admission)
         self.admission = None  # the admission of its units, shared by its parts
-        self._after_response: list = []
+        self.unforwarded: list[tuple] = []  # rounds to forward when the response is over (see ``query``)
 
     def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
                  stream: bool = False, prompt_tokens: int = 0) -> None:
         self.task, self.strategy, self.model, self.stream, self.prompt_tokens = (
             task, strategy, model, stream, prompt_tokens)
 
-    def query(self, calls: list) -> None:
-        """A round of miner calls starts (``calls`` may still grow): logged once ``miners_finished`` is told."""
-        self.rounds.append(calls)
-        self.running += 1
-
     def queried(self, responses: list) -> None:
         """A round whose miners have all finished already (web retrieval's ``MinerResponse``s)."""
         self.rounds.append(responses)
 
-    def answer(self, call: Any) -> None:
-        """``call`` answered the client; the first such call is the request's miner in the log."""
+    # -- transitions: admitted → answered | miner_failed | client_left → settled (``settle``) ------------
+
+    def answered(self) -> None:
+        """A miner's answer reached the client whole: the request keeps its credits."""
+        self.charge = True
+
+    def miner_failed(self, error: str) -> None:
+        """The answering miner broke after the first byte (told in-band): not charged."""
+        self.outcome, self.error = "miner_error", error
+
+    def client_left(self) -> None:
+        """The client went away part-way through the answer: it had what it read, and is charged for it."""
+        if self.outcome is None:
+            self.outcome, self.charge = "client_closed", True
+
+    # -- who was asked, and who answered --------------------------------------------------------------
+
+    def won_by(self, call: Any) -> None:
+        """``call`` answers the client; the first such call is the request's miner in the log."""
         self.winners.append(call)
         if self.winner is None:
             self.winner = call
@@ -102,13 +115,6 @@ class Meter:
 
     def won(self, call: Any) -> bool:
         return any(call is winner for winner in self.winners)
-
-    def after_response(self, action) -> None:
-        """Run ``action`` once the response is over (now, if it already is)."""
-        if self.finished is not None:
-            action()
-        else:
-            self._after_response.append(action)
 
     @property
     def ready(self) -> bool:
@@ -178,8 +184,33 @@ def record_if_ready(meter: Meter, gateway: Gateway) -> None:
     gateway.metrics.observe_log(log)
 
 
+def query(gateway: Gateway, meter: Meter, calls: list[MinerCall], request_id: str, request: MinerChatRequest, *,
+          with_key: bool = False) -> None:
+    """A round of miner calls starts (``calls`` may still grow as the round replaces failures).
+
+    Its miners go in the request's log. Once the response is over (``settle``; at once, if it is over
+    already), the forwarder queues their answers for the validator as one item under ``request_id``
+    (with the key's id when ``with_key``: the race that answered the client) as soon as the last of
+    them has ended; then the round is over for the log too (``miners_finished``). Building the item and
+    the log waits for the response: it is work the client need not wait for.
+    """
+    meter.rounds.append(calls)
+    meter.running += 1
+    meter.unforwarded.append((calls, request_id, request, with_key))
+    if meter.finished is not None:
+        forward_rounds(meter, gateway)
+
+
+def forward_rounds(meter: Meter, gateway: Gateway) -> None:
+    rounds, meter.unforwarded = meter.unforwarded, []
+    for calls, request_id, request, with_key in rounds:
+        gateway.forwarder.submit_when_done(
+            calls, request_id, request, key_id=key_id(meter.key.id) if with_key and meter.key else None,
+            then=lambda: miners_finished(meter, gateway))
+
+
 def miners_finished(meter: Meter, gateway: Gateway) -> None:
-    """Called once every miner of one round (``meter.query``) has finished."""
+    """Called once every miner of one round (``query``) has finished and was forwarded."""
     meter.running -= 1
     record_if_ready(meter, gateway)
 
@@ -212,10 +243,9 @@ def settle(meter: Meter, gateway: Gateway) -> None:
         gateway.keep(refund(gateway, meter.key.id, meter.reserved))
     if meter.logged:
         gateway.unrecorded.add(meter)
+    forward_rounds(meter, gateway)
+    if meter.logged:
         record_if_ready(meter, gateway)
-    actions, meter._after_response = meter._after_response, []
-    for action in actions:
-        action()
 
 
 def gone_already(receive: Any) -> bool:

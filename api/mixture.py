@@ -28,9 +28,10 @@ from typing import Optional, TYPE_CHECKING
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 
 from .errors import ApiError
+from .fanout import FanOut
 from .meter import Meter
 from .race import describe_failures
-from .rounds import all_answers, finished_at, forward_when_over, start_call
+from .rounds import all_answers, ended, finished_at, forward_when_over, start_call
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -62,7 +63,9 @@ async def first_round(gateway: Gateway, miner_request: MinerChatRequest, candida
     chosen = candidates[: min(width or settings.mixture_size, MAX_FIRST_ROUND)]
     round_request = miner_request.model_copy(update={"n": 1})
     payload = round_request.model_dump_json(exclude_none=True).encode()
-    calls = [start_call(gateway, miner, payload) for miner in chosen]
+    calls: list = []  # every chosen miner at once, none replaced: a late or failed one is dropped
+    FanOut(chosen, start=lambda miner: start_call(gateway, miner, payload), signal=ended, width=len(chosen),
+           max_attempts=len(chosen), started=calls).start()
     try:
         await all_answers(calls, settings.mixture_timeout)
     finally:  # even when the client went away: what the miners answered is still scored

@@ -118,7 +118,7 @@ class Reasoner:
         request = self.round_request(ANSWER_INSTRUCTION, index)
         step = Step(index, True, await self.ask(request, self.request_id, self.answer_until))
         if self.meter is not None:
-            self.meter.answer(step.call)
+            self.meter.won_by(step.call)
         return step
 
     def usage(self, final: Step, prompt_tokens: int) -> dict:

@@ -42,6 +42,7 @@ from shared.web_check import content_on_page, parse_result, url_key
 from shared.web_retrieval import as_chat_request, web_query
 
 from .errors import ApiError
+from .fanout import FanOut
 from .meter import Meter
 from .selection import current_directory, select_candidates
 
@@ -85,29 +86,22 @@ class WebRetrievalQuery(BaseModel):
 
 async def ask_miners(gateway: Gateway, candidates: list[MinerRecord], width: int, request: MinerWebRetrievalRequest,
                      seconds: float) -> list[MinerResponse]:
-    """``width`` miners at once; a failure is replaced while time and attempts remain."""
+    """``width`` miners at once; a failure is replaced while time and attempts remain (``api.fanout``)."""
     deadline = time.monotonic() + seconds
-    waiting = list(candidates)
-    running: set[asyncio.Task] = set()
+
+    def start(miner: MinerRecord) -> asyncio.Task:
+        return asyncio.create_task(web_query(gateway.client, miner.uid, miner.hotkey, miner.address, request,
+                                             timeout=max(0.05, deadline - time.monotonic())))
+
+    fan = FanOut(candidates, start=start, signal=lambda task: task, width=width,
+                 max_attempts=gateway.settings.max_attempts, started=[], deadline=deadline, margin=0.1)
     responses: list[MinerResponse] = []
-
-    def start_next() -> None:
-        miner = waiting.pop(0)
-        running.add(asyncio.create_task(web_query(gateway.client, miner.uid, miner.hotkey, miner.address, request,
-                                                  timeout=max(0.05, deadline - time.monotonic()))))
-
-    def may_replace() -> bool:
-        attempts = len(responses) + len(running)
-        return bool(waiting) and attempts < gateway.settings.max_attempts and deadline - time.monotonic() > 0.1
-
-    for _ in range(min(width, len(waiting))):
-        start_next()
-    while running:
-        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
+    fan.start()
+    while fan.running:
+        for task in await fan.settled():
             responses.append(task.result())
-            if responses[-1].status != "ok" and may_replace():
-                start_next()
+            if responses[-1].status != "ok":
+                fan.replace()
     return responses
 
 

@@ -11,9 +11,9 @@ units of miner work admitted (``api.admission``), then one of three modes:
 - test-time inference (``api.reasoning``): steps, each the first whole answer of a small race.
 
 The meter (``api.meter``) learns every round of miners as it starts and the miner that answered, so the
-request's log has one row per miner queried; what miners answered goes to the validator once they have
-all finished (``api.chat.relay.forward_when_done``). An ``ApiError`` raised here happens before the first
-byte, so the adapter sends it as a real HTTP error.
+request's log has one row per miner queried; what miners answered goes to the validator once the response
+is over and they have all finished (``api.meter.query``, ``ScoringForwarder.submit_when_done``). An
+``ApiError`` raised here happens before the first byte, so the adapter sends it as a real HTTP error.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from ..access import require_allowed
 from ..admission import admit_units, chat_units
 from ..errors import ApiError
 from ..keys import KeyRecord
-from ..meter import Meter
+from ..meter import Meter, query
 from ..miner_call import MinerCall
 from ..mixture import first_round
 from ..model_names import resolve_model
@@ -38,7 +38,7 @@ from ..reasoning import serve_reasoning
 from ..responses import completion_object, prompt_words
 from ..schemas import ChatCompletionRequest
 from .outcome import Outcome
-from .relay import complete, forward_when_done, relay
+from .relay import complete, relay
 
 if TYPE_CHECKING:
     from ..gateway import Gateway
@@ -73,7 +73,7 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
     if body.wants_reasoning:
         outcome = await serve_reasoning(body, miner_request, candidates, width, gateway=gateway,
                                         request_id=request_id, created=created, meter=meter)
-        meter.charge = True  # a miner answered (serve_reasoning fails before the first byte otherwise)
+        meter.answered()  # a miner answered (serve_reasoning fails before the first byte otherwise)
         return outcome
     if body.wants_mixture:  # the first round here; the aggregation round is the race below
         miner_request, candidates, width = await first_round(gateway, miner_request, candidates,
@@ -100,23 +100,20 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
     shadows = routing.shadows(directory, body.task, body.requested_model, candidates[:fanout], gateway.rng) \
         if plain else ()
     calls: list[MinerCall] = []
-    meter.query(calls)
-    try:
-        winner = await race(candidates, fanout=fanout, max_attempts=max(settings.max_attempts, width),
-                            launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows],
-                            prefer=routing.preference(directory) if plain else None)
-    finally:
-        forward_when_done(gateway, meter, calls, request_id, miner_request)
+    query(gateway, meter, calls, request_id, miner_request, with_key=True)  # logged and forwarded, won or not
+    winner = await race(candidates, fanout=fanout, max_attempts=max(settings.max_attempts, width),
+                        launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows],
+                        prefer=routing.preference(directory) if plain else None)
 
     if body.stream:
-        meter.answer(winner)
+        meter.won_by(winner)
         routing.served(directory, body.task, body.requested_model, winner.miner)
         return Outcome(request_id, events=relay(winner, meter, request_id=request_id, created=created,
                                                 model=body.model, include_usage=body.include_usage,
                                                 prompt_tokens=prompt_tokens))
     whole = await complete(winner, calls)
-    meter.answer(whole)
-    meter.charge = True
+    meter.won_by(whole)
+    meter.answered()
     routing.served(directory, body.task, body.requested_model, whole.miner)
     return Outcome(request_id, completion=completion_object(whole, request_id=request_id, created=created,
                                                             model=body.model, prompt_tokens=prompt_tokens))

@@ -1,58 +1,22 @@
-"""The chat core's second half: the winner's answer to the client, every miner's answer to the validator.
+"""The chat core's second half: the winner's answer to the client.
 
     answer = await complete(winner, calls)                    # a whole answer (another miner's if it broke)
     events = relay(winner, meter, request_id=…, …)            # or its chunks, as SSE, charged as they end
-    forward_when_done(gateway, meter, calls, request_id, request)   # to the validator and the log, later
 
-Forwarding waits for every miner of the race (losers included: the validator scores them all) and for the
-response to be over (building the scoring item and the log is work the client need not wait for).
+Every miner's answer (losers included: the validator scores them all) goes to the validator through the
+meter's rounds (``api.meter.query``), once the response is over and the last miner has ended.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from typing import TYPE_CHECKING, AsyncIterator
-
-from shared.schemas import MinerChatRequest, ScoringItem, key_id
+from typing import AsyncIterator
 
 from ..errors import ApiError
-from ..meter import Meter, miners_finished
+from ..meter import Meter
 from ..miner_call import END, MinerCall
 from ..race import describe_failures
 from ..responses import SSE_DONE, ChunkEvents, error_event, usage_event
-
-if TYPE_CHECKING:
-    from ..gateway import Gateway
-
-
-def forward_when_done(gateway: Gateway, meter: Meter, calls: list[MinerCall], request_id: str,
-                      request: MinerChatRequest) -> None:
-    """Once every miner of the request has finished, queue their answers for the validator and the log.
-
-    Queued once the client has its answer, never before: building the scoring item and the log is
-    work the client need not wait for. Miners still running are waited for by a background task;
-    when all have finished already (a whole answer from one miner), no task is needed.
-    """
-
-    def forward() -> None:
-        if calls:
-            gateway.forwarder.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
-                                                 created_at=time.time(), request=request,
-                                                 responses=[c.response_record() for c in calls],
-                                                 key_id=key_id(meter.key.id) if meter.key else None))
-        miners_finished(meter, gateway)
-
-    running = [c.task for c in calls if c.task is not None and not c.task.done()]
-    if not running:
-        meter.after_response(forward)
-        return
-
-    async def wait_then_forward() -> None:
-        await asyncio.gather(*running, return_exceptions=True)
-        meter.after_response(forward)
-
-    gateway.keep(wait_then_forward())
 
 
 async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
@@ -94,17 +58,17 @@ async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: in
             if events and not ended:
                 yield b"".join(events)
         if winner.status != "ok":  # the end of the stream leaves with the last chunks, in one write
-            meter.outcome, meter.error = "miner_error", f"miner uid {winner.miner.uid}: {winner.error}"
+            meter.miner_failed(f"miner uid {winner.miner.uid}: {winner.error}")
             events.append(error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}"))
         else:
-            meter.charge = True
+            meter.answered()
             if include_usage:
                 events.append(usage_event(winner, request_id=request_id, created=created, model=model,
                                           prompt_tokens=prompt_tokens))
         yield b"".join(events) + SSE_DONE
         completed = True
     finally:
-        if not completed and meter.outcome is None:
-            meter.outcome, meter.charge = "client_closed", True
+        if not completed:
+            meter.client_left()
         if winner.task is not None and not winner.task.done():
             winner.task.cancel()  # the client went away: stop the miner's work

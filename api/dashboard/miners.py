@@ -34,7 +34,7 @@ async def validator_scores(gateway: Gateway) -> tuple[Optional[dict], Optional[s
     directory = gateway.directory
     try:
         return await gateway.client.get_json(directory.validator_url, "/scores", receiver=directory.validator_hotkey,
-                                           timeout=SCORES_TIMEOUT), None
+                                             timeout=SCORES_TIMEOUT), None
     except SignedCallError as exc:
         return None, str(exc)
 

@@ -113,7 +113,7 @@ async def conversation_chat(conversation_id: str, body: ChatCompletionRequest, r
 
     async def remember(text: str) -> None:
         await gateway.conversations.append(conversation_id, owner=key.id,
-                                         messages=[*new_messages, {"role": "assistant", "content": text}])
+                                           messages=[*new_messages, {"role": "assistant", "content": text}])
 
     headers = {"X-Conversation-Id": conversation_id}
     if outcome.streamed:

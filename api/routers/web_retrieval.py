@@ -37,7 +37,8 @@ async def answer(request: Request, query: WebRetrievalQuery, key: KeyRecord) -> 
     meter.describe(task="WebRetrievalTask", strategy="uids" if query.uids else "sample", model=None, stream=False,
                    prompt_tokens=len(query.search_query.split()))
     result = await retrieve(gateway_of(request), query, meter)
-    meter.charge = bool(result.get("results"))
+    if result.get("results"):
+        meter.answered()  # miners found something: the request keeps its credits
     return result
 
 
