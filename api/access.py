@@ -27,6 +27,7 @@ from .errors import ApiError
 from .keys import KeyRecord
 from .meter import meter_of
 from .token_budget import check_token_budget
+from .gateway import gateway_of
 
 
 class Admit:
@@ -38,18 +39,18 @@ class Admit:
         self.counted = counted
 
     async def __call__(self, request: Request) -> KeyRecord:
-        state = request.app.state
+        gateway = gateway_of(request)
         meter = meter_of(request)
         key = await authenticate(request)
         meter.key = key
         meter.logged = self.counted
-        windows = list(key.rate_limits) or state.default_windows
+        windows = list(key.rate_limits) or gateway.default_windows
         if windows:
             try:
                 if self.counted:
-                    decision = await state.limiter.hit(key.id, windows)
+                    decision = await gateway.limiter.hit(key.id, windows)
                 else:
-                    decision = await state.limiter.peek(key.id, windows)
+                    decision = await gateway.limiter.peek(key.id, windows)
             except Exception as exc:  # Redis or the store is down: refuse rather than admit unlimited
                 logger.error("rate limiter unavailable: {}: {}", type(exc).__name__, exc)
                 raise ApiError(503, "rate limiting is unavailable right now; retry shortly",
@@ -61,11 +62,11 @@ class Admit:
                 raise ApiError(429, f"rate limit exceeded: this key may make {refused.window.describe()};"
                                f" retry in {wait} s", "rate_limit_exceeded", headers={"Retry-After": str(wait)})
         if self.counted:
-            await check_token_budget(state, key, meter)  # token quota and tokens per minute (api.token_budget)
-        cost = state.settings.credits_per_request if self.cost is None else self.cost
+            await check_token_budget(gateway, key, meter)  # token quota and tokens per minute (api.token_budget)
+        cost = gateway.settings.credits_per_request if self.cost is None else self.cost
         meter.cost = cost
         if cost and key.credits is not None:
-            if await state.store.debit(key.id, cost) is None:
+            if await gateway.store.debit(key.id, cost) is None:
                 raise ApiError(402, f"out of credits: this key has fewer than {cost} credit(s) left;"
                                " ask the operator for more", "insufficient_credits")
             meter.reserved = cost

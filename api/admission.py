@@ -28,15 +28,18 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from fastapi import Request
 from loguru import logger
 
 from .errors import ApiError
 from .keys import KeyRecord
-from .meter import meter_of
+from .meter import Meter, meter_of
 from .mixture import MAX_FIRST_ROUND
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 
 def races(width: int, fanout: int) -> int:
@@ -63,18 +66,15 @@ def set_parts(request: Request, parts: int) -> None:
     meter_of(request).parts = parts
 
 
-async def admit_units(request: Request, key: KeyRecord, units: int) -> None:
+async def admit_units(gateway: Gateway, meter: Meter, key: KeyRecord, units: int) -> None:
     """Admit the request for ``units`` (times its parts); once per request, whichever part comes first."""
-    meter = meter_of(request)
     if meter.admission is None:
-        meter.admission = asyncio.ensure_future(admit_more(request, key, units * meter.parts))
+        meter.admission = asyncio.ensure_future(admit_more(gateway, meter, key, units * meter.parts))
     await asyncio.shield(meter.admission)
 
 
-async def admit_more(request: Request, key: KeyRecord, units: int) -> None:
-    state = request.app.state
-    settings = state.settings
-    meter = meter_of(request)
+async def admit_more(gateway: Gateway, meter: Meter, key: KeyRecord, units: int) -> None:
+    settings = gateway.settings
     if units > settings.max_request_units:
         raise ApiError(400, f"this request asks for {units} units of miner work; at most {settings.max_request_units}"
                        " are admitted per request (MAX_REQUEST_UNITS): send fewer prompts, n, uids or top_n",
@@ -83,14 +83,14 @@ async def admit_more(request: Request, key: KeyRecord, units: int) -> None:
     extra = units - 1
     if extra <= 0:
         return
-    windows = list(key.rate_limits) or state.default_windows
+    windows = list(key.rate_limits) or gateway.default_windows
     if windows:
         smallest = min(w.limit for w in windows)
         if units > smallest:
             raise ApiError(400, f"this request asks for {units} units of miner work; this key's rate limit admits"
                            f" at most {smallest} per window", "too_many_units")
         try:
-            decision = await state.limiter.hit(key.id, windows, weight=extra)
+            decision = await gateway.limiter.hit(key.id, windows, weight=extra)
         except Exception as exc:
             logger.error("rate limiter unavailable: {}: {}", type(exc).__name__, exc)
             raise ApiError(503, "rate limiting is unavailable right now; retry shortly",
@@ -104,7 +104,7 @@ async def admit_more(request: Request, key: KeyRecord, units: int) -> None:
                            headers={"Retry-After": str(wait)})
     per_unit = meter.cost
     if per_unit and key.credits is not None:
-        if await state.store.debit(key.id, per_unit * extra) is None:
+        if await gateway.store.debit(key.id, per_unit * extra) is None:
             raise ApiError(402, f"out of credits: this request costs {per_unit * units} credit(s)"
                            f" ({units} units); ask the operator for more", "insufficient_credits")
         meter.reserved += per_unit * extra

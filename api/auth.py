@@ -19,6 +19,7 @@ from fastapi import Request
 
 from .errors import ApiError
 from .keys import KeyRecord, hash_key
+from .gateway import gateway_of
 
 
 def presented_key(request: Request) -> Optional[str]:
@@ -35,7 +36,7 @@ def presented_key(request: Request) -> Optional[str]:
 async def authenticate(request: Request) -> KeyRecord:
     """The caller's key record, or 401: missing, unknown, disabled or expired (429 when its address has
     failed too often, see ``api.throttle``)."""
-    throttle = getattr(request.app.state, "throttle", None)
+    throttle = gateway_of(request).throttle
     address = throttle.address(request.scope) if throttle is not None else ""
     if throttle is not None:
         throttle.raise_if_refused_here("api", address)
@@ -43,7 +44,7 @@ async def authenticate(request: Request) -> KeyRecord:
     if key is None:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or an 'api-key' header",
                        "missing_api_key")
-    record = await request.app.state.keys.get(hash_key(key))
+    record = await gateway_of(request).keys.get(hash_key(key))
     failure: Optional[ApiError] = None
     if record is None:
         failure = ApiError(401, "invalid API key", "invalid_api_key")
@@ -60,11 +61,11 @@ async def authenticate(request: Request) -> KeyRecord:
 
 
 async def require_admin(request: Request) -> None:
-    throttle = getattr(request.app.state, "throttle", None)
+    throttle = gateway_of(request).throttle
     address = throttle.address(request.scope) if throttle is not None else ""
     if throttle is not None:
         await throttle.check("admin", address)
-    expected: bytes = request.app.state.admin_key_digest
+    expected: bytes = gateway_of(request).admin_key_digest
     if "admin-key" not in request.headers:  # the subnet's API answers 422 here (a required header is missing)
         raise ApiError(422, "missing header: admin-key", "missing_admin_key",
                        detail=[{"type": "missing", "loc": ["header", "admin-key"], "msg": "Field required",

@@ -146,9 +146,9 @@ def presented_key(scope: Scope) -> Optional[str]:
 async def credentials_known(app: Any, scope: Scope) -> bool:
     """Whether the request's credentials are worth reading its body for (routes without a key: always)."""
     path = scope["path"]
-    state = app.state
+    gateway = app.state.gateway
     if path.startswith(ADMIN_PREFIX):
-        expected: bytes = getattr(state, "admin_key_digest", b"")
+        expected: bytes = gateway.admin_key_digest
         given = header(scope, b"admin-key") or ""
         return bool(expected and given) and hmac.compare_digest(hashlib.sha256(given.encode()).digest(), expected)
     if not path.startswith(KEYED_PREFIXES):
@@ -156,8 +156,8 @@ async def credentials_known(app: Any, scope: Scope) -> bool:
     key = presented_key(scope)
     if key is None:
         return False
-    throttle = getattr(state, "throttle", None)
+    throttle = gateway.throttle
     if throttle is not None and throttle.refused_here("api", throttle.address(scope)) is not None:
         return False
-    record = await state.keys.get(hash_key(key))
+    record = await gateway.keys.get(hash_key(key))
     return record is not None and record.enabled and not record.expired(time.time())

@@ -1,12 +1,10 @@
-"""Reuse the chat route's answer in routes built on it (conversations, legacy completions).
+"""Reshape a streamed chat outcome for routes with another wire format (legacy completions, llama.cpp).
 
-Those routes call ``chat_completions`` itself, so routing, modes, moderation
-and every check of a chat request apply to them too; then they read or
-reshape what it answered::
+Those routes take the chat core's ``Outcome`` (``api.chat``); a whole answer is its dict, read as is. A
+streamed one is the core's SSE chunks, which these routes still read back as events to reshape::
 
-    reply = await chat_completions(body, request, key)       # JSONResponse or StreamingResponse
-    completion = json_body(reply)                             # the chat.completion dict (not streamed)
-    async for event in events(reply.body_iterator): ...      # dicts, or "[DONE]" (streamed)
+    outcome = await answer(gateway, key, body, meter)
+    async for event in events(outcome.events): ...           # dicts, or "[DONE]"
 """
 
 from __future__ import annotations
@@ -15,13 +13,7 @@ import json
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Union
 
-from fastapi.responses import JSONResponse
-
 DONE = "[DONE]"
-
-
-def json_body(response: JSONResponse) -> dict:
-    return json.loads(response.body)
 
 
 async def events(body: AsyncIterator[bytes]) -> AsyncIterator[Union[dict, str]]:

@@ -1,17 +1,30 @@
 """Forward what miners answered to the validator, in batches, off the request path.
 
+    forwarder.submit_when_done(calls, request_id, request, key_id=…, then=…)   # a round of miner calls
+    forwarder.submit(item)                                                     # an item built elsewhere
+
 Requests only append to a bounded buffer (``api.batching``). A background
 loop sends batches to the validator's signed ``POST /scoring`` and keeps them
 while the validator is down. Each item carries a unique ``request_id``, so a
 batch resent after a lost reply is stored once.
+
+``submit_when_done`` is the one place an organic item is built from miner calls: once every call has
+ended (at once, when they all have; else in a task the forwarder keeps and ``drain`` waits for), their
+answers become one ``ScoringItem``, and ``then()`` runs (the meter's ``miners_finished``: the request
+can be logged).
 """
 
 from __future__ import annotations
 
-from shared.schemas import ScoringItem
+import asyncio
+import time
+from typing import Callable, Optional
+
+from shared.schemas import MinerChatRequest, ScoringItem
 from shared.signed_http import SignedClient
 
 from .batching import BatchBuffer
+from .miner_call import MinerCall
 
 
 class ScoringForwarder(BatchBuffer[ScoringItem]):
@@ -23,6 +36,39 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
         self.client = client
         self.validator_url = validator_url
         self.validator_hotkey = validator_hotkey
+        self.waiting: set[asyncio.Task] = set()  # rounds whose miners are still answering
+
+    def submit_when_done(self, calls: list[MinerCall], request_id: str, request: MinerChatRequest, *,
+                         key_id: Optional[str] = None, then: Optional[Callable[[], None]] = None) -> None:
+        """Queue every call's answer, as one organic item, once the last call has ended; then ``then()``."""
+        running = [c.task for c in calls if c.task is not None and not c.task.done()]
+        if not running:
+            self._submit_round(calls, request_id, request, key_id, then)
+            return
+
+        async def wait_then_submit() -> None:
+            await asyncio.gather(*running, return_exceptions=True)
+            self._submit_round(calls, request_id, request, key_id, then)
+
+        task = asyncio.create_task(wait_then_submit())
+        self.waiting.add(task)
+        task.add_done_callback(self.waiting.discard)
+
+    def _submit_round(self, calls: list[MinerCall], request_id: str, request: MinerChatRequest,
+                      key_id: Optional[str], then: Optional[Callable[[], None]]) -> None:
+        try:
+            if calls:
+                self.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
+                                        created_at=time.time(), request=request,
+                                        responses=[c.response_record() for c in calls], key_id=key_id))
+        finally:
+            if then is not None:
+                then()
+
+    async def settle_waiting(self, timeout: float) -> None:
+        """At shutdown: let rounds still waiting for their miners finish, for up to ``timeout`` seconds."""
+        if self.waiting:
+            await asyncio.wait(self.waiting, timeout=timeout)
 
     async def send(self, batch: list[ScoringItem]) -> None:
         payload = b'{"items":[' + b",".join(item.model_dump_json().encode() for item in batch) + b"]}"

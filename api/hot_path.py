@@ -7,7 +7,7 @@ FastAPI's layers (middleware send-wrappers, dependency injection, body
 validation through a generic adapter, a task group per streamed response)
 cost a quarter of the worker's CPU. Here the same steps run as plain calls:
 the meter, admission (``access.admit``), the body parsed by pydantic-core from
-the raw bytes, the route's own ``chat_completions``, then the response sent
+the raw bytes, the chat core (``api.chat.answer``), then the response sent
 with one wrapper that does what ``MeterMiddleware`` and ``MetricsMiddleware``
 do for the other routes. What the client sees is the same: the same errors in
 OpenAI's shape, the same headers, the same stream.
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Optional
+from typing import Any, Optional, TYPE_CHECKING
 
 from loguru import logger
 from pydantic import ValidationError
@@ -30,11 +30,14 @@ from starlette.responses import Response, StreamingResponse
 from shared.asgi import BodyTooLarge, ClientGone, DisconnectWatch, read_body
 
 from .access import admit
+from .chat import answer, chat_response
 from .errors import ApiError, describe_validation_errors, error_response
 from .meter import Meter, metered, settle
 from .responses import SSE_DONE
-from .routers.chat import chat_completions
 from .schemas import ChatCompletionRequest
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 ROUTE = "/v1/chat/completions"
 
@@ -71,7 +74,7 @@ async def stream_until_disconnect(response: StreamingResponse, receive: Any, sen
 
 
 async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
-    state = app.state
+    gateway = app.state.gateway
     meter = Meter(ROUTE)
     scope["app"] = app
     scope.setdefault("state", {})["meter"] = meter
@@ -83,7 +86,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
     try:
         try:
             try:
-                raw = await read_body(receive, max_body := state.settings.max_body_chat)
+                raw = await read_body(receive, max_body := gateway.settings.max_body_chat)
             except ClientGone:
                 raw = b""  # nobody will read the answer; it goes through the usual checks all the same
             key = await admit(request)
@@ -91,7 +94,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
                 body = ChatCompletionRequest.model_validate_json(raw)
             except ValidationError as exc:
                 raise ApiError(422, describe_validation_errors(exc.errors()), "invalid_request") from None
-            response = await chat_completions(body, request, key)
+            response = chat_response(await answer(gateway, key, body, meter))
         except BodyTooLarge:
             error_code = "request_too_large"
             response = error_response(413, f"request body larger than {max_body} bytes", error_code)
@@ -110,11 +113,11 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
     finally:
         # Settled on the loop's next turn: the response's bytes are written at the end of this one
         # (``shared.coalesced_writes``), and metering, refunds and logs should not hold them back.
-        asyncio.get_running_loop().call_soon(wrap_up, meter, state, time.perf_counter() - meter.started, error_code)
+        asyncio.get_running_loop().call_soon(wrap_up, meter, gateway, time.perf_counter() - meter.started, error_code)
 
 
-def wrap_up(meter: Meter, state: Any, seconds: float, error_code: Optional[str]) -> None:
+def wrap_up(meter: Meter, gateway: Gateway, seconds: float, error_code: Optional[str]) -> None:
     if meter.key is not None:
-        settle(meter, state)
+        settle(meter, gateway)
     first_byte = None if meter.first_byte is None else meter.first_byte - meter.started
-    state.metrics.observe_http("POST", ROUTE, meter.status or 500, seconds, first_byte, error_code)
+    gateway.metrics.observe_http("POST", ROUTE, meter.status or 500, seconds, first_byte, error_code)

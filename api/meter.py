@@ -2,8 +2,9 @@
 
     MeterMiddleware(app)              # every HTTP request gets a ``Meter`` in ``request.state.meter``
     admission (access.Admit)          # fills in the key, the rate-limit headers, the credits it reserved
-    route                             # fills in task, strategy, winner, miner calls; sets ``charge``
-    middleware, after the last byte   # X-RateLimit-* on the response; refund if not charged; record
+    route (the chat core)             # task, strategy; each round of miners (``query``), who won (``won_by``)
+    meter.answered() | miner_failed() | client_left()     # how the answer went, told by whoever saw it
+    middleware, after the last byte   # ``settle``: X-RateLimit-*, refund if not charged, rounds forwarded, record
 
 A request is recorded when both its response is over (sent, failed or the
 client went away) and every miner it queried has finished, whichever comes
@@ -18,18 +19,21 @@ every miner failing costs nothing.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from typing import Any, Optional
+from typing import Any, Optional, TYPE_CHECKING, Union
 
 from loguru import logger
 
 from shared.request_ids import new_id
+from shared.schemas import MinerChatRequest, MinerResponse, key_id
 
 from .keys import KeyRecord
 from .miner_call import MinerCall
 from .responses import usage_of
 from .store import MinerLog, RequestLog
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 REJECTED = {400, 401, 402, 403, 404, 405, 409, 413, 422, 429}
 
@@ -50,9 +54,10 @@ class Meter:
         self.model: Optional[str] = None
         self.stream = False
         self.prompt_tokens = 0
-        self.winner: Optional[MinerCall] = None
-        self.calls: Optional[list[MinerCall]] = None  # set when miners are queried
-        self.miners_done = False
+        self.winner: Optional[MinerCall] = None  # the call whose answer the client got (its uid is logged)
+        self.winners: list[Any] = []  # every call whose answer reached the client (reasoning steps, prompts)
+        self.rounds: list[list[Any]] = []  # every miner queried, by round: MinerCall or MinerResponse
+        self.running = 0  # rounds whose miners have not all finished yet
         self.outcome: Optional[str] = None
         self.error: Optional[str] = None
         self.status: Optional[int] = None
@@ -65,26 +70,67 @@ class Meter:
         self.parts = 1  # chat requests this request is made of (/v1/completions with a list of prompts)
         self.units = 1  # units of miner work admitted (see api.admission)
         self.admission = None  # the admission of its units, shared by its parts
-        self._after_response: list = []
+        self.unforwarded: list[tuple] = []  # rounds to forward when the response is over (see ``query``)
 
     def describe(self, *, task: Optional[str] = None, strategy: Optional[str] = None, model: Optional[str] = None,
                  stream: bool = False, prompt_tokens: int = 0) -> None:
         self.task, self.strategy, self.model, self.stream, self.prompt_tokens = (
             task, strategy, model, stream, prompt_tokens)
 
-    def after_response(self, action) -> None:
-        """Run ``action`` once the response is over (now, if it already is)."""
-        if self.finished is not None:
-            action()
-        else:
-            self._after_response.append(action)
+    def queried(self, responses: list) -> None:
+        """A round whose miners have all finished already (web retrieval's ``MinerResponse``s)."""
+        self.rounds.append(responses)
+
+    # -- transitions: admitted → answered | miner_failed | client_left → settled (``settle``) ------------
+
+    def answered(self) -> None:
+        """A miner's answer reached the client whole: the request keeps its credits."""
+        self.charge = True
+
+    def miner_failed(self, error: str) -> None:
+        """The answering miner broke after the first byte (told in-band): not charged."""
+        self.outcome, self.error = "miner_error", error
+
+    def client_left(self) -> None:
+        """The client went away part-way through the answer: it had what it read, and is charged for it."""
+        if self.outcome is None:
+            self.outcome, self.charge = "client_closed", True
+
+    # -- who was asked, and who answered --------------------------------------------------------------
+
+    def won_by(self, call: Any) -> None:
+        """``call`` answers the client; the first such call is the request's miner in the log."""
+        self.winners.append(call)
+        if self.winner is None:
+            self.winner = call
+
+    def contributed(self, call: Any) -> None:
+        """``call``'s answer reached the client as part of the answer (a reasoning step)."""
+        self.winners.append(call)
+
+    @property
+    def calls(self) -> list[Any]:
+        """Every miner queried so far, in the order asked."""
+        return [call for calls in self.rounds for call in calls]
+
+    def won(self, call: Any) -> bool:
+        return any(call is winner for winner in self.winners)
 
     @property
     def ready(self) -> bool:
-        return self.finished is not None and (self.calls is None or self.miners_done) and not self.recorded
+        return self.finished is not None and self.running <= 0 and not self.recorded
+
+    def usage(self) -> dict:
+        calls = [c for c in self.winners if isinstance(c, MinerCall)]
+        if len(calls) == 1:
+            return usage_of(calls[0], self.prompt_tokens)
+        if not calls:
+            return {}
+        return {"prompt_tokens": self.prompt_tokens,
+                "completion_tokens": sum(usage_of(c, 0)["completion_tokens"] for c in calls)}
 
     def to_log(self) -> RequestLog:
-        usage = usage_of(self.winner, self.prompt_tokens) if self.winner is not None else {}
+        usage = self.usage()
         latency = ((self.finished or time.perf_counter()) - self.started) * 1000
         return RequestLog(
             request_id=self.request_id or new_id("req"), key_id=self.key.id,
@@ -97,11 +143,17 @@ class Meter:
             charged=self.cost if self.charge else 0,
             miner_uid=self.winner.miner.uid if self.winner else None,
             miner_hotkey=self.winner.miner.hotkey if self.winner else None,
-            miners=[miner_log(call, call is self.winner) for call in self.calls or ()],
+            miners=[miner_log(call, self.won(call)) for call in self.calls],
         )
 
 
-def miner_log(call: MinerCall, winner: bool) -> MinerLog:
+def miner_log(call: Union[MinerCall, MinerResponse], winner: bool) -> MinerLog:
+    if isinstance(call, MinerResponse):  # web retrieval: one whole answer, no stream
+        return MinerLog(uid=call.uid, hotkey=call.hotkey, outcome=call.status,
+                        error=(call.error or None) and call.error[:300],
+                        latency_ms=round(call.timings[-1] * 1000, 3) if call.timings else None,
+                        first_chunk_ms=round(call.timings[0] * 1000, 3) if call.timings else None,
+                        completion_tokens=call.completion_tokens, winner=winner)
     record = call.record
     tokens = (record.usage or {}).get("completion_tokens")
     if not isinstance(tokens, int):
@@ -122,37 +174,62 @@ def meter_of(request: Any) -> Meter:
     return meter
 
 
-def record_if_ready(meter: Meter, state: Any) -> None:
+def record_if_ready(meter: Meter, gateway: Gateway) -> None:
     if meter.key is None or not meter.logged or not meter.ready:
         return
     meter.recorded = True
-    state.unrecorded.discard(meter)
+    gateway.unrecorded.discard(meter)
     log = meter.to_log()
-    state.recorder.submit(log)
-    state.metrics.observe_log(log)
+    gateway.recorder.submit(log)
+    gateway.metrics.observe_log(log)
 
 
-def miners_finished(meter: Meter, state: Any) -> None:
-    """Called once every miner the request queried has finished."""
-    meter.miners_done = True
-    record_if_ready(meter, state)
+def query(gateway: Gateway, meter: Meter, calls: list[MinerCall], request_id: str, request: MinerChatRequest, *,
+          with_key: bool = False) -> None:
+    """A round of miner calls starts (``calls`` may still grow as the round replaces failures).
+
+    Its miners go in the request's log. Once the response is over (``settle``; at once, if it is over
+    already), the forwarder queues their answers for the validator as one item under ``request_id``
+    (with the key's id when ``with_key``: the race that answered the client) as soon as the last of
+    them has ended; then the round is over for the log too (``miners_finished``). Building the item and
+    the log waits for the response: it is work the client need not wait for.
+    """
+    meter.rounds.append(calls)
+    meter.running += 1
+    meter.unforwarded.append((calls, request_id, request, with_key))
+    if meter.finished is not None:
+        forward_rounds(meter, gateway)
 
 
-def record_unfinished(state: Any) -> None:
+def forward_rounds(meter: Meter, gateway: Gateway) -> None:
+    rounds, meter.unforwarded = meter.unforwarded, []
+    for calls, request_id, request, with_key in rounds:
+        gateway.forwarder.submit_when_done(
+            calls, request_id, request, key_id=key_id(meter.key.id) if with_key and meter.key else None,
+            then=lambda: miners_finished(meter, gateway))
+
+
+def miners_finished(meter: Meter, gateway: Gateway) -> None:
+    """Called once every miner of one round (``query``) has finished and was forwarded."""
+    meter.running -= 1
+    record_if_ready(meter, gateway)
+
+
+def record_unfinished(gateway: Gateway) -> None:
     """At shutdown: record what is left, as it is, rather than lose it."""
-    for meter in list(state.unrecorded):
-        meter.miners_done = True
-        record_if_ready(meter, state)
+    for meter in list(gateway.unrecorded):
+        meter.running = 0
+        record_if_ready(meter, gateway)
 
 
-async def refund(state: Any, key_id: str, amount: int) -> None:
+async def refund(gateway: Gateway, key_id: str, amount: int) -> None:
     try:
-        await state.store.refund(key_id, amount)
+        await gateway.store.refund(key_id, amount)
     except Exception as exc:
         logger.error("credit refund of {} failed for a key: {}", amount, type(exc).__name__)
 
 
-def settle(meter: Meter, state: Any) -> None:
+def settle(meter: Meter, gateway: Gateway) -> None:
     meter.finished = time.perf_counter()
     status = meter.status = meter.status or 500
     if meter.unread:
@@ -163,15 +240,12 @@ def settle(meter: Meter, state: Any) -> None:
         else:
             meter.outcome = "rejected" if status in REJECTED else "error"
     if meter.reserved and not meter.charge:
-        task = asyncio.create_task(refund(state, meter.key.id, meter.reserved))
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
+        gateway.keep(refund(gateway, meter.key.id, meter.reserved))
     if meter.logged:
-        state.unrecorded.add(meter)
-        record_if_ready(meter, state)
-    actions, meter._after_response = meter._after_response, []
-    for action in actions:
-        action()
+        gateway.unrecorded.add(meter)
+    forward_rounds(meter, gateway)
+    if meter.logged:
+        record_if_ready(meter, gateway)
 
 
 def gone_already(receive: Any) -> bool:
@@ -234,4 +308,4 @@ class MeterMiddleware:
             await self.app(scope, receive, metered(meter, send, receive))
         finally:
             if meter.key is not None:
-                settle(meter, scope["app"].state)
+                settle(meter, scope["app"].state.gateway)

@@ -1,9 +1,9 @@
 """Prometheus metrics of an API worker, right however many workers serve the port.
 
-    metrics = ApiMetrics(enabled=True)          # in the lifespan; app.state.metrics
+    metrics = ApiMetrics(enabled=True)          # in the lifespan (``api.gateway``); gateway.metrics
     app.add_middleware(MetricsMiddleware)        # shared.http_metrics: count, latency, first byte, errors
     metrics.observe_log(log)                     # every recorded request: outcome, tokens, miner calls
-    await metrics.sampler(state)                 # lifespan task: buffers, directory, validator, every 2 s
+    await metrics.sampler(gateway)                 # lifespan task: buffers, directory, validator, every 2 s
     body = await metrics.render()                # GET /metrics
 
 Several workers on one port (``API_WORKERS``): ``prometheus_client``'s
@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, TYPE_CHECKING
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -42,6 +42,9 @@ from shared.http_metrics import LATENCY_BUCKETS, HttpMetrics
 
 from .routing import BANDS as ROUTING_BANDS
 from .store import RequestLog
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 SAMPLE_SECONDS = 2.0
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -193,11 +196,11 @@ class ApiMetrics:
             counter.inc(grown)
         self._last[name] = total
 
-    def sample(self, state: Any) -> None:
+    def sample(self, gateway: Gateway) -> None:
         if not self.enabled:
             return
         self.workers.set(1)
-        forwarder, recorder, directory = state.forwarder, state.recorder, state.directory
+        forwarder, recorder, directory = gateway.forwarder, gateway.recorder, gateway.directory
         self.forward_buffer.set(len(forwarder.buffer))
         self._advance(self.forwarded, "forwarded", forwarder.sent)
         self._advance(self.forward_dropped, "forward_dropped", forwarder.dropped)
@@ -210,16 +213,16 @@ class ApiMetrics:
         self.available_miners.set(sum(1 for m in current.miners if m.availability is not None) if current else 0)
         self.validator_reachable.set(1 if directory.validator_reachable else 0)
 
-    async def sampler(self, state: Any) -> None:
+    async def sampler(self, gateway: Gateway) -> None:
         while self.enabled:
-            self.sample(state)
+            self.sample(gateway)
             await asyncio.sleep(SAMPLE_SECONDS)
 
-    def close(self, state: Any) -> None:
+    def close(self, gateway: Gateway) -> None:
         """At worker exit: last sample, then this worker's live gauges leave the sums."""
         if not self.enabled:
             return
-        self.sample(state)
+        self.sample(gateway)
         if self.multiprocess:
             multiprocess.mark_process_dead(os.getpid())
 

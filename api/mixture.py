@@ -3,7 +3,7 @@
 After Wang et al. 2024 (arXiv 2406.04692), "Mixture-of-Agents". Asked for with
 ``extra_body={"mixture": true}`` or ``inference_mode: "Mixture-of-Agents"``::
 
-    request, aggregators, width = await first_round(state, miner_request, candidates, width, request_id=rid)
+    request, aggregators, width = await first_round(gateway, miner_request, candidates, width, request_id=rid)
     # then the plain chat path races ``aggregators`` with ``request`` and streams or returns the winner
 
 The first round asks ``MIXTURE_SIZE`` miners (or the client's ``uids`` or
@@ -23,11 +23,18 @@ aggregation round under the request's id, like any chat request.
 
 from __future__ import annotations
 
+from typing import Optional, TYPE_CHECKING
+
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 
 from .errors import ApiError
+from .fanout import FanOut
+from .meter import Meter
 from .race import describe_failures
-from .rounds import all_answers, finished_at, forward_when_over, start_call
+from .rounds import all_answers, ended, finished_at, forward_when_over, start_call
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 MAX_ANSWER_CHARS = 8000  # of each first-round answer, in the aggregation prompt
 MAX_FIRST_ROUND = 8  # miners in the first round, whatever uids or top_n ask for: the prompt stays bounded
@@ -48,18 +55,21 @@ def aggregation_messages(messages: list[ChatMessage], answers: list[str]) -> lis
     return [ChatMessage(role="system", content=guide), *messages]
 
 
-async def first_round(state, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int, *,
-                      request_id: str) -> tuple[MinerChatRequest, list[MinerRecord], int]:
+async def first_round(gateway: Gateway, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int, *,
+                      request_id: str, meter: Optional[Meter] = None,
+                      ) -> tuple[MinerChatRequest, list[MinerRecord], int]:
     """Run the first round; return the aggregation request, the aggregators in order, and how many race."""
-    settings = state.settings
+    settings = gateway.settings
     chosen = candidates[: min(width or settings.mixture_size, MAX_FIRST_ROUND)]
     round_request = miner_request.model_copy(update={"n": 1})
     payload = round_request.model_dump_json(exclude_none=True).encode()
-    calls = [start_call(state, miner, payload) for miner in chosen]
+    calls: list = []  # every chosen miner at once, none replaced: a late or failed one is dropped
+    FanOut(chosen, start=lambda miner: start_call(gateway, miner, payload), signal=ended, width=len(chosen),
+           max_attempts=len(chosen), started=calls).start()
     try:
         await all_answers(calls, settings.mixture_timeout)
     finally:  # even when the client went away: what the miners answered is still scored
-        forward_when_over(state, f"{request_id}-round1", round_request, calls)
+        forward_when_over(gateway, f"{request_id}-round1", round_request, calls, meter)
 
     answered = sorted((c for c in calls if c.status == "ok"), key=finished_at)
     if not answered:

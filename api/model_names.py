@@ -1,6 +1,6 @@
 """What a request's ``model`` means: aliases, miner pins, and names no miner serves.
 
-    body = resolve_model(body, state, key)      # at parse time, before selection
+    body = resolve_model(body, gateway, key)      # at parse time, before selection
 
 In order:
 
@@ -24,13 +24,16 @@ one that does not exist.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
 from .access import require_allowed
 from .errors import ApiError
 from .keys import KeyRecord
 from .schemas import DEFAULT_MODEL_NAMES, ChatCompletionRequest
 from .selection import available_for, routing_memo
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 UNKNOWN_MODEL_POLICIES = ("any", "reject")
 
@@ -69,10 +72,11 @@ def pinned_uid(pin: str, directory) -> int:
     raise ApiError(400, f"model pin @{pin}: not a uid nor the hotkey of a miner on the subnet", "unknown_miner")
 
 
-def resolve_model(body: ChatCompletionRequest, state, key: Optional[KeyRecord] = None) -> ChatCompletionRequest:
+def resolve_model(body: ChatCompletionRequest, gateway: Gateway,
+                  key: Optional[KeyRecord] = None) -> ChatCompletionRequest:
     """The request as routing should see it (the same object when nothing changes)."""
-    settings = state.settings
-    directory = state.directory.directory
+    settings = gateway.settings
+    directory = gateway.directory.directory
     name, pin = split_pin(body.model)
     update: dict = {}
     if pin is not None:

@@ -1,7 +1,7 @@
 """Screen prompts through any OpenAI-compatible moderation endpoint, when one is configured.
 
     moderator = Moderator(session, "https://api.openai.com/v1/moderations", api_key=..., fail_open=True)
-    await screen(request, ["the user's text", ...])   # in a route: raises the right ApiError, or returns
+    await screen(gateway.moderator, ["the user's text", ...])   # in a route: raises the right ApiError, or returns
 
 ``screen`` sends the texts as one ``{"input": [...]}`` request and reads
 OpenAI's answer (``{"results": [{"flagged": bool, "categories": {...}}]}``).
@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional
 
 import aiohttp
-from fastapi import Request
 from loguru import logger
 
 from .errors import ApiError
@@ -79,9 +78,9 @@ def message_texts(messages: Iterable[Any]) -> list[str]:
     return texts
 
 
-async def screen(request: Request, texts: list[str]) -> None:
-    """Raise 400 ``content_flagged`` (or 503 when failing closed); return when the prompt may go on."""
-    moderator: Optional[Moderator] = request.app.state.moderator
+async def screen(moderator: Optional[Moderator], texts: list[str]) -> None:
+    """Raise 400 ``content_flagged`` (or 503 when failing closed); return when the prompt may go on.
+    ``moderator`` is the gateway's (None: no moderation endpoint configured)."""
     texts = [t for t in texts if t.strip()][-MAX_INPUTS:]
     if moderator is None or not texts:
         return

@@ -3,7 +3,7 @@
     calls = []
     winner = await race(candidates, fanout=3, max_attempts=6, launch=start, calls=calls)
 
-The first ``fanout`` candidates start together. A miner that fails before its
+The first ``fanout`` candidates start together (``api.fanout``). A miner that fails before its
 first content chunk is replaced by the next candidate, so the client never
 sees that failure; only when every attempt failed does the race raise a 502
 (before any byte went to the client). The losers keep running to the end of
@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 from shared.schemas import MinerRecord
 
 from .errors import ApiError
+from .fanout import FanOut
 from .miner_call import MinerCall
 
 
@@ -55,33 +56,25 @@ async def race(
     prefer: Optional[Preference] = None,
 ) -> MinerCall:
     """Return the winning call; every call started, shadows first, is appended to ``calls``."""
-    waiting = list(candidates)
-    running: dict[asyncio.Future, MinerCall] = {}
     calls.extend(shadows)
-    max_attempts += len(shadows)
-
-    def start_next() -> None:
-        call = launch(waiting.pop(0))
-        calls.append(call)
-        running[call.first] = call
-
-    for _ in range(min(fanout, len(waiting))):
-        start_next()
-    while running:
-        done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        winners = [running[f] for f in done if f.result()]
+    fan = FanOut(candidates, start=launch, signal=first_commit, width=fanout, max_attempts=max_attempts + len(shadows),
+                 started=calls)
+    fan.start()
+    while fan.running:
+        done = await fan.settled()
+        winners = [call for call in done if call.first.result()]
         if winners:
             if prefer is not None:
-                for future in done:
-                    del running[future]
-                winners = await wait_for_better(winners, running, prefer)
+                winners = await wait_for_better(winners, fan.running, prefer)
                 return max(winners, key=lambda c: (prefer.rating(c.miner), -committed_at(c)))
             return min(winners, key=committed_at)
-        for future in done:
-            del running[future]
-            if waiting and len(calls) < max_attempts:
-                start_next()
+        for _ in done:  # each failed before its first commit: the next candidate instead
+            fan.replace()
     raise ApiError(502, f"no miner could answer: {describe_failures(calls)}", "miners_failed")
+
+
+def first_commit(call: MinerCall) -> asyncio.Future:
+    return call.first
 
 
 def committed_at(call: MinerCall) -> float:

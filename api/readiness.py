@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 CHECK_TIMEOUT = 2.0
 
@@ -32,30 +35,30 @@ async def timed(probe: Callable[[], Awaitable[Any]]) -> dict:
     return {"ok": True, "required": True, "latency_ms": round((time.perf_counter() - started) * 1000, 2)}
 
 
-def directory_check(state: Any, max_age: float, now: float) -> dict:
-    directory = state.directory.directory
+def directory_check(gateway: Gateway, max_age: float, now: float) -> dict:
+    directory = gateway.directory.directory
     if directory is None:
         return {"ok": False, "required": True, "error": "no miner directory yet: the validator has not answered"}
-    fetched_at = state.directory.fetched_at or directory.generated_at
+    fetched_at = gateway.directory.fetched_at or directory.generated_at
     age = round(now - fetched_at, 1)
     check = {"ok": True, "required": True, "block": directory.block, "age_seconds": age,
-             "max_age_seconds": max_age or None, "saved_copy": state.directory.fetched_at is None}
+             "max_age_seconds": max_age or None, "saved_copy": gateway.directory.fetched_at is None}
     if max_age and age > max_age:
         check.update(ok=False, error=f"directory is {age:.0f} s old (READY_MAX_DIRECTORY_AGE_SECONDS={max_age:g})")
     return check
 
 
-async def readiness(state: Any) -> tuple[bool, dict]:
+async def readiness(gateway: Gateway) -> tuple[bool, dict]:
     now = time.time()
-    checks = {"store": await timed(state.store.ping)}
-    ping = getattr(state.limiter, "ping", None)
+    checks = {"store": await timed(gateway.store.ping)}
+    ping = getattr(gateway.limiter, "ping", None)
     checks["rate_limiter"] = await timed(ping) if ping else {"ok": True, "required": True, "in": "store"}
-    checks["directory"] = directory_check(state, state.settings.ready_max_directory_age_seconds, now)
-    reachable = state.directory.validator_reachable
-    checks["validator"] = {"ok": reachable, "required": False, "url": state.directory.validator_url}
+    checks["directory"] = directory_check(gateway, gateway.settings.ready_max_directory_age_seconds, now)
+    reachable = gateway.directory.validator_reachable
+    checks["validator"] = {"ok": reachable, "required": False, "url": gateway.directory.validator_url}
     if not reachable:
         checks["validator"]["error"] = "the last directory refresh failed; routing from the last good copy"
-    directory = state.directory.directory
+    directory = gateway.directory.directory
     available = sum(1 for m in directory.miners if m.availability is not None) if directory else 0
     checks["miners"] = {"ok": available > 0, "required": False, "available": available}
     ready = all(c["ok"] for c in checks.values() if c["required"])

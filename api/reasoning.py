@@ -21,16 +21,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator, Optional
-
-from fastapi.responses import JSONResponse, StreamingResponse
+from typing import TYPE_CHECKING, AsyncIterator, Optional
 
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 
+from .chat.outcome import Outcome
 from .errors import ApiError
+from .meter import Meter
 from .miner_call import MinerCall
 from .responses import SSE_DONE, error_event, miner_fields, prompt_words, sse, usage_of
 from .rounds import first_answer, forward_when_over
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 DONE_MARK = "DONE"
 STEP_INSTRUCTION = (
@@ -61,16 +64,17 @@ class Step:
 class Reasoner:
     """The steps of one request; ``next_step()`` until None, then ``answer()``."""
 
-    def __init__(self, state, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int,
-                 request_id: str):
-        self.state = state
+    def __init__(self, gateway: Gateway, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int,
+                 request_id: str, meter: Optional[Meter] = None):
+        self.gateway = gateway
+        self.meter = meter  # every step's miners go in the request's log
         self.request = miner_request
         self.candidates = candidates
-        self.fanout = width or state.settings.fanout
+        self.fanout = width or gateway.settings.fanout
         self.request_id = request_id
         started = time.monotonic()
-        self.steps_until = started + state.settings.reasoning_timeout / 2
-        self.answer_until = started + state.settings.reasoning_timeout
+        self.steps_until = started + gateway.settings.reasoning_timeout / 2
+        self.answer_until = started + gateway.settings.reasoning_timeout
         self.steps: list[Step] = []
         self.over = False
 
@@ -84,14 +88,15 @@ class Reasoner:
     async def ask(self, request: MinerChatRequest, request_id: str, until: float) -> MinerCall:
         calls: list[MinerCall] = []
         try:
-            return await first_answer(self.state, self.candidates, request.model_dump_json(exclude_none=True).encode(),
+            payload = request.model_dump_json(exclude_none=True).encode()
+            return await first_answer(self.gateway, self.candidates, payload,
                                       fanout=self.fanout, timeout=max(0.1, until - time.monotonic()), calls=calls)
         finally:
-            forward_when_over(self.state, request_id, request, calls)
+            forward_when_over(self.gateway, request_id, request, calls, self.meter)
 
     async def next_step(self) -> Optional[Step]:
         index = len(self.steps) + 1
-        if self.over or index > self.state.settings.reasoning_max_steps or time.monotonic() >= self.steps_until:
+        if self.over or index > self.gateway.settings.reasoning_max_steps or time.monotonic() >= self.steps_until:
             return None
         request = self.round_request(STEP_INSTRUCTION.format(k=index), index)
         try:
@@ -104,12 +109,17 @@ class Reasoner:
             return None
         step = Step(index, False, call)
         self.steps.append(step)
+        if self.meter is not None:
+            self.meter.contributed(call)
         return step
 
     async def answer(self) -> Step:
         index = len(self.steps) + 1
         request = self.round_request(ANSWER_INSTRUCTION, index)
-        return Step(index, True, await self.ask(request, self.request_id, self.answer_until))
+        step = Step(index, True, await self.ask(request, self.request_id, self.answer_until))
+        if self.meter is not None:
+            self.meter.won_by(step.call)
+        return step
 
     def usage(self, final: Step, prompt_tokens: int) -> dict:
         completion = sum(usage_of(s.call, 0)["completion_tokens"] for s in [*self.steps, final])
@@ -149,27 +159,26 @@ async def stream_steps(reasoner: Reasoner, step: Optional[Step], final: Optional
 
 
 async def serve_reasoning(body, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int, *,
-                          state, request_id: str, created: int):
+                          gateway: Gateway, request_id: str, created: int, meter: Optional[Meter] = None):
     if body.n > 1:
         raise ApiError(400, "n > 1 is not supported with test-time inference", "unsupported_parameter")
-    reasoner = Reasoner(state, miner_request, candidates, width, request_id)
+    reasoner = Reasoner(gateway, miner_request, candidates, width, request_id, meter)
     prompt_tokens = prompt_words(body.messages)
     step = await reasoner.next_step()
     final = await reasoner.answer() if step is None else None  # no step at all: fail before the first byte
     if body.stream:
-        return StreamingResponse(
-            stream_steps(reasoner, step, final, request_id=request_id, created=created, model=body.model,
-                         include_usage=body.include_usage, prompt_tokens=prompt_tokens),
-            media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Request-Id": request_id})
+        return Outcome(request_id, kind="reasoning", events=stream_steps(
+            reasoner, step, final, request_id=request_id, created=created, model=body.model,
+            include_usage=body.include_usage, prompt_tokens=prompt_tokens))
     while step is not None:
         step = await reasoner.next_step()
     final = final or await reasoner.answer()
     content = "".join(s.rendered() for s in [*reasoner.steps, final])
-    return JSONResponse({
+    return Outcome(request_id, kind="reasoning", completion={
         "id": request_id, "object": "chat.completion", "created": created, "model": body.model or "default",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                      "finish_reason": final.call.record.finish_reasons.get(0, "stop"), "logprobs": None}],
         "usage": reasoner.usage(final, prompt_tokens),
         "steps": [{"index": s.index, "content": s.text, **miner_fields(s.call)} for s in reasoner.steps],
         **miner_fields(final.call),
-    }, headers={"X-Request-Id": request_id})
+    })

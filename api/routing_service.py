@@ -1,6 +1,6 @@
 """The worker's routing service: the policy, the host's breakers, and what routing reports.
 
-    routing = Routing(settings, metrics)                  # in the lifespan; app.state.routing
+    routing = Routing(settings, metrics)                  # in the lifespan (``api.gateway``); gateway.routing
     candidates, width = routing.select(directory, task=…, model=…, uids=…, top_n=…, rng=rng)
     shadows = routing.shadows(directory, task, model, candidates[:width], rng)
     call = routing.watch(MinerCall(miner, commit_chunks=routing.commit_chunks))   # outcome → breaker

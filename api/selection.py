@@ -23,7 +23,7 @@ request: on a 256-miner subnet that was 300 µs of every request.
 from __future__ import annotations
 
 import random
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from shared.schemas import Directory, MinerRecord
 
@@ -31,12 +31,15 @@ from .breaker import Breakers
 from .errors import ApiError
 from .routing import MAX_CANDIDATES, RoutingPolicy, ranked, rated_candidates
 
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
-def current_directory(state) -> Directory:
+
+def current_directory(gateway: Gateway) -> Directory:
     """The directory the worker routes by, or 503 while it has none."""
-    if state.directory.directory is None:
+    if gateway.directory.directory is None:
         raise ApiError(503, "no miner directory yet: the validator has not answered", "directory_unavailable")
-    return state.directory.directory
+    return gateway.directory.directory
 
 
 def routing_memo(directory: Directory) -> dict:

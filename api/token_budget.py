@@ -1,7 +1,7 @@
 """Token budgets per key, beside credits (per request) and request rate limits.
 
-    await check_token_budget(state, key, meter)     # at admission (``access.Admit``), metered routes only
-    await token_budget_view(state, key)             # for ``GET /v1/usage``, the admin API and the dashboard
+    await check_token_budget(gateway, key, meter)     # at admission (``access.Admit``), metered routes only
+    await token_budget_view(gateway, key)             # for ``GET /v1/usage``, the admin API and the dashboard
 
 - ``token_quota``: prompt + completion tokens the key may use in all (ZenGPT's
   ``DEFAULT_TOKEN_QUOTA``); past it, 402 ``token_quota_exceeded``.
@@ -23,17 +23,20 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import ApiError
 from .keys import KeyRecord
 
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
 MINUTE = 60
 
 
-def budgets(state: Any, key: KeyRecord) -> tuple[Optional[int], Optional[int]]:
+def budgets(gateway: Gateway, key: KeyRecord) -> tuple[Optional[int], Optional[int]]:
     """(token quota, tokens per minute) for this key; None: no limit."""
-    settings = state.settings
+    settings = gateway.settings
     quota = key.token_quota if key.token_quota is not None else (settings.default_token_quota or None)
     tpm = key.tpm_limit if key.tpm_limit is not None else (settings.default_tpm_limit or None)
     return quota, tpm
@@ -43,10 +46,10 @@ def tokens_used(key: KeyRecord) -> int:
     return key.prompt_tokens + key.completion_tokens
 
 
-async def tokens_last_minute(state: Any, key_id: str, now: float) -> tuple[float, float]:
+async def tokens_last_minute(gateway: Gateway, key_id: str, now: float) -> tuple[float, float]:
     """(tokens in the sliding minute, seconds until the current minute ends)."""
     minute = int(now // MINUTE)
-    rows = await state.store.db.fetch(
+    rows = await gateway.store.db.fetch(
         "SELECT minute, SUM(prompt_tokens + completion_tokens) AS tokens FROM usage_minutes"
         " WHERE key_id = $1 AND minute >= $2 GROUP BY minute", key_id, minute - 1)
     by_minute = {int(r["minute"]): int(r["tokens"] or 0) for r in rows}
@@ -55,15 +58,15 @@ async def tokens_last_minute(state: Any, key_id: str, now: float) -> tuple[float
     return sliding, MINUTE - elapsed
 
 
-async def check_token_budget(state: Any, key: KeyRecord, meter: Any) -> None:
+async def check_token_budget(gateway: Gateway, key: KeyRecord, meter: Any) -> None:
     """402 past the quota, 429 past the tokens-per-minute limit; X-RateLimit-*-Tokens headers when limited."""
-    quota, tpm = budgets(state, key)
+    quota, tpm = budgets(gateway, key)
     if quota is not None and tokens_used(key) >= quota:
         raise ApiError(402, f"token quota used up: this key may use {quota} tokens in all and has used"
                             f" {tokens_used(key)}; ask the operator for more", "token_quota_exceeded")
     if tpm is None:
         return
-    used, reset = await tokens_last_minute(state, key.id, time.time())
+    used, reset = await tokens_last_minute(gateway, key.id, time.time())
     remaining = max(0, tpm - math.ceil(used))
     meter.headers = [*meter.headers, (b"x-ratelimit-limit-tokens", str(tpm).encode()),
                      (b"x-ratelimit-remaining-tokens", str(remaining).encode())]
@@ -73,14 +76,14 @@ async def check_token_budget(state: Any, key: KeyRecord, meter: Any) -> None:
                             f" retry in {wait} s", "token_rate_limit_exceeded", headers={"Retry-After": str(wait)})
 
 
-async def token_budget_view(state: Any, key: KeyRecord) -> dict:
+async def token_budget_view(gateway: Gateway, key: KeyRecord) -> dict:
     """The key's token budgets and where it stands (``None``: no limit)."""
-    quota, tpm = budgets(state, key)
+    quota, tpm = budgets(gateway, key)
     used = tokens_used(key)
     view: dict = {"token_quota": quota, "tokens_used": used,
                   "tokens_remaining": None if quota is None else max(0, quota - used), "tpm_limit": tpm}
     if tpm is not None:
-        minute, _ = await tokens_last_minute(state, key.id, time.time())
+        minute, _ = await tokens_last_minute(gateway, key.id, time.time())
         view["tokens_last_minute"] = math.ceil(minute)
         view["tpm_remaining"] = max(0, tpm - math.ceil(minute))
     return view

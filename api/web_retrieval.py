@@ -1,7 +1,7 @@
 """Web retrieval for clients: ask several miners for pages, keep only what holds up.
 
     query = WebRetrievalQuery(search_query="Why do leaves look green?", n_results=2)
-    answer = await retrieve(app.state, query)     # {"results": [...], "miners": [...]}
+    answer = await retrieve(gateway, query)       # {"results": [...], "miners": [...]}
 
 ``n_miners`` miners available for ``WebRetrievalTask`` (or exactly ``uids``)
 are asked at once, each given what is left of ``max_response_time``; one that
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from itertools import zip_longest
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, Field, field_validator
 
@@ -42,7 +42,12 @@ from shared.web_check import content_on_page, parse_result, url_key
 from shared.web_retrieval import as_chat_request, web_query
 
 from .errors import ApiError
+from .fanout import FanOut
+from .meter import Meter
 from .selection import current_directory, select_candidates
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
 
 
 class WebRetrievalQuery(BaseModel):
@@ -79,43 +84,37 @@ class WebRetrievalQuery(BaseModel):
         return uids
 
 
-async def ask_miners(state, candidates: list[MinerRecord], width: int, request: MinerWebRetrievalRequest,
+async def ask_miners(gateway: Gateway, candidates: list[MinerRecord], width: int, request: MinerWebRetrievalRequest,
                      seconds: float) -> list[MinerResponse]:
-    """``width`` miners at once; a failure is replaced while time and attempts remain."""
+    """``width`` miners at once; a failure is replaced while time and attempts remain (``api.fanout``)."""
     deadline = time.monotonic() + seconds
-    waiting = list(candidates)
-    running: set[asyncio.Task] = set()
+
+    def start(miner: MinerRecord) -> asyncio.Task:
+        return asyncio.create_task(web_query(gateway.client, miner.uid, miner.hotkey, miner.address, request,
+                                             timeout=max(0.05, deadline - time.monotonic())))
+
+    fan = FanOut(candidates, start=start, signal=lambda task: task, width=width,
+                 max_attempts=gateway.settings.max_attempts, started=[], deadline=deadline, margin=0.1)
     responses: list[MinerResponse] = []
-
-    def start_next() -> None:
-        miner = waiting.pop(0)
-        running.add(asyncio.create_task(web_query(state.client, miner.uid, miner.hotkey, miner.address, request,
-                                                  timeout=max(0.05, deadline - time.monotonic()))))
-
-    def may_replace() -> bool:
-        attempts = len(responses) + len(running)
-        return bool(waiting) and attempts < state.settings.max_attempts and deadline - time.monotonic() > 0.1
-
-    for _ in range(min(width, len(waiting))):
-        start_next()
-    while running:
-        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
+    fan.start()
+    while fan.running:
+        for task in await fan.settled():
             responses.append(task.result())
-            if responses[-1].status != "ok" and may_replace():
-                start_next()
+            if responses[-1].status != "ok":
+                fan.replace()
     return responses
 
 
-def forward(state, request_id: str, request: MinerWebRetrievalRequest, responses: list[MinerResponse]) -> None:
-    state.forwarder.submit(ScoringItem(
+def forward(gateway: Gateway, request_id: str, request: MinerWebRetrievalRequest,
+            responses: list[MinerResponse]) -> None:
+    gateway.forwarder.submit(ScoringItem(
         request_id=request_id, source="organic", task=WEB_RETRIEVAL_TASK, created_at=time.time(),
         request=as_chat_request(request), responses=responses, search_query=request.search_query,
         n_results=request.n_results,
     ))
 
 
-async def what_holds_up(state, answered: list[MinerResponse], n_results: int) -> list[tuple[int, WebResult]]:
+async def what_holds_up(gateway: Gateway, answered: list[MinerResponse], n_results: int) -> list[tuple[int, WebResult]]:
     """(uid, result) for every result that passes the rules above, one per URL, fastest miner first."""
     # Each miner's first n_results well-formed results, taken in turns (fastest miner first in each turn),
     # so one miner's long list cannot crowd the others out of the bounded page fetches.
@@ -123,8 +122,8 @@ async def what_holds_up(state, answered: list[MinerResponse], n_results: int) ->
                  for r in answered]
     found = [pair for turn in zip_longest(*per_miner) for pair in turn if pair is not None]
     pages = None
-    if state.settings.web_retrieval_verify and found:
-        pages = await state.pages.fetch_many([result.url for _, result in found], session=state.http)
+    if gateway.settings.web_retrieval_verify and found:
+        pages = await gateway.pages.fetch_many([result.url for _, result in found], session=gateway.http)
     kept: dict[str, tuple[int, WebResult]] = {}
     for uid, result in found:
         key = url_key(result.url)
@@ -133,26 +132,38 @@ async def what_holds_up(state, answered: list[MinerResponse], n_results: int) ->
     return list(kept.values())
 
 
-async def retrieve(state, query: WebRetrievalQuery) -> dict:
-    directory = current_directory(state)
-    settings = state.settings
+async def retrieve(gateway: Gateway, query: WebRetrievalQuery, meter: Optional[Meter] = None) -> dict:
+    """The answer, under an id that is also the request log's (with ``meter``: its X-Request-Id, and every
+    miner asked logged)."""
+    directory = current_directory(gateway)
+    settings = gateway.settings
     candidates, width = select_candidates(directory, task=WEB_RETRIEVAL_TASK, model=None, uids=query.uids,
-                                          top_n=None, top_pool=settings.top_pool, rng=state.rng)
+                                          top_n=None, top_pool=settings.top_pool, rng=gateway.rng)
     request = MinerWebRetrievalRequest(search_query=query.search_query, n_results=query.n_results)
-    responses = await ask_miners(state, candidates, width or query.n_miners, request, query.max_response_time)
     request_id = new_id("webret")
+    if meter is not None:
+        meter.request_id = request_id
+        meter.headers = [*meter.headers, (b"x-request-id", request_id.encode())]
+    responses = await ask_miners(gateway, candidates, width or query.n_miners, request, query.max_response_time)
+    if meter is not None:
+        meter.queried(responses)
     if responses:
-        forward(state, request_id, request, responses)
+        forward(gateway, request_id, request, responses)
     answered = sorted((r for r in responses if r.status == "ok"), key=lambda r: r.timings[0] if r.timings else 0)
     if not answered:
         failures = "; ".join(f"uid {r.uid}: {r.error}" for r in responses)[:600]
         raise ApiError(502, f"no miner could answer: {failures}", "miners_failed")
 
-    kept = await what_holds_up(state, answered, query.n_results)
+    kept = await what_holds_up(gateway, answered, query.n_results)
     ranked = sorted(kept, key=lambda pair: -relevance(pair[1].relevant, query.search_query))
     accepted = {r.uid: 0 for r in responses}
     for uid, _ in kept:
         accepted[uid] += 1
+    if meter is not None:
+        shown = {uid for uid, _ in ranked[: query.n_results]}
+        for response in responses:
+            if response.uid in shown:
+                meter.contributed(response)
     return {
         "id": request_id,
         "results": [{**result.model_dump(), "miner_uid": uid} for uid, result in ranked[: query.n_results]],

@@ -227,8 +227,7 @@ def screen_with(url: str, texts: list[str], **options) -> None:
 
         async with aiohttp.ClientSession() as session:
             moderator = Moderator(session, url, timeout=2, **options)
-            request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(moderator=moderator)))
-            await screen(request, texts)
+            await screen(moderator, texts)
 
     asyncio.run(run())
 

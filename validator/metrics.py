@@ -22,7 +22,7 @@ validator's own state at each scrape (one process, so nothing to sum):
 from __future__ import annotations
 
 import time
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -30,6 +30,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shared.http_metrics import HttpMetrics
+
+if TYPE_CHECKING:
+    from .services import Services
 
 router = APIRouter()
 
@@ -43,9 +46,9 @@ class ValidatorMetrics:
                      code: Optional[str]) -> None:
         self.http.observe(method, route, status, seconds, first_byte, code)
 
-    async def render(self, state: Any) -> bytes:
-        queue = await state.queue.counters()
-        return generate_latest(self.registry) + generate_latest(Snapshot(list(families(state, queue))))
+    async def render(self, services: Services) -> bytes:
+        queue = await services.queue.counters()
+        return generate_latest(self.registry) + generate_latest(Snapshot(list(families(services, queue))))
 
 
 class Snapshot:
@@ -62,10 +65,10 @@ def gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
 
-def families(state: Any, queue: dict) -> Iterator[Metric]:
+def families(services: Services, queue: dict) -> Iterator[Metric]:
     yield gauge("validator_scoring_queue_depth", "Items waiting to be scored", queue["pending"])
     yield gauge("validator_scoring_queue_max", "SCORING_QUEUE_MAX: past it the oldest items are dropped",
-                state.queue.max_items)
+                services.queue.max_items)
     items = CounterMetricFamily("validator_scoring_items", "Scoring queue events (kept across restarts)",
                                 labels=["event"])
     for event in ("received", "duplicates", "dropped", "scored"):
@@ -74,22 +77,22 @@ def families(state: Any, queue: dict) -> Iterator[Metric]:
 
     responses = CounterMetricFamily("validator_miner_responses", "Miner answers queued for scoring, by source,"
                                     " uid and status (since start)", labels=["source", "uid", "status"])
-    for (source, uid, status), count in sorted(state.queue.responses.items()):
+    for (source, uid, status), count in sorted(services.queue.responses.items()):
         responses.add_metric([source, str(uid), status], count)
     yield responses
 
-    weights = state.book.weights()
+    weights = services.book.weights()
     score = GaugeMetricFamily("validator_miner_score", "Moving-average score", labels=["uid"])
     weight = GaugeMetricFamily("validator_miner_weight", "Weight the scores give now (normalised)", labels=["uid"])
     rewards = CounterMetricFamily("validator_miner_rewards", "Rewards blended into the score", labels=["uid"])
-    for row in state.book.table():
+    for row in services.book.table():
         uid = str(row["uid"])
         score.add_metric([uid], row["score"])
         weight.add_metric([uid], weights.get(row["uid"], 0.0))
         rewards.add_metric([uid], row["rewards"])
     yield from (score, weight, rewards)
 
-    setter = state.weights
+    setter = services.weights
     sets = CounterMetricFamily("validator_weight_sets", "Weight-setting attempts by result", labels=["result"])
     for result in ("set", "rate_limited", "failed", "error", "skipped"):
         sets.add_metric([result], setter.outcomes.get(result, 0))
@@ -100,9 +103,9 @@ def families(state: Any, queue: dict) -> Iterator[Metric]:
         yield gauge("validator_weight_set_last_success", "1 if the last weight set succeeded",
                     1 if setter.last.get("success") else 0)
     yield CounterMetricFamily("validator_synthetic_rounds", "Synthetic rounds completed (since start)",
-                              value=state.synthetic.rounds)
+                              value=services.synthetic.rounds)
 
-    graph = state.metagraph
+    graph = services.metagraph
     if graph.state is not None:
         yield gauge("validator_metagraph_block", "Block of the last metagraph read", graph.state.block)
         yield gauge("validator_metagraph_neurons", "Neurons on the subnet", len(graph.state.neurons))
@@ -111,9 +114,12 @@ def families(state: Any, queue: dict) -> Iterator[Metric]:
                     time.time() - graph.refreshed_at)
     yield gauge("validator_metagraph_failures", "Metagraph reads failed in a row", graph.failures)
     yield gauge("validator_available_miners", "Miners that answered the last availability poll",
-                sum(1 for r in state.poller.records.values() if r.availability is not None))
+                sum(1 for r in services.poller.records.values() if r.availability is not None))
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(await request.app.state.metrics.render(request.app.state), media_type=CONTENT_TYPE_LATEST)
+    from .services import services_of  # the services build this module's ValidatorMetrics: import late
+
+    services = services_of(request)
+    return Response(await services.metrics.render(services), media_type=CONTENT_TYPE_LATEST)

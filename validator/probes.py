@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+
+from .services import Services, services_of
 
 CHECK_TIMEOUT = 2.0
 
 router = APIRouter()
 
 
-def metagraph_check(state: Any, max_age: float, now: float) -> dict:
-    graph = state.metagraph
+def metagraph_check(services: Services, max_age: float, now: float) -> dict:
+    graph = services.metagraph
     if graph.state is None or graph.refreshed_at is None:
         return {"ok": False, "required": True, "failures": graph.failures, "error": "the metagraph has not been read"}
     age = round(now - graph.refreshed_at, 1)
@@ -36,10 +37,10 @@ def metagraph_check(state: Any, max_age: float, now: float) -> dict:
     return check
 
 
-async def database_check(state: Any) -> tuple[dict, int]:
+async def database_check(services: Services) -> tuple[dict, int]:
     started = time.perf_counter()
     try:
-        counters = await asyncio.wait_for(state.queue.counters(), CHECK_TIMEOUT)
+        counters = await asyncio.wait_for(services.queue.counters(), CHECK_TIMEOUT)
     except Exception as exc:  # reported, whatever it is
         reason = "timed out" if isinstance(exc, TimeoutError) else f"{type(exc).__name__}: {exc}"[:300]
         return {"ok": False, "required": True, "error": reason}, -1
@@ -54,14 +55,14 @@ async def liveness() -> dict:
 
 @router.get("/health/readiness")
 async def readiness(request: Request) -> JSONResponse:
-    state = request.app.state
-    checks = {"metagraph": metagraph_check(state, state.settings.ready_max_metagraph_age_seconds, time.time())}
-    checks["database"], pending = await database_check(state)
-    full = pending >= state.queue.max_items
-    checks["scoring_queue"] = {"ok": not full, "required": False, "pending": pending, "max": state.queue.max_items}
+    services = services_of(request)
+    checks = {"metagraph": metagraph_check(services, services.settings.ready_max_metagraph_age_seconds, time.time())}
+    checks["database"], pending = await database_check(services)
+    full = pending >= services.queue.max_items
+    checks["scoring_queue"] = {"ok": not full, "required": False, "pending": pending, "max": services.queue.max_items}
     if full:
         checks["scoring_queue"]["error"] = "full: the oldest items are being dropped"
-    available = sum(1 for r in state.poller.records.values() if r.availability is not None)
+    available = sum(1 for r in services.poller.records.values() if r.availability is not None)
     checks["miners"] = {"ok": available > 0, "required": False, "available": available}
     ready = all(c["ok"] for c in checks.values() if c["required"])
     reasons = [f"{name}: {c['error']}" for name, c in checks.items() if not c["ok"] and "error" in c]

@@ -20,11 +20,12 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Header, Request
 
 from ..access import admit
+from ..chat import answer, chat_response
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..json_response import FastJSONResponse
 from ..keys import KeyRecord
 from ..meter import meter_of
-from ..routers.chat import chat_completions
 from ..schemas import ChatCompletionRequest
 
 router = APIRouter(tags=["compatibility"])
@@ -50,11 +51,10 @@ async def btvep_chat(body: BtvepChatRequest, request: Request, key: KeyRecord = 
         raise ApiError(400, f"unsupported Endpoint-Version {endpoint_version!r}; this gateway speaks"
                             f" {ENDPOINT_VERSION}", "unsupported_endpoint_version")
     started = time.perf_counter()
-    reply = await chat_completions(body, request, key)
-    if not isinstance(reply, FastJSONResponse):  # a stream (or an answer built elsewhere): as the chat route sent it
-        reply.headers["Endpoint-Version"] = ENDPOINT_VERSION
-        return reply
-    completion = dict(reply.content)
+    outcome = await answer(gateway_of(request), key, body, meter_of(request))
+    if outcome.streamed or outcome.kind != "chat":  # a stream, or test-time inference's answer: as the chat route
+        return chat_response(outcome, {"Endpoint-Version": ENDPOINT_VERSION})
+    completion = dict(outcome.completion)
     elapsed_ms = int((time.perf_counter() - started) * 1000)
     completion["choices"] = [{**choice, "uid": completion.get("miner_uid"),
                               "responder_hotkey": completion.get("responder_hotkey"), "response_ms": elapsed_ms}

@@ -23,12 +23,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..access import admit
+from ..chat import answer
 from ..chat_reuse import DONE, events
 from ..errors import ApiError, describe_validation_errors
+from ..gateway import gateway_of
 from ..json_response import FastJSONResponse
 from ..keys import KeyRecord
+from ..meter import meter_of
 from ..responses import sse
-from ..routers.chat import chat_completions
 from ..schemas import ChatCompletionRequest
 
 router = APIRouter(tags=["compatibility"])
@@ -81,12 +83,11 @@ def final_fields(model: Optional[str], finish_reason: Optional[str], usage: Opti
 
 @router.post("/completion")
 async def llama_completion(body: LlamaCompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
-    reply = await chat_completions(body.chat(), request, key)
-    if isinstance(reply, StreamingResponse):
-        return StreamingResponse(llama_events(reply.body_iterator), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Request-Id": reply.headers.get("x-request-id", "")})
-    completion = reply.content
+    outcome = await answer(gateway_of(request), key, body.chat(), meter_of(request))
+    if outcome.streamed:
+        return StreamingResponse(llama_events(outcome.events), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Request-Id": outcome.request_id})
+    completion = outcome.completion
     choice = (completion.get("choices") or [{}])[0]
     return FastJSONResponse({"content": (choice.get("message") or {}).get("content") or "", "id": completion["id"],
                              **final_fields(completion.get("model"), choice.get("finish_reason"),

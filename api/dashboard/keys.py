@@ -22,6 +22,7 @@ from ..errors import ApiError
 from ..key_admin import describe, usage_report
 from ..routers.api_management import not_found, read_spec
 from .session import require_csrf, require_session
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/dashboard/api/keys", dependencies=[Depends(require_session)], include_in_schema=False)
 NO_STORE = {"Cache-Control": "no-store"}
@@ -29,20 +30,20 @@ NO_STORE = {"Cache-Control": "no-store"}
 
 @router.get("")
 async def list_keys(request: Request, limit: int = Query(1000, ge=1, le=10_000)) -> dict:
-    keys = await request.app.state.key_admin.list(limit, 0)
+    keys = await gateway_of(request).key_admin.list(limit, 0)
     return {"keys": [describe(k) for k in keys], "count": len(keys)}
 
 
 @router.post("", dependencies=[Depends(require_csrf)])
 async def create_key(request: Request, body: Optional[dict] = Body(None)) -> JSONResponse:
-    plain, record = await request.app.state.key_admin.create(read_spec(body))
+    plain, record = await gateway_of(request).key_admin.create(read_spec(body))
     return JSONResponse({"message": "API key created", "api_key": plain, "id": record.id, "key": describe(record)},
                         headers=NO_STORE)
 
 
 @router.patch("/{key_id}", dependencies=[Depends(require_csrf)])
 async def modify_key(key_id: str, request: Request, body: Optional[dict] = Body(None)) -> dict:
-    record = await request.app.state.key_admin.modify(key_id, read_spec(body))
+    record = await gateway_of(request).key_admin.modify(key_id, read_spec(body))
     if record is None:
         raise not_found()
     return {"message": "API key modified", "key": describe(record)}
@@ -50,15 +51,15 @@ async def modify_key(key_id: str, request: Request, body: Optional[dict] = Body(
 
 @router.delete("/{key_id}", dependencies=[Depends(require_csrf)])
 async def delete_key(key_id: str, request: Request) -> dict:
-    if not await request.app.state.key_admin.delete(key_id):
+    if not await gateway_of(request).key_admin.delete(key_id):
         raise not_found()
     return {"message": "API key deleted"}
 
 
 @router.get("/{key_id}/usage")
 async def key_usage(key_id: str, request: Request, days: int = Query(30, ge=1, le=366)) -> dict:
-    record = await request.app.state.key_admin.find(key_id)
+    record = await gateway_of(request).key_admin.find(key_id)
     if record is None:
         raise ApiError(404, "API key not found", "api_key_not_found")
-    report = await usage_report(request.app.state.store, record, time.time() - days * 86400, None)
+    report = await usage_report(gateway_of(request).store, record, time.time() - days * 86400, None)
     return {"key": describe(record), "daily": report["daily"]}

@@ -16,6 +16,7 @@ from ..errors import ApiError
 from ..key_admin import log_view
 from ..routers.admin_logs import key_id_of, read_time
 from .session import require_session
+from ..gateway import gateway_of
 
 STATUS = re.compile(r"^([1-5])(?:xx|\d\d)$", re.IGNORECASE)
 
@@ -39,7 +40,7 @@ def read_status(value: Optional[str]) -> dict:
 async def logs(request: Request, key: Optional[str] = None, since: Optional[str] = None,
                until: Optional[str] = None, status: Optional[str] = None, uid: Optional[int] = None,
                hotkey: Optional[str] = None, limit: int = Query(50, ge=1, le=1000)) -> dict:
-    found = await request.app.state.store.query_logs(
+    found = await gateway_of(request).store.query_logs(
         key_id=await key_id_of(request, key or None), since=read_time("since", since or None),
         until=read_time("until", until or None), uid=uid, hotkey=hotkey or None, limit=limit,
         **read_status(status))
@@ -48,11 +49,11 @@ async def logs(request: Request, key: Optional[str] = None, since: Optional[str]
 
 @router.get("/{request_id}")
 async def one_log(request_id: str, request: Request) -> dict:
-    found = await request.app.state.store.query_logs(request_id=request_id, limit=1)
+    found = await gateway_of(request).store.query_logs(request_id=request_id, limit=1)
     if not found:
         raise ApiError(404, "no such request log (never recorded, or older than the retention)", "not_found")
     view = log_view(found[0])
-    record = await request.app.state.store.key_by_id(found[0].key_id)
+    record = await gateway_of(request).store.key_by_id(found[0].key_id)
     view["key"] = {"id": found[0].key_id, "name": record.name if record else "(deleted)",
                    "key_hint": record.key_hint if record else None}
     return view

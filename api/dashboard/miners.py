@@ -13,24 +13,28 @@ Three sources, each said for what it is:
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Optional, TYPE_CHECKING
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from shared.signed_http import SignedCallError
 
 from .session import require_session
+from ..gateway import gateway_of
+
+if TYPE_CHECKING:
+    from ..gateway import Gateway
 
 SCORES_TIMEOUT = 3.0
 
 router = APIRouter(prefix="/dashboard/api", dependencies=[Depends(require_session)], include_in_schema=False)
 
 
-async def validator_scores(state) -> tuple[Optional[dict], Optional[str]]:
-    directory = state.directory
+async def validator_scores(gateway: Gateway) -> tuple[Optional[dict], Optional[str]]:
+    directory = gateway.directory
     try:
-        return await state.client.get_json(directory.validator_url, "/scores", receiver=directory.validator_hotkey,
-                                           timeout=SCORES_TIMEOUT), None
+        return await gateway.client.get_json(directory.validator_url, "/scores", receiver=directory.validator_hotkey,
+                                             timeout=SCORES_TIMEOUT), None
     except SignedCallError as exc:
         return None, str(exc)
 
@@ -68,11 +72,11 @@ def recent_view(entry: Optional[dict]) -> dict:
 
 @router.get("/miners")
 async def miners(request: Request, window: int = Query(3600, ge=60, le=86400)) -> dict:
-    state = request.app.state
+    gateway = gateway_of(request)
     now = time.time()
-    directory = state.directory.directory
-    recent = recent_by_miner(await state.store.rollups.miners(now - window, now + 60))
-    scores, error = await validator_scores(state)
+    directory = gateway.directory.directory
+    recent = recent_by_miner(await gateway.store.rollups.miners(now - window, now + 60))
+    scores, error = await validator_scores(gateway)
     by_uid = {row["uid"]: row for row in (scores or {}).get("scores", [])}
     rows = []
     for miner in directory.miners if directory else []:
@@ -93,12 +97,12 @@ async def miners(request: Request, window: int = Query(3600, ge=60, le=86400)) -
             "rewards": score.get("rewards") if score else None,
             "last_reward": score.get("last_reward") if score else None,
         })
-    fetched_at = state.directory.fetched_at or (directory.generated_at if directory else None)
+    fetched_at = gateway.directory.fetched_at or (directory.generated_at if directory else None)
     return {
         "directory": None if directory is None else {
             "netuid": directory.netuid, "block": directory.block, "validator_hotkey": directory.validator_hotkey,
             "age_seconds": round(now - fetched_at, 1) if fetched_at else None,
-            "validator_reachable": state.directory.validator_reachable},
+            "validator_reachable": gateway.directory.validator_reachable},
         "window_seconds": window,
         "miners": rows,
         "validator": {"reachable": scores is not None, "error": error,

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from ..errors import ApiError
 from ..store.rollups import USAGE_COUNTERS, quantile
 from .session import require_session
+from ..gateway import gateway_of
 
 RANGES = {"hour": (3600, 60), "day": (86400, 900)}  # span, slot (seconds)
 RECENT_SECONDS = 300  # "requests per minute now": the last five minutes
@@ -96,11 +97,11 @@ async def traffic(store, range_name: str, key_id: Optional[str] = None, now: Opt
 async def overview(request: Request, range: Literal["hour", "day"] = "hour", key: Optional[str] = None) -> dict:
     key_id = None
     if key is not None:
-        record = await request.app.state.key_admin.find(key)
+        record = await gateway_of(request).key_admin.find(key)
         if record is None:
             raise ApiError(404, "API key not found", "api_key_not_found")
         key_id = record.id
-    result = await traffic(request.app.state.store, range, key_id)
+    result = await traffic(gateway_of(request).store, range, key_id)
     if key_id is None:  # which miners' answers clients got (this port's workers, since they started)
-        result["routing"] = await asyncio.to_thread(request.app.state.metrics.routing_summary)
+        result["routing"] = await asyncio.to_thread(gateway_of(request).metrics.routing_summary)
     return result

@@ -19,6 +19,7 @@ from loguru import logger
 from ..errors import ApiError
 from ..ratelimit import Window
 from .session import admin_key_matches, close_session, current_session, open_session, require_csrf, same_origin
+from ..gateway import gateway_of
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSET = re.compile(r"^[a-z][a-z0-9_-]*\.(js|css|svg)$")
@@ -65,9 +66,9 @@ async def login_form(request: Request) -> Response:
 
 
 async def too_many_attempts(request: Request) -> bool:
-    client = request.app.state.throttle.address(request.scope)  # X-Forwarded-For only from a trusted proxy
+    client = gateway_of(request).throttle.address(request.scope)  # X-Forwarded-For only from a trusted proxy
     try:
-        decision = await request.app.state.limiter.hit(f"dashboard-login:{client}", [LOGIN_ATTEMPTS])
+        decision = await gateway_of(request).limiter.hit(f"dashboard-login:{client}", [LOGIN_ATTEMPTS])
     except Exception as exc:  # the limiter is down: refuse rather than allow unlimited guessing
         logger.error("dashboard login limiter unavailable: {}", type(exc).__name__)
         return True
@@ -84,8 +85,8 @@ async def login(request: Request) -> Response:
         return login_page(f"Too many attempts: at most {LOGIN_ATTEMPTS.describe()}. Wait a minute.", 429)
     given = (parse_qs(body.decode("utf-8", "replace")).get("admin_key") or [""])[0].strip()
     if not admin_key_matches(request, given):
-        logger.warning("dashboard login refused from {}", request.app.state.throttle.address(request.scope))
-        message = "Invalid admin key" if request.app.state.admin_key_digest else \
+        logger.warning("dashboard login refused from {}", gateway_of(request).throttle.address(request.scope))
+        message = "Invalid admin key" if gateway_of(request).admin_key_digest else \
             "No ADMIN_KEY is configured: the dashboard is closed."
         return login_page(message, 401)
     response = RedirectResponse("/dashboard", status_code=303)

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request, Response
 
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..store.sessions import Session
 
 COOKIE = "gateway_session"
@@ -41,7 +42,7 @@ def admin_fingerprint(admin_digest: bytes) -> str:
 
 
 def admin_key_matches(request: Request, given: str) -> bool:
-    expected: bytes = request.app.state.admin_key_digest
+    expected: bytes = gateway_of(request).admin_key_digest
     digest = hashlib.sha256(given.encode()).digest()
     return bool(expected) and bool(given) and hmac.compare_digest(digest, expected)
 
@@ -55,12 +56,12 @@ def same_origin(request: Request) -> bool:
 
 
 async def open_session(request: Request, response: Response) -> Session:
-    settings = request.app.state.settings
+    settings = gateway_of(request).settings
     token, now = secrets.token_urlsafe(32), time.time()
     session = Session(token_hash=token_hash(token), csrf_token=secrets.token_urlsafe(32),
-                      admin_fingerprint=admin_fingerprint(request.app.state.admin_key_digest), created_at=now,
+                      admin_fingerprint=admin_fingerprint(gateway_of(request).admin_key_digest), created_at=now,
                       expires_at=now + settings.dashboard_session_hours * 3600)
-    await request.app.state.store.sessions.create(session)
+    await gateway_of(request).store.sessions.create(session)
     secure = settings.dashboard_cookie_secure or request.url.scheme == "https"
     response.set_cookie(COOKIE, token, max_age=int(settings.dashboard_session_hours * 3600), path=COOKIE_PATH,
                         httponly=True, samesite="strict", secure=secure)
@@ -72,10 +73,10 @@ async def current_session(request: Request) -> Optional[Session]:
     token = request.cookies.get(COOKIE)
     if not token:
         return None
-    session = await request.app.state.store.sessions.get(token_hash(token))
+    session = await gateway_of(request).store.sessions.get(token_hash(token))
     if session is None or session.expires_at <= time.time():
         return None
-    if not hmac.compare_digest(session.admin_fingerprint, admin_fingerprint(request.app.state.admin_key_digest)):
+    if not hmac.compare_digest(session.admin_fingerprint, admin_fingerprint(gateway_of(request).admin_key_digest)):
         return None
     return session
 
@@ -83,7 +84,7 @@ async def current_session(request: Request) -> Optional[Session]:
 async def close_session(request: Request, response: Response) -> None:
     token = request.cookies.get(COOKIE)
     if token:
-        await request.app.state.store.sessions.delete(token_hash(token))
+        await gateway_of(request).store.sessions.delete(token_hash(token))
     response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
 
 

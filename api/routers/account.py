@@ -16,12 +16,13 @@ from ..errors import ApiError
 from ..key_admin import credits_view, quota_view
 from ..keys import KeyRecord
 from ..token_budget import token_budget_view
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/v1", tags=["account"])
 
 
 async def current(request: Request, key: KeyRecord) -> KeyRecord:
-    record = await request.app.state.store.key_by_id(key.id)
+    record = await gateway_of(request).store.key_by_id(key.id)
     if record is None:  # deleted since the cache read it
         raise ApiError(401, "invalid API key", "invalid_api_key")
     return record
@@ -35,6 +36,6 @@ async def credits(request: Request, key: KeyRecord = Depends(identify)) -> dict:
 @router.get("/usage")
 async def usage(request: Request, key: KeyRecord = Depends(identify)) -> dict:
     record = await current(request, key)
-    windows = list(record.rate_limits) or request.app.state.default_windows
-    decision = await request.app.state.limiter.peek(record.id, windows) if windows else None
-    return {**quota_view(record, decision), "token_budget": await token_budget_view(request.app.state, record)}
+    windows = list(record.rate_limits) or gateway_of(request).default_windows
+    decision = await gateway_of(request).limiter.peek(record.id, windows) if windows else None
+    return {**quota_view(record, decision), "token_budget": await token_budget_view(gateway_of(request), record)}

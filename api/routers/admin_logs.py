@@ -15,6 +15,7 @@ from ..auth import require_admin
 from ..errors import ApiError
 from ..key_admin import log_view, usage_report
 from ..key_fields import parse_time
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 
@@ -29,7 +30,7 @@ def read_time(name: str, value: Optional[str]) -> Optional[float]:
 async def key_id_of(request: Request, ref: Optional[str]) -> Optional[str]:
     if ref is None:
         return None
-    record = await request.app.state.key_admin.find(ref)
+    record = await gateway_of(request).key_admin.find(ref)
     if record is None:
         raise ApiError(404, "API key not found", "api_key_not_found")
     return record.id
@@ -40,7 +41,7 @@ async def usage(request: Request, key: Optional[str] = None, since: Optional[str
                 until: Optional[str] = None) -> dict:
     """Totals per key (all time) and per day (UTC) in the period."""
     key_id = await key_id_of(request, key)
-    store = request.app.state.store
+    store = gateway_of(request).store
     record = await store.key_by_id(key_id) if key_id else None
     return await usage_report(store, record, read_time("since", since), read_time("until", until))
 
@@ -49,7 +50,7 @@ async def usage(request: Request, key: Optional[str] = None, since: Optional[str
 async def logs(request: Request, key: Optional[str] = None, since: Optional[str] = None,
                until: Optional[str] = None, uid: Optional[int] = None, hotkey: Optional[str] = None,
                status: Optional[int] = None, limit: int = Query(100, ge=1, le=10_000)) -> dict:
-    found = await request.app.state.store.query_logs(
+    found = await gateway_of(request).store.query_logs(
         key_id=await key_id_of(request, key), since=read_time("since", since), until=read_time("until", until),
         uid=uid, hotkey=hotkey, status=status, limit=limit)
     return {"logs": [log_view(log) for log in found], "count": len(found)}

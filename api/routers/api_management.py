@@ -19,6 +19,7 @@ from ..auth import require_admin
 from ..errors import ApiError
 from ..key_admin import KeyAdmin, describe
 from ..key_fields import KeySpec
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 
@@ -38,7 +39,7 @@ def read_spec(body: Optional[dict], **query: Any) -> KeySpec:
 
 
 def key_admin(request: Request) -> KeyAdmin:
-    return request.app.state.key_admin
+    return gateway_of(request).key_admin
 
 
 class SpecQuery:

@@ -23,6 +23,7 @@ from shared.schemas import TASKS
 from ..access import identify
 from ..errors import ApiError
 from ..selection import current_directory
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/miner_availabilities", tags=["miner availabilities"],
                    dependencies=[Depends(identify)])
@@ -33,7 +34,7 @@ MAX_UIDS = 4096
 @router.post("/miner_availabilities")
 async def miner_availabilities(request: Request,
                                uids: Optional[list[int]] = Body(None, max_length=MAX_UIDS)) -> dict:
-    directory = current_directory(request.app.state)
+    directory = current_directory(gateway_of(request))
     by_uid = {m.uid: m for m in directory.miners}
     wanted = uids if uids is not None else sorted(by_uid)
     return {str(uid): (by_uid[uid].availability.model_dump()
@@ -45,7 +46,7 @@ async def get_available_miners(request: Request, task: Optional[str] = Query(Non
                                k: int = Query(10, ge=1, le=MAX_UIDS)) -> list[int]:
     if task is not None and task not in TASKS:
         raise ApiError(422, f"unknown task {task!r}; one of {', '.join(TASKS)}", "invalid_request")
-    directory = current_directory(request.app.state)
+    directory = current_directory(gateway_of(request))
     serving = [
         m for m in directory.miners
         if m.address and m.availability is not None

@@ -1,4 +1,4 @@
-"""``POST /v1/completions``: OpenAI's legacy text completion, answered through the chat route.
+"""``POST /v1/completions``: OpenAI's legacy text completion, answered by the chat core (``api.chat``).
 
 The prompt becomes one user message; every chat field applies (``task``,
 ``uids``, ``mixture``…), and the answer comes back as ``text_completion``
@@ -22,12 +22,14 @@ from pydantic import Field, model_validator
 
 from ..access import admit
 from ..admission import set_parts
-from ..chat_reuse import DONE, events, json_body
+from ..chat import answer
+from ..chat_reuse import DONE, events
 from ..errors import ApiError
 from ..keys import KeyRecord
+from ..meter import meter_of
 from ..responses import SSE_DONE, sse
 from ..schemas import ChatCompletionRequest
-from .chat import chat_completions
+from ..gateway import gateway_of
 
 router = APIRouter(tags=["completions"])
 MINER_FIELDS = ("miner_uid", "miner_hotkey", "responder_hotkey")
@@ -74,20 +76,24 @@ def text_choices(completion: dict, offset: int, echo: Optional[str]) -> list[dic
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
     prompts = body.prompts()
-    most = request.app.state.settings.completions_max_prompts
+    most = gateway_of(request).settings.completions_max_prompts
     if len(prompts) > most:
         raise ApiError(400, f"prompt: {len(prompts)} prompts; at most {most} per request"
                        " (COMPLETIONS_MAX_PROMPTS)", "too_many_prompts")
     set_parts(request, len(prompts))  # admitted for every prompt's work, before the first miner call
+    gateway, meter = gateway_of(request), meter_of(request)
     if body.stream:
-        reply = await chat_completions(body.chat(prompts[0]), request, key)
-        return StreamingResponse(text_events(reply.body_iterator, prompts[0] if body.echo else None),
+        outcome = await answer(gateway, key, body.chat(prompts[0]), meter)
+        return StreamingResponse(text_events(outcome.events, prompts[0] if body.echo else None),
                                  media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Request-Id": reply.headers.get("x-request-id", "")})
-    replies = await asyncio.gather(*(chat_completions(body.chat(p), request, key) for p in prompts))
-    completions = [json_body(reply) for reply in replies]
+                                 headers={"Cache-Control": "no-cache", "X-Request-Id": outcome.request_id})
+    # One outcome per prompt, each forwarded with its own miners; one log for the request, every prompt's
+    # miners in it, under the id the client gets back.
+    outcomes = await asyncio.gather(*(answer(gateway, key, body.chat(p), meter) for p in prompts))
+    completions = [outcome.completion for outcome in outcomes]
     first = completions[0]
+    meter.request_id = first["id"]
+    meter.prompt_tokens = sum(c["usage"]["prompt_tokens"] for c in completions)
     usage = {name: sum(c["usage"][name] for c in completions)
              for name in ("prompt_tokens", "completion_tokens", "total_tokens")}
     choices = [choice for i, (c, p) in enumerate(zip(completions, prompts))

@@ -30,13 +30,15 @@ from pydantic import BaseModel, Field
 from shared.schemas import ChatMessage
 
 from ..access import Admit, admit, identify
-from ..chat_reuse import DONE, events, first_choice_text, json_body
+from ..chat import answer
+from ..chat_reuse import DONE, events, first_choice_text
 from ..conversations import Conversation
 from ..errors import ApiError
 from ..keys import KeyRecord
+from ..meter import meter_of
 from ..responses import SSE_DONE, sse
 from ..schemas import ChatCompletionRequest
-from .chat import chat_completions
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 # Creating one stores what the client sent: no credit, but a rate-limit slot and a request log.
@@ -49,7 +51,7 @@ class NewConversation(BaseModel):
 
 
 async def owned(request: Request, conversation_id: str, key: KeyRecord) -> Conversation:
-    conversation = await request.app.state.conversations.get(conversation_id, owner=key.id)
+    conversation = await gateway_of(request).conversations.get(conversation_id, owner=key.id)
     if conversation is None:
         raise ApiError(404, f"no conversation {conversation_id!r}", "conversation_not_found")
     return conversation
@@ -79,8 +81,8 @@ def context(stored: list[dict], limit: int) -> list[ChatMessage]:
 async def create_conversation(request: Request, body: Optional[NewConversation] = Body(None),
                               key: KeyRecord = Depends(admit_storing)) -> dict:
     body = body or NewConversation()
-    bounded(body.messages, request.app.state.settings.conversation_message_max_chars)
-    conversation = await request.app.state.conversations.create(
+    bounded(body.messages, gateway_of(request).settings.conversation_message_max_chars)
+    conversation = await gateway_of(request).conversations.create(
         owner=key.id, messages=[m.model_dump() for m in body.messages], metadata=body.metadata)
     return conversation.public()
 
@@ -93,7 +95,7 @@ async def get_conversation(conversation_id: str, request: Request, key: KeyRecor
 @router.delete("/{conversation_id}")
 async def delete_conversation(conversation_id: str, request: Request,
                               key: KeyRecord = Depends(identify)) -> dict:
-    if not await request.app.state.conversations.delete(conversation_id, owner=key.id):
+    if not await gateway_of(request).conversations.delete(conversation_id, owner=key.id):
         raise ApiError(404, f"no conversation {conversation_id!r}", "conversation_not_found")
     return {"id": conversation_id, "object": "conversation.deleted", "deleted": True}
 
@@ -101,23 +103,23 @@ async def delete_conversation(conversation_id: str, request: Request,
 @router.post("/{conversation_id}/chat")
 async def conversation_chat(conversation_id: str, body: ChatCompletionRequest, request: Request,
                             key: KeyRecord = Depends(admit)):
-    state = request.app.state
-    bounded(body.messages, state.settings.conversation_message_max_chars)
+    gateway = gateway_of(request)
+    bounded(body.messages, gateway.settings.conversation_message_max_chars)
     conversation = await owned(request, conversation_id, key)
-    history = context(conversation.messages, state.settings.conversation_context_messages)
-    reply = await chat_completions(body.model_copy(update={"messages": [*history, *body.messages]}), request, key)
+    history = context(conversation.messages, gateway.settings.conversation_context_messages)
+    outcome = await answer(gateway, key, body.model_copy(update={"messages": [*history, *body.messages]}),
+                           meter_of(request))
     new_messages = [m.model_dump() for m in body.messages]
 
     async def remember(text: str) -> None:
-        await state.conversations.append(conversation_id, owner=key.id,
-                                         messages=[*new_messages, {"role": "assistant", "content": text}])
+        await gateway.conversations.append(conversation_id, owner=key.id,
+                                           messages=[*new_messages, {"role": "assistant", "content": text}])
 
     headers = {"X-Conversation-Id": conversation_id}
-    if isinstance(reply, StreamingResponse):
-        return StreamingResponse(relay_and_remember(reply.body_iterator, remember), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache",
-                                          "X-Request-Id": reply.headers.get("x-request-id", ""), **headers})
-    completion = json_body(reply)
+    if outcome.streamed:
+        return StreamingResponse(relay_and_remember(outcome.events, remember), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Request-Id": outcome.request_id, **headers})
+    completion = outcome.completion
     await remember(first_choice_text(completion))
     return JSONResponse({**completion, "conversation_id": conversation_id},
                         headers={"X-Request-Id": completion.get("id", ""), **headers})

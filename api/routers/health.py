@@ -15,25 +15,26 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from ..readiness import readiness as check_readiness
+from ..gateway import gateway_of
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/health")
 async def health(request: Request) -> dict:
-    state = request.app.state
-    directory = state.directory.directory
-    fetched_at = state.directory.fetched_at
+    gateway = gateway_of(request)
+    directory = gateway.directory.directory
+    fetched_at = gateway.directory.fetched_at
     available = sum(1 for m in directory.miners if m.availability is not None) if directory else 0
     return {
         "status": "ok",
-        "validator_reachable": state.directory.validator_reachable,
+        "validator_reachable": gateway.directory.validator_reachable,
         "directory_block": directory.block if directory else None,
         "directory_age_seconds": round(time.time() - fetched_at, 1) if fetched_at else None,
         "available_miners": available,
-        "scoring_buffer": len(state.forwarder.buffer),
-        "scoring_forwarded": state.forwarder.sent,
-        "scoring_dropped": state.forwarder.dropped,
+        "scoring_buffer": len(gateway.forwarder.buffer),
+        "scoring_forwarded": gateway.forwarder.sent,
+        "scoring_dropped": gateway.forwarder.dropped,
     }
 
 
@@ -45,5 +46,5 @@ async def liveness() -> dict:
 
 @router.get("/health/readiness")
 async def readiness(request: Request) -> JSONResponse:
-    ready, body = await check_readiness(request.app.state)
+    ready, body = await check_readiness(gateway_of(request))
     return JSONResponse(body, status_code=200 if ready else 503, headers={"Cache-Control": "no-store"})

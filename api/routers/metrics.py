@@ -15,12 +15,13 @@ from fastapi.responses import Response
 
 from ..errors import ApiError
 from ..metrics import CONTENT_TYPE
+from ..gateway import gateway_of
 
 router = APIRouter(tags=["operations"])
 
 
 def allowed(request: Request) -> bool:
-    expected = request.app.state.settings.metrics_key.get_secret_value()
+    expected = gateway_of(request).settings.metrics_key.get_secret_value()
     if not expected:
         return True
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -30,10 +31,10 @@ def allowed(request: Request) -> bool:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    state = request.app.state
-    if not state.metrics.enabled:
+    gateway = gateway_of(request)
+    if not gateway.metrics.enabled:
         raise ApiError(404, "metrics are disabled (METRICS_ENABLED=false)", "not_found")
     if not allowed(request):
         raise ApiError(401, "send 'Authorization: Bearer <METRICS_KEY>'", "invalid_metrics_key")
-    state.metrics.sample(state)  # this worker's gauges are current; the others' at most 2 s old
-    return Response(await state.metrics.render(), media_type=CONTENT_TYPE)
+    gateway.metrics.sample(gateway)  # this worker's gauges are current; the others' at most 2 s old
+    return Response(await gateway.metrics.render(), media_type=CONTENT_TYPE)

@@ -19,6 +19,7 @@ from ..access import identify
 from ..errors import ApiError
 from ..model_names import parse_aliases
 from ..selection import current_directory
+from ..gateway import gateway_of
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(identify)])
 
@@ -37,14 +38,14 @@ def model_object(model: str, miners: int, netuid: int) -> dict:
 
 def alias_objects(request: Request, counts: Counter, netuid: int) -> dict[str, dict]:
     """The aliases whose model is served, as model objects that say what they stand for."""
-    aliases = parse_aliases(request.app.state.settings.model_aliases)
+    aliases = parse_aliases(gateway_of(request).settings.model_aliases)
     return {alias: {**model_object(alias, counts[target], netuid), "alias_of": target}
             for alias, target in aliases.items() if target is not None and counts.get(target)}
 
 
 @router.get("")
 async def list_models(request: Request) -> dict:
-    directory = current_directory(request.app.state)
+    directory = current_directory(gateway_of(request))
     counts = served_models(directory)
     ordered = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
     return {"object": "list", "data": [*(model_object(m, n, directory.netuid) for m, n in ordered),
@@ -53,7 +54,7 @@ async def list_models(request: Request) -> dict:
 
 @router.get("/{model:path}")
 async def retrieve_model(model: str, request: Request) -> dict:
-    directory = current_directory(request.app.state)
+    directory = current_directory(gateway_of(request))
     counts = served_models(directory)
     alias = alias_objects(request, counts, directory.netuid).get(model)
     if alias is not None:

@@ -23,6 +23,7 @@ from ..keys import KeyRecord
 from ..meter import meter_of
 from ..moderation import screen
 from ..web_retrieval import WebRetrievalQuery, retrieve
+from ..gateway import gateway_of
 
 router = APIRouter(tags=["web retrieval"])
 
@@ -30,13 +31,14 @@ router = APIRouter(tags=["web retrieval"])
 async def answer(request: Request, query: WebRetrievalQuery, key: KeyRecord) -> dict:
     """Screen, admit one unit per miner asked, retrieve, and keep the request's credits only when miners
     found something."""
-    await screen(request, [query.search_query])
-    await admit_units(request, key, retrieval_units(query))
+    await screen(gateway_of(request).moderator, [query.search_query])
     meter = meter_of(request)
+    await admit_units(gateway_of(request), meter, key, retrieval_units(query))
     meter.describe(task="WebRetrievalTask", strategy="uids" if query.uids else "sample", model=None, stream=False,
                    prompt_tokens=len(query.search_query.split()))
-    result = await retrieve(request.app.state, query)
-    meter.charge = bool(result.get("results"))
+    result = await retrieve(gateway_of(request), query, meter)
+    if result.get("results"):
+        meter.answered()  # miners found something: the request keeps its credits
     return result
 
 
