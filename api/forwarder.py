@@ -1,17 +1,17 @@
 """Forward what miners answered to the validator, in batches, off the request path.
 
     forwarder.submit_when_done(calls, request_id, request, key_id=…, then=…)   # a round of miner calls
-    forwarder.submit(item)                                                     # an item built elsewhere
+    forwarder.submit(organic_item(request_id, request, responses, …))         # answers already in hand
 
 Requests only append to a bounded buffer (``api.batching``). A background
 loop sends batches to the validator's signed ``POST /scoring`` and keeps them
 while the validator is down. Each item carries a unique ``request_id``, so a
 batch resent after a lost reply is stored once.
 
-``submit_when_done`` is the one place an organic item is built from miner calls: once every call has
-ended (at once, when they all have; else in a task the forwarder keeps and ``drain`` waits for), their
-answers become one ``ScoringItem``, and ``then()`` runs (the meter's ``miners_finished``: the request
-can be logged).
+``organic_item`` is the one place an organic ``ScoringItem`` is built (chat rounds; web retrieval, with its
+query). ``submit_when_done`` builds it from miner calls once every call has ended (at once, when they all
+have; else in a task the forwarder keeps and ``drain`` waits for), then runs ``then()`` (the meter's
+``miners_finished``: the request can be logged).
 """
 
 from __future__ import annotations
@@ -20,11 +20,21 @@ import asyncio
 import time
 from typing import Callable, Optional
 
-from shared.schemas import MinerChatRequest, ScoringItem
+from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
 from shared.signed_http import SignedClient
 
 from .batching import BatchBuffer
 from .miner_call import MinerCall
+
+
+def organic_item(request_id: str, request: MinerChatRequest, responses: list[MinerResponse], *,
+                 task: Optional[str] = None, key_id: Optional[str] = None, search_query: Optional[str] = None,
+                 n_results: Optional[int] = None) -> ScoringItem:
+    """What the client asked (``task``: the request's own unless given) and every miner's answer, for the
+    validator; web retrieval adds its ``search_query`` and ``n_results``."""
+    return ScoringItem(request_id=request_id, source="organic", task=task or request.task, created_at=time.time(),
+                       request=request, responses=responses, key_id=key_id, search_query=search_query,
+                       n_results=n_results)
 
 
 class ScoringForwarder(BatchBuffer[ScoringItem]):
@@ -58,9 +68,8 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
                       key_id: Optional[str], then: Optional[Callable[[], None]]) -> None:
         try:
             if calls:
-                self.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
-                                        created_at=time.time(), request=request,
-                                        responses=[c.response_record() for c in calls], key_id=key_id))
+                self.submit(organic_item(request_id, request, [c.response_record() for c in calls],
+                                         key_id=key_id))
         finally:
             if then is not None:
                 then()

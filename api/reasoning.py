@@ -25,11 +25,12 @@ from typing import TYPE_CHECKING, AsyncIterator, Optional
 
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 
+from .chat.events import DONE, Delta, Event, Failed, Usage
 from .chat.outcome import Outcome
 from .errors import ApiError
 from .meter import Meter
 from .miner_call import MinerCall
-from .responses import SSE_DONE, error_event, miner_fields, prompt_words, sse, usage_of
+from .responses import miner_fields, prompt_words, usage_of
 from .rounds import first_answer, forward_when_over
 
 if TYPE_CHECKING:
@@ -127,35 +128,32 @@ class Reasoner:
                 "total_tokens": prompt_tokens + completion}
 
 
-def step_chunk(step: Step, *, request_id: str, created: int, model: Optional[str], first: bool) -> bytes:
+def step_delta(step: Step, *, model: str, first: bool) -> Delta:
     delta = {"role": "assistant", "content": step.rendered()} if first else {"content": step.rendered()}
     finish = step.call.record.finish_reasons.get(0, "stop") if step.final else None
-    return sse({"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model or "default",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-                "step": step.index, "final": step.final, **miner_fields(step.call)})
+    return Delta([{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], step.call, model,
+                 {"step": step.index, "final": step.final})
 
 
-async def stream_steps(reasoner: Reasoner, step: Optional[Step], final: Optional[Step], *, request_id: str,
-                       created: int, model: Optional[str], include_usage: bool,
-                       prompt_tokens: int) -> AsyncIterator[bytes]:
+async def stream_steps(reasoner: Reasoner, step: Optional[Step], final: Optional[Step], *, model: str,
+                       include_usage: bool, prompt_tokens: int) -> AsyncIterator[list[Event]]:
+    """Each step as one delta as soon as it is decided, then the answer (``api.chat.events``)."""
     first = True
     while step is not None:
-        yield step_chunk(step, request_id=request_id, created=created, model=model, first=first)
+        yield [step_delta(step, model=model, first=first)]
         first = False
         step = await reasoner.next_step()
     if final is None:
         try:
             final = await reasoner.answer()
         except ApiError as exc:
-            yield error_event(f"test-time inference failed at the answer: {exc.message}", exc.status)
-            yield SSE_DONE
+            yield [Failed(f"test-time inference failed at the answer: {exc.message}", exc.status), DONE]
             return
-    yield step_chunk(final, request_id=request_id, created=created, model=model, first=first)
+    events: list[Event] = [step_delta(final, model=model, first=first)]
     if include_usage:
-        yield sse({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                   "model": model or "default", "choices": [], "usage": reasoner.usage(final, prompt_tokens),
-                   **miner_fields(final.call)})
-    yield SSE_DONE
+        events.append(Usage(reasoner.usage(final, prompt_tokens), final.call, model))
+    events.append(DONE)
+    yield events
 
 
 async def serve_reasoning(body, miner_request: MinerChatRequest, candidates: list[MinerRecord], width: int, *,
@@ -167,9 +165,9 @@ async def serve_reasoning(body, miner_request: MinerChatRequest, candidates: lis
     step = await reasoner.next_step()
     final = await reasoner.answer() if step is None else None  # no step at all: fail before the first byte
     if body.stream:
-        return Outcome(request_id, kind="reasoning", events=stream_steps(
-            reasoner, step, final, request_id=request_id, created=created, model=body.model,
-            include_usage=body.include_usage, prompt_tokens=prompt_tokens))
+        return Outcome(request_id, kind="reasoning", created=created, events=stream_steps(
+            reasoner, step, final, model=body.model or "default", include_usage=body.include_usage,
+            prompt_tokens=prompt_tokens))
     while step is not None:
         step = await reasoner.next_step()
     final = final or await reasoner.answer()

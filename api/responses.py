@@ -89,18 +89,17 @@ class ChunkEvents:
         self._prefix: Optional[bytes] = None
 
     def event(self, chunk: dict) -> bytes:
+        """A miner's chunk (its model is the one shown if ours is not set)."""
+        if self._prefix is None:
+            self.model = self.model or chunk.get("model")
+        return self.choices(chunk["choices"])
+
+    def choices(self, choices: list) -> bytes:
         if self._prefix is None:
             head = orjson.dumps({"id": self.request_id, "object": "chat.completion.chunk", "created": self.created,
-                                 "model": self.model or chunk.get("model") or "default", **miner_fields(self.call)})
+                                 "model": self.model or "default", **miner_fields(self.call)})
             self._prefix = b"data: " + head[:-1] + b',"choices":'
-        return self._prefix + orjson.dumps(chunk["choices"]) + b"}\n\n"
-
-
-def usage_event(call: MinerCall, *, request_id: str, created: int, model: Optional[str],
-                prompt_tokens: int) -> bytes:
-    return sse({"id": request_id, "object": "chat.completion.chunk", "created": created,
-                "model": model or call.record.model or "default", "choices": [],
-                "usage": usage_of(call, prompt_tokens), **miner_fields(call)})
+        return self._prefix + orjson.dumps(choices) + b"}\n\n"
 
 
 def error_event(message: str, status: int = 502) -> bytes:

@@ -35,7 +35,6 @@ from shared.schemas import (
     MinerRecord,
     MinerResponse,
     MinerWebRetrievalRequest,
-    ScoringItem,
     WebResult,
 )
 from shared.web_check import content_on_page, parse_result, url_key
@@ -43,6 +42,7 @@ from shared.web_retrieval import as_chat_request, web_query
 
 from .errors import ApiError
 from .fanout import FanOut
+from .forwarder import organic_item
 from .meter import Meter
 from .selection import current_directory, select_candidates
 
@@ -107,11 +107,8 @@ async def ask_miners(gateway: Gateway, candidates: list[MinerRecord], width: int
 
 def forward(gateway: Gateway, request_id: str, request: MinerWebRetrievalRequest,
             responses: list[MinerResponse]) -> None:
-    gateway.forwarder.submit(ScoringItem(
-        request_id=request_id, source="organic", task=WEB_RETRIEVAL_TASK, created_at=time.time(),
-        request=as_chat_request(request), responses=responses, search_query=request.search_query,
-        n_results=request.n_results,
-    ))
+    gateway.forwarder.submit(organic_item(request_id, as_chat_request(request), responses, task=WEB_RETRIEVAL_TASK,
+                                          search_query=request.search_query, n_results=request.n_results))
 
 
 async def what_holds_up(gateway: Gateway, answered: list[MinerResponse], n_results: int) -> list[tuple[int, WebResult]]:

@@ -108,9 +108,8 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
     if body.stream:
         meter.won_by(winner)
         routing.served(directory, body.task, body.requested_model, winner.miner)
-        return Outcome(request_id, events=relay(winner, meter, request_id=request_id, created=created,
-                                                model=body.model, include_usage=body.include_usage,
-                                                prompt_tokens=prompt_tokens))
+        return Outcome(request_id, created=created, events=relay(
+            winner, meter, model=body.model, include_usage=body.include_usage, prompt_tokens=prompt_tokens))
     whole = await complete(winner, calls)
     meter.won_by(whole)
     meter.answered()

@@ -1,7 +1,7 @@
 """The chat core's second half: the winner's answer to the client.
 
     answer = await complete(winner, calls)                    # a whole answer (another miner's if it broke)
-    events = relay(winner, meter, request_id=…, …)            # or its chunks, as SSE, charged as they end
+    events = relay(winner, meter, model=…, …)                 # or its chunks, as typed events (api.chat.events)
 
 Every miner's answer (losers included: the validator scores them all) goes to the validator through the
 meter's rounds (``api.meter.query``), once the response is over and the last miner has ended.
@@ -10,13 +10,14 @@ meter's rounds (``api.meter.query``), once the response is over and the last min
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator
+from typing import AsyncIterator, Optional
 
 from ..errors import ApiError
 from ..meter import Meter
 from ..miner_call import END, MinerCall
 from ..race import describe_failures
-from ..responses import SSE_DONE, ChunkEvents, error_event, usage_event
+from ..responses import usage_of
+from .events import DONE, Delta, Event, Failed, Usage
 
 
 async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
@@ -35,15 +36,15 @@ async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
     raise ApiError(502, f"no miner finished its answer: {describe_failures(calls)}", "miners_failed")
 
 
-async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: int, model, include_usage: bool,
-                prompt_tokens: int) -> AsyncIterator[bytes]:
-    """Relay the winner's chunks; a failure now can only be told in-band.
+async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], include_usage: bool,
+                prompt_tokens: int) -> AsyncIterator[list[Event]]:
+    """Relay the winner's chunks as events (``api.chat.events``); a failure now can only be told in-band.
 
     Charged when the answer completes, or when the client leaves part-way (it
     had what it read); not when the miner broke mid-stream.
     """
     queue = winner.become_winner()
-    render = ChunkEvents(winner, request_id=request_id, created=created, model=model)
+    shown: Optional[str] = None  # the model the client is shown: ours, else the miner's first chunk's
     completed = False
     try:
         ended = False
@@ -54,18 +55,24 @@ async def relay(winner: MinerCall, meter: Meter, *, request_id: str, created: in
             if chunks[-1] is END:  # END is always the last thing queued
                 ended = True
                 chunks.pop()
-            events = [render.event(chunk) for chunk in chunks if chunk.get("choices")]
+            events: list[Event] = []
+            for chunk in chunks:
+                if chunk.get("choices"):
+                    if shown is None:
+                        shown = model or chunk.get("model") or "default"
+                    events.append(Delta(chunk["choices"], winner, shown))
             if events and not ended:
-                yield b"".join(events)
+                yield events
         if winner.status != "ok":  # the end of the stream leaves with the last chunks, in one write
             meter.miner_failed(f"miner uid {winner.miner.uid}: {winner.error}")
-            events.append(error_event(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}"))
+            events.append(Failed(f"miner uid {winner.miner.uid} failed mid-stream: {winner.error}"))
         else:
             meter.answered()
             if include_usage:
-                events.append(usage_event(winner, request_id=request_id, created=created, model=model,
-                                          prompt_tokens=prompt_tokens))
-        yield b"".join(events) + SSE_DONE
+                events.append(Usage(usage_of(winner, prompt_tokens), winner,
+                                    model or winner.record.model or "default"))
+        events.append(DONE)
+        yield events
         completed = True
     finally:
         if not completed:

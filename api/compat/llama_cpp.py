@@ -23,14 +23,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..access import admit
-from ..chat import answer
-from ..chat_reuse import DONE, events
+from ..chat import Outcome, answer
+from ..chat.events import Delta, Failed, Usage
 from ..errors import ApiError, describe_validation_errors
 from ..gateway import gateway_of
 from ..json_response import FastJSONResponse
 from ..keys import KeyRecord
 from ..meter import meter_of
-from ..responses import sse
+from ..responses import error_event, miner_fields, sse
 from ..schemas import ChatCompletionRequest
 
 router = APIRouter(tags=["compatibility"])
@@ -74,18 +74,18 @@ def stop_type(finish_reason: Optional[str]) -> str:
     return "limit" if finish_reason == "length" else "eos"
 
 
-def final_fields(model: Optional[str], finish_reason: Optional[str], usage: Optional[dict], head: dict) -> dict:
+def final_fields(model: Optional[str], finish_reason: Optional[str], usage: Optional[dict], miner: dict) -> dict:
     usage = usage or {}
     return {"stop": True, "stop_type": stop_type(finish_reason), "model": model,
             "tokens_predicted": usage.get("completion_tokens", 0), "tokens_evaluated": usage.get("prompt_tokens", 0),
-            **{name: head[name] for name in MINER_FIELDS if name in head}}
+            **{name: miner[name] for name in MINER_FIELDS if name in miner}}
 
 
 @router.post("/completion")
 async def llama_completion(body: LlamaCompletionRequest, request: Request, key: KeyRecord = Depends(admit)):
     outcome = await answer(gateway_of(request), key, body.chat(), meter_of(request))
     if outcome.streamed:
-        return StreamingResponse(llama_events(outcome.events), media_type="text/event-stream",
+        return StreamingResponse(llama_events(outcome), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Request-Id": outcome.request_id})
     completion = outcome.completion
     choice = (completion.get("choices") or [{}])[0]
@@ -95,22 +95,29 @@ async def llama_completion(body: LlamaCompletionRequest, request: Request, key: 
                             headers={"X-Request-Id": completion["id"]})
 
 
-async def llama_events(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Chat chunks as llama.cpp's stream: text pieces, then one event that says it stopped."""
-    head: dict = {}
+async def llama_events(outcome: Outcome) -> AsyncIterator[bytes]:
+    """The chat stream's events (``api.chat.events``) as llama.cpp's: text pieces, then one event that says
+    it stopped (with the model and miner of the stream's first event)."""
+    first: Optional[Union[Delta, Usage]] = None
     finish_reason = usage = None
-    async with aclosing(events(body)) as stream:
-        async for event in stream:
-            if event == DONE:
-                yield sse({"content": "", **final_fields(head.get("model"), finish_reason, usage, head)})
-                return
-            if "error" in event:
-                yield sse(event)
-                continue
-            head = head or event
-            usage = event.get("usage") or usage
-            for choice in event.get("choices") or ():
-                finish_reason = choice.get("finish_reason") or finish_reason
-                text = (choice.get("delta") or {}).get("content")
-                if text and choice.get("index", 0) == 0:
-                    yield sse({"content": text, "stop": False})
+    async with aclosing(outcome.events) as events:
+        async for batch in events:
+            pieces = []
+            for event in batch:
+                if isinstance(event, Delta):
+                    first = first or event
+                    for choice in event.choices:
+                        finish_reason = choice.get("finish_reason") or finish_reason
+                        text = (choice.get("delta") or {}).get("content")
+                        if text and choice.get("index", 0) == 0:
+                            pieces.append(sse({"content": text, "stop": False}))
+                elif isinstance(event, Usage):
+                    first, usage = first or event, event.usage
+                elif isinstance(event, Failed):
+                    pieces.append(error_event(event.message, event.status))
+                else:
+                    miner = miner_fields(first.call) if first is not None else {}
+                    pieces.append(sse({"content": "", **final_fields(first and first.model, finish_reason, usage,
+                                                                     miner)}))
+            if pieces:
+                yield b"".join(pieces)

@@ -22,12 +22,12 @@ from pydantic import Field, model_validator
 
 from ..access import admit
 from ..admission import set_parts
-from ..chat import answer
-from ..chat_reuse import DONE, events
+from ..chat import Outcome, answer
+from ..chat.events import Delta, Failed, Usage
 from ..errors import ApiError
 from ..keys import KeyRecord
 from ..meter import meter_of
-from ..responses import SSE_DONE, sse
+from ..responses import SSE_DONE, error_event, miner_fields, sse
 from ..schemas import ChatCompletionRequest
 from ..gateway import gateway_of
 
@@ -84,7 +84,7 @@ async def completions(body: CompletionRequest, request: Request, key: KeyRecord 
     gateway, meter = gateway_of(request), meter_of(request)
     if body.stream:
         outcome = await answer(gateway, key, body.chat(prompts[0]), meter)
-        return StreamingResponse(text_events(outcome.events, prompts[0] if body.echo else None),
+        return StreamingResponse(text_events(outcome, prompts[0] if body.echo else None),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Request-Id": outcome.request_id})
     # One outcome per prompt, each forwarded with its own miners; one log for the request, every prompt's
@@ -104,31 +104,35 @@ async def completions(body: CompletionRequest, request: Request, key: KeyRecord 
                         headers={"X-Request-Id": first["id"]})
 
 
-async def text_events(body: AsyncIterator[bytes], echo: Optional[str]) -> AsyncIterator[bytes]:
-    """Chat chunks reshaped as ``text_completion`` chunks; errors and ``[DONE]`` as they are."""
+async def text_events(outcome: Outcome, echo: Optional[str]) -> AsyncIterator[bytes]:
+    """The chat stream's events (``api.chat.events``) as ``text_completion`` chunks; errors and ``[DONE]``
+    as on the chat route."""
+    completion_id = "cmpl-" + outcome.request_id.removeprefix("chatcmpl-")
     echoed = set()
-    async with aclosing(events(body)) as stream:
-        async for event in stream:
-            if event == DONE:
-                yield SSE_DONE
-                return
-            if "error" in event:
-                yield sse(event)
-                continue
-            head = {"id": "cmpl-" + event["id"].removeprefix("chatcmpl-"), "object": "text_completion",
-                    "created": event["created"], "model": event["model"],
-                    **{name: event[name] for name in MINER_FIELDS if name in event}}
-            if not event.get("choices"):
-                yield sse({**head, "choices": [], **({"usage": event["usage"]} if "usage" in event else {})})
-                continue
-            choices = []
-            for choice in event["choices"]:
-                text = (choice.get("delta") or {}).get("content") or ""
-                if echo and choice["index"] not in echoed:
-                    echoed.add(choice["index"])
-                    text = echo + text
-                if text or choice.get("finish_reason"):
-                    choices.append({"text": text, "index": choice["index"], "logprobs": None,
-                                    "finish_reason": choice.get("finish_reason")})
-            if choices:
-                yield sse({**head, "choices": choices})
+    async with aclosing(outcome.events) as events:
+        async for batch in events:
+            pieces = []
+            for event in batch:
+                if isinstance(event, (Delta, Usage)):
+                    head = {"id": completion_id, "object": "text_completion", "created": outcome.created,
+                            "model": event.model, **miner_fields(event.call)}
+                    if isinstance(event, Usage):
+                        pieces.append(sse({**head, "choices": [], "usage": event.usage}))
+                        continue
+                    choices = []
+                    for choice in event.choices:
+                        text = (choice.get("delta") or {}).get("content") or ""
+                        if echo and choice["index"] not in echoed:
+                            echoed.add(choice["index"])
+                            text = echo + text
+                        if text or choice.get("finish_reason"):
+                            choices.append({"text": text, "index": choice["index"], "logprobs": None,
+                                            "finish_reason": choice.get("finish_reason")})
+                    if choices:
+                        pieces.append(sse({**head, "choices": choices}))
+                elif isinstance(event, Failed):
+                    pieces.append(error_event(event.message, event.status))
+                else:
+                    pieces.append(SSE_DONE)
+            if pieces:
+                yield b"".join(pieces)

@@ -21,22 +21,22 @@ from __future__ import annotations
 
 import json
 from contextlib import aclosing
-from typing import AsyncIterator, Optional
+from dataclasses import replace
+from typing import Any, AsyncIterator, Optional
 
 from fastapi import APIRouter, Body, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from shared.schemas import ChatMessage
 
 from ..access import Admit, admit, identify
-from ..chat import answer
-from ..chat_reuse import DONE, events, first_choice_text
+from ..chat import answer, chat_response
+from ..chat.events import Delta, Done, Event, Failed
 from ..conversations import Conversation
 from ..errors import ApiError
 from ..keys import KeyRecord
 from ..meter import meter_of
-from ..responses import SSE_DONE, sse
 from ..schemas import ChatCompletionRequest
 from ..gateway import gateway_of
 
@@ -117,27 +117,32 @@ async def conversation_chat(conversation_id: str, body: ChatCompletionRequest, r
 
     headers = {"X-Conversation-Id": conversation_id}
     if outcome.streamed:
-        return StreamingResponse(relay_and_remember(outcome.events, remember), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Request-Id": outcome.request_id, **headers})
+        return chat_response(replace(outcome, events=remembering(outcome.events, remember)), headers)
     completion = outcome.completion
     await remember(first_choice_text(completion))
     return JSONResponse({**completion, "conversation_id": conversation_id},
                         headers={"X-Request-Id": completion.get("id", ""), **headers})
 
 
-async def relay_and_remember(body: AsyncIterator[bytes], remember) -> AsyncIterator[bytes]:
-    """Pass the chat stream through; once it ends cleanly, store choice 0's text."""
+def first_choice_text(completion: dict[str, Any]) -> str:
+    for choice in completion.get("choices") or ():
+        if choice.get("index", 0) == 0:
+            return (choice.get("message") or {}).get("content") or ""
+    return ""
+
+
+async def remembering(events: AsyncIterator[list[Event]], remember) -> AsyncIterator[list[Event]]:
+    """The chat stream's events as they are; once it ends cleanly, choice 0's text is stored (before the
+    end leaves)."""
     parts: list[str] = []
     failed = False
-    async with aclosing(events(body)) as stream:
-        async for event in stream:
-            if event == DONE:
-                if not failed:
+    async with aclosing(events):
+        async for batch in events:
+            for event in batch:
+                if isinstance(event, Delta):
+                    parts.append(event.text(0))
+                elif isinstance(event, Failed):
+                    failed = True
+                elif isinstance(event, Done) and not failed:
                     await remember("".join(parts))
-                yield SSE_DONE
-                return
-            failed = failed or "error" in event
-            for choice in event.get("choices") or ():
-                if choice.get("index", 0) == 0 and (choice.get("delta") or {}).get("content"):
-                    parts.append(choice["delta"]["content"])
-            yield sse(event)
+            yield batch
