@@ -58,9 +58,13 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
                       key_id: Optional[str], then: Optional[Callable[[], None]]) -> None:
         try:
             if calls:
-                self.submit(ScoringItem(request_id=request_id, source="organic", task=request.task,
-                                        created_at=time.time(), request=request,
-                                        responses=[c.response_record() for c in calls], key_id=key_id))
+                # Every part was validated where it was made (the request, each ``MinerResponse``), and the
+                # validator validates the item it receives: no second validation here (tests/test_forwarder.py
+                # checks the item against a validated one).
+                self.submit(ScoringItem.model_construct(request_id=request_id, source="organic", task=request.task,
+                                                        created_at=time.time(), request=request,
+                                                        responses=[c.response_record() for c in calls],
+                                                        key_id=key_id))
         finally:
             if then is not None:
                 then()
