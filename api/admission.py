@@ -69,7 +69,21 @@ def set_parts(request: Request, parts: int) -> None:
 async def admit_units(gateway: Gateway, meter: Meter, key: KeyRecord, units: int) -> None:
     """Admit the request for ``units`` (times its parts); once per request, whichever part comes first."""
     if meter.admission is None:
-        meter.admission = asyncio.ensure_future(admit_more(gateway, meter, key, units * meter.parts))
+        units *= meter.parts
+        if units <= 1:
+            # Nothing beyond what ``access.admit`` took: ``admit_more`` has nothing to wait for (no limiter, no
+            # store), so it runs here, not in a task of its own behind a shield (two turns of the event loop
+            # fewer); it cannot be cancelled half way, having no await. Other parts find it done.
+            admission = meter.admission = asyncio.get_running_loop().create_future()
+            try:
+                await admit_more(gateway, meter, key, units)
+            except ApiError as exc:
+                admission.set_exception(exc)
+                admission.exception()  # retrieved: a request of one part never awaits it again
+                raise
+            admission.set_result(None)
+            return
+        meter.admission = asyncio.ensure_future(admit_more(gateway, meter, key, units))
     await asyncio.shield(meter.admission)
 
 

@@ -31,10 +31,15 @@ def organic_item(request_id: str, request: MinerChatRequest, responses: list[Min
                  task: Optional[str] = None, key_id: Optional[str] = None, search_query: Optional[str] = None,
                  n_results: Optional[int] = None) -> ScoringItem:
     """What the client asked (``task``: the request's own unless given) and every miner's answer, for the
-    validator; web retrieval adds its ``search_query`` and ``n_results``."""
-    return ScoringItem(request_id=request_id, source="organic", task=task or request.task, created_at=time.time(),
-                       request=request, responses=responses, key_id=key_id, search_query=search_query,
-                       n_results=n_results)
+    validator; web retrieval adds its ``search_query`` and ``n_results``.
+
+    Every part was validated where it was made (the request, each ``MinerResponse``), and the validator
+    validates the item it receives: no second validation on the hot path (tests/test_unvalidated_builds.py
+    checks the item against a validated one).
+    """
+    return ScoringItem.model_construct(request_id=request_id, source="organic", task=task or request.task,
+                                       created_at=time.time(), request=request, responses=responses, key_id=key_id,
+                                       search_query=search_query, n_results=n_results)
 
 
 class ScoringForwarder(BatchBuffer[ScoringItem]):

@@ -61,7 +61,10 @@ async def race(
                  started=calls)
     fan.start()
     while fan.running:
-        done = await fan.settled()
+        if len(fan.running) == 1:  # nobody to prefer over it, either: ``wait_for_better`` has no one to wait for
+            done = await only_racer(fan)
+        else:
+            done = await fan.settled()
         winners = [call for call in done if call.first.result()]
         if winners:
             if prefer is not None:
@@ -71,6 +74,19 @@ async def race(
         for _ in done:  # each failed before its first commit: the next candidate instead
             fan.replace()
     raise ApiError(502, f"no miner could answer: {describe_failures(calls)}", "miners_failed")
+
+
+async def only_racer(fan: FanOut) -> list[MinerCall]:
+    """One racer in flight (``uids`` pins one miner, one candidate, or the others failed): wait for it alone.
+
+    The same outcome as ``fan.settled()``, one loop turn and ``asyncio.wait``'s bookkeeping cheaper
+    (``MinerCall.watch``); a failure is then replaced as usual, by the loop above.
+    """
+    signal, call = next(iter(fan.running.items()))
+    if not signal.done():
+        await call.watch()
+    del fan.running[signal]
+    return [call]
 
 
 def first_commit(call: MinerCall) -> asyncio.Future:

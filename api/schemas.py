@@ -8,7 +8,7 @@ knows the ``openai`` SDK gets what it asked for.
 
 from __future__ import annotations
 
-import secrets
+import random
 from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -104,14 +104,21 @@ class ChatCompletionRequest(BaseModel):
         return base.model_copy(update=update) if update else base
 
     def to_miner_request(self, stream: bool = True) -> MinerChatRequest:
-        """The body every miner of this request receives (one seed, so their answers compare)."""
-        known = set(type(self).model_fields)
-        passthrough = {k: v for k, v in (self.model_extra or {}).items() if k not in known}
-        return MinerChatRequest(
-            messages=self.messages,
+        """The body every miner of this request receives (one seed, so their answers compare).
+
+        Built with ``model_construct``: every field was validated with this request under the same
+        constraints as ``MinerChatRequest``'s (messages, n, task; extra fields pass through unvalidated
+        either way), so a second validation would only cost time (tests/test_hot_path.py compares the
+        two). The seed is not a secret: ``random`` (reseeded in a forked worker), no system call.
+        """
+        known = type(self).model_fields
+        extra = self.model_extra
+        passthrough = {k: v for k, v in extra.items() if k not in known} if extra else {}
+        return MinerChatRequest.model_construct(
+            messages=list(self.messages),
             model=self.requested_model,
             task=self.task,
-            seed=self.seed if self.seed is not None else secrets.randbelow(2**32),
+            seed=self.seed if self.seed is not None else random.getrandbits(32),
             n=self.n,
             stream=stream,
             sampling_parameters=self.sampling(),

@@ -8,6 +8,7 @@ bodies live in ``api/`` because only the API speaks them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, Literal, Optional
 
@@ -155,6 +156,7 @@ class ScoringItem(BaseModel):
         return self.request
 
 
+@functools.lru_cache(maxsize=4096)
 def key_id(api_key: str) -> str:
     """A stable, non-reversible id for an API key: enough to count its traffic, useless to replay it."""
     return hashlib.sha256(b"scoring-key-id\n" + api_key.encode()).hexdigest()[:32]

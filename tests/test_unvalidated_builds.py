@@ -1,0 +1,73 @@
+"""Models the hot path builds with ``model_construct`` (no second validation) equal validated ones.
+
+``ChatCompletionRequest.to_miner_request`` and the forwarder's organic ``ScoringItem`` skip pydantic's
+validation because every part was validated already; these tests hold them to what a validated model
+would be, on the wire (what miners and the validator receive) and as objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import orjson
+import pytest
+
+from api.forwarder import ScoringForwarder
+from api.miner_call import MinerCall
+from api.schemas import ChatCompletionRequest
+from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem, key_id
+
+BODIES = [
+    {"messages": [{"role": "user", "content": "hi"}]},
+    {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}], "model": "m1",
+     "temperature": 0.5, "top_p": 0.9, "max_tokens": 12, "seed": 7, "n": 2, "foo": {"a": [1, 2]},
+     "json_format": True, "stream": True, "stream_options": {"include_usage": True}, "uids": [1, 2],
+     "task": "InferenceTask"},
+    {"messages": [{"role": "user", "content": "hi"}], "sampling_parameters": {"temperature": 0.1},
+     "logit_bias": None, "user": "x", "max_completion_tokens": 5},
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("stream", [True, False])
+def test_the_miner_request_equals_a_validated_one(body, stream):
+    request = ChatCompletionRequest.model_validate_json(json.dumps(body))
+    built = request.to_miner_request(stream=stream)
+    validated = MinerChatRequest.model_validate_json(built.model_dump_json())
+    assert built == validated
+    for options in ({}, {"exclude_none": True}):
+        assert orjson.loads(built.model_dump_json(**options)) == orjson.loads(validated.model_dump_json(**options))
+    assert built.stream is stream
+    assert built.model_copy(update={"stream": not stream}).stream is (not stream)
+    if "seed" in body:
+        assert built.seed == body["seed"]
+
+
+def test_unpinned_seeds_differ_and_fit_32_bits():
+    request = ChatCompletionRequest.model_validate(BODIES[0])
+    seeds = {request.to_miner_request().seed for _ in range(50)}
+    assert len(seeds) > 40 and all(0 <= s < 2**32 for s in seeds)
+
+
+async def test_the_forwarded_item_equals_a_validated_one():
+    forwarder = ScoringForwarder(client=None, validator_url="http://x", validator_hotkey="h", batch_size=10,
+                                 interval=1.0, max_buffer=10)
+    request = ChatCompletionRequest.model_validate(BODIES[1]).to_miner_request(stream=False)
+    calls = []
+    for uid in (3, 5):
+        call = MinerCall(MinerRecord(uid=uid, hotkey=f"hk{uid}", address="127.0.0.1:1", incentive=0.1, stake=1.0))
+        assert call.record.take_completion({"choices": [{"message": {"content": f"answer {uid}"},
+                                                         "finish_reason": "stop"}],
+                                            "usage": {"completion_tokens": 2}})
+        calls.append(call)
+    calls[1].status, calls[1].error = "error", "boom"
+    done = []
+    forwarder.submit_when_done(calls, "chatcmpl-1", request, key_id=key_id("k1"), then=lambda: done.append(1))
+    assert done == [1] and len(forwarder.buffer) == 1
+    item = forwarder.buffer[0]
+    validated = ScoringItem.model_validate_json(item.model_dump_json())
+    assert item == validated
+    assert [r.uid for r in item.responses] == [3, 5] and item.responses[1].error == "boom"
+    assert item.key_id == key_id("k1") and item.source == "organic" and item.request_id == "chatcmpl-1"
+    await asyncio.sleep(0)
