@@ -24,10 +24,10 @@ from loguru import logger
 
 from .auth import authenticate
 from .errors import ApiError
+from .gateway import gateway_of
 from .keys import KeyRecord
 from .meter import meter_of
 from .token_budget import check_token_budget
-from .gateway import gateway_of
 
 
 class Admit:

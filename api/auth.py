@@ -18,8 +18,8 @@ from typing import Optional
 from fastapi import Request
 
 from .errors import ApiError
-from .keys import KeyRecord, hash_key
 from .gateway import gateway_of
+from .keys import KeyRecord, hash_key
 
 
 def presented_key(request: Request) -> Optional[str]:

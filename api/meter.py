@@ -20,7 +20,7 @@ every miner failing costs nothing.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional, TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from loguru import logger
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from typing import Any, Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Optional
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,

@@ -23,7 +23,7 @@ aggregation round under the request's id, like any chat request.
 
 from __future__ import annotations
 
-from typing import Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord
 

@@ -24,7 +24,7 @@ one that does not exist.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from .access import require_allowed
 from .errors import ApiError

@@ -14,8 +14,8 @@ from __future__ import annotations
 from starlette.responses import Response, StreamingResponse
 
 from ..json_response import FastJSONResponse
-from .outcome import Outcome
 from .core import answer
+from .outcome import Outcome
 from .sse import chat_sse
 
 __all__ = ["Outcome", "answer", "chat_response", "chat_sse"]

@@ -19,10 +19,10 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..key_admin import describe, usage_report
 from ..routers.api_management import not_found, read_spec
 from .session import require_csrf, require_session
-from ..gateway import gateway_of
 
 router = APIRouter(prefix="/dashboard/api/keys", dependencies=[Depends(require_session)], include_in_schema=False)
 NO_STORE = {"Cache-Control": "no-store"}

@@ -13,10 +13,10 @@ from typing import Optional
 from fastapi import APIRouter, Depends, Query, Request
 
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..key_admin import log_view
 from ..routers.admin_logs import key_id_of, read_time
 from .session import require_session
-from ..gateway import gateway_of
 
 STATUS = re.compile(r"^([1-5])(?:xx|\d\d)$", re.IGNORECASE)
 

@@ -13,14 +13,14 @@ Three sources, each said for what it is:
 from __future__ import annotations
 
 import time
-from typing import Optional, TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from fastapi import APIRouter, Depends, Query, Request
 
 from shared.signed_http import SignedCallError
 
-from .session import require_session
 from ..gateway import gateway_of
+from .session import require_session
 
 if TYPE_CHECKING:
     from ..gateway import Gateway

@@ -21,9 +21,9 @@ from typing import Literal, Optional
 from fastapi import APIRouter, Depends, Request
 
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..store.rollups import USAGE_COUNTERS, quantile
 from .session import require_session
-from ..gateway import gateway_of
 
 RANGES = {"hour": (3600, 60), "day": (86400, 900)}  # span, slot (seconds)
 RECENT_SECONDS = 300  # "requests per minute now": the last five minutes

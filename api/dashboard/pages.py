@@ -17,9 +17,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from loguru import logger
 
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..ratelimit import Window
 from .session import admin_key_matches, close_session, current_session, open_session, require_csrf, same_origin
-from ..gateway import gateway_of
 
 STATIC = Path(__file__).resolve().parent / "static"
 ASSET = re.compile(r"^[a-z][a-z0-9_-]*\.(js|css|svg)$")

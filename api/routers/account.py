@@ -13,10 +13,10 @@ from fastapi import APIRouter, Depends, Request
 
 from ..access import identify
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..key_admin import credits_view, quota_view
 from ..keys import KeyRecord
 from ..token_budget import token_budget_view
-from ..gateway import gateway_of
 
 router = APIRouter(prefix="/v1", tags=["account"])
 

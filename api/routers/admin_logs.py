@@ -13,9 +13,9 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from ..auth import require_admin
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..key_admin import log_view, usage_report
 from ..key_fields import parse_time
-from ..gateway import gateway_of
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 

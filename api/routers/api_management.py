@@ -17,9 +17,9 @@ from pydantic import ValidationError
 
 from ..auth import require_admin
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..key_admin import KeyAdmin, describe
 from ..key_fields import KeySpec
-from ..gateway import gateway_of
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 

@@ -22,8 +22,8 @@ from shared.schemas import TASKS
 
 from ..access import identify
 from ..errors import ApiError
-from ..selection import current_directory
 from ..gateway import gateway_of
+from ..selection import current_directory
 
 router = APIRouter(prefix="/miner_availabilities", tags=["miner availabilities"],
                    dependencies=[Depends(identify)])

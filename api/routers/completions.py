@@ -25,11 +25,11 @@ from ..admission import set_parts
 from ..chat import Outcome, answer
 from ..chat.events import Delta, Failed, Usage
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..keys import KeyRecord
 from ..meter import meter_of
 from ..responses import SSE_DONE, error_event, miner_fields, sse
 from ..schemas import ChatCompletionRequest
-from ..gateway import gateway_of
 
 router = APIRouter(tags=["completions"])
 MINER_FIELDS = ("miner_uid", "miner_hotkey", "responder_hotkey")

@@ -35,10 +35,10 @@ from ..chat import answer, chat_response
 from ..chat.events import Delta, Done, Event, Failed
 from ..conversations import Conversation
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..keys import KeyRecord
 from ..meter import meter_of
 from ..schemas import ChatCompletionRequest
-from ..gateway import gateway_of
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 # Creating one stores what the client sent: no credit, but a rate-limit slot and a request log.

@@ -14,8 +14,8 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from ..readiness import readiness as check_readiness
 from ..gateway import gateway_of
+from ..readiness import readiness as check_readiness
 
 router = APIRouter(tags=["operations"])
 

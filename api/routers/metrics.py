@@ -14,8 +14,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..errors import ApiError
-from ..metrics import CONTENT_TYPE
 from ..gateway import gateway_of
+from ..metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 

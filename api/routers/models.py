@@ -17,9 +17,9 @@ from shared.schemas import Directory
 
 from ..access import identify
 from ..errors import ApiError
+from ..gateway import gateway_of
 from ..model_names import parse_aliases
 from ..selection import current_directory
-from ..gateway import gateway_of
 
 router = APIRouter(prefix="/v1/models", tags=["models"], dependencies=[Depends(identify)])
 

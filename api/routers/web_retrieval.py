@@ -19,11 +19,11 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from ..access import admit
 from ..admission import admit_units, retrieval_units
 from ..compat.subnet_web import merged_query
+from ..gateway import gateway_of
 from ..keys import KeyRecord
 from ..meter import meter_of
 from ..moderation import screen
 from ..web_retrieval import WebRetrievalQuery, retrieve
-from ..gateway import gateway_of
 
 router = APIRouter(tags=["web retrieval"])
 
