@@ -78,7 +78,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
     meter = Meter(ROUTE)
     scope["app"] = app
     scope.setdefault("state", {})["meter"] = meter
-    metered_send = metered(meter, send, receive)
+    metered_send = metered(meter, send, receive, gateway)
     error_code: Optional[str] = None
 
     request = Request(scope, receive)

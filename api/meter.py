@@ -271,16 +271,21 @@ def left_before_first_byte(meter: Meter) -> None:
     meter.error = meter.error or "the client left before the first byte of the answer"
 
 
-def metered(meter: Meter, send: Any, receive: Any = None) -> Any:
+def metered(meter: Meter, send: Any, receive: Any = None, gateway: Optional[Gateway] = None) -> Any:
     """``send``, noting on the meter the status, when the first byte left and whether the body ended,
     and adding the meter's X-RateLimit-* headers to the response. With ``receive``: an answer that
-    starts after its admitted client has gone is not charged (see ``left_before_first_byte``)."""
+    starts after its admitted client has gone is not charged (see ``left_before_first_byte``). With
+    ``gateway``: an error answer gives its reserved credits back before it leaves, so a client that
+    reads its balance right after the error sees them (errors are rare; answers refund after)."""
 
     async def metered_send(message: dict) -> None:
         if message["type"] == "http.response.start":
             if (receive is not None and meter.key is not None and message["status"] < 400
                     and meter.first_byte is None and gone_already(receive)):
                 left_before_first_byte(meter)
+            if gateway is not None and message["status"] >= 400 and meter.reserved and not meter.charge:
+                reserved, meter.reserved = meter.reserved, 0
+                await refund(gateway, meter.key.id, reserved)
             meter.status = message["status"]
             meter.first_byte = time.perf_counter()
             if meter.headers:
@@ -305,7 +310,7 @@ class MeterMiddleware:
         meter = Meter(scope["path"])
         scope.setdefault("state", {})["meter"] = meter
         try:
-            await self.app(scope, receive, metered(meter, send, receive))
+            await self.app(scope, receive, metered(meter, send, receive, scope["app"].state.gateway))
         finally:
             if meter.key is not None:
                 settle(meter, scope["app"].state.gateway)
