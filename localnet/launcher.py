@@ -72,16 +72,25 @@ def ephemeral_ports_start() -> int:
         return 32768
 
 
+# Ports this process has handed out: a port drawn for a server that has not bound it yet is still free
+# to a second draw, and a subnet draws ten or so at once (two drew the same one in a CI run).
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A port for a process that will bind it a moment later.
 
     Drawn at random below the kernel's ephemeral range, where outgoing connections take their local
     ports: a port from that range (what binding port 0 gives) can be taken by any new connection
     between this check and the server's bind, which made a starting API worker fail now and then.
+    Never the same port twice in one process.
     """
     top = ephemeral_ports_start()
     for _ in range(100):
         port = max(1024, top - 12000) + secrets.randbelow(min(12000, top - 1024))
+        if port in _HANDED_OUT:
+            continue
+        _HANDED_OUT.add(port)
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))

@@ -149,3 +149,9 @@ def test_two_ctrl_c_leave_no_process_behind(demo):
     left = {pid: cmd for pid, cmd in processes.items() if alive(pid)}
     assert left == {}, left
     assert demo.process.returncode == 0 and "stopped." in demo.lines
+
+
+def test_free_port_never_hands_out_the_same_port_twice():
+    """A subnet draws its ports before any process binds them: two draws must not collide (seen in CI)."""
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)
