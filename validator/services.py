@@ -94,7 +94,7 @@ class Services:
             sqlite_path=f"{settings.data_dir}/validator-nonces.sqlite",
             namespace=signer.hotkey,
         )
-        client = SignedClient(signer_for(settings.miner_protocol, keypair))
+        client = SignedClient(signer_for(settings.miner_protocol, keypair), sessions=settings.miner_sessions)
         verifier = RequestVerifier(
             signer.hotkey, nonces, allowed.__contains__, why_forbidden="hotkey is not on the validator's allow-list",
             max_body_bytes=settings.signed_body_max_bytes,

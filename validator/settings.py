@@ -21,6 +21,8 @@ class ValidatorSettings(CommonSettings):
     allowed_api_hotkeys: str = ""
     # How calls to miners are signed: btauth (btauth/1) or epistula (miners of subnets that still speak it).
     miner_protocol: Literal["btauth", "epistula"] = "btauth"
+    # btsession/1 towards miners that offer it (docs/sessions.md): one signed handshake, then an HMAC per request.
+    miner_sessions: bool = True
     metagraph_sync_seconds: float = 12.0
     availability_poll_seconds: float = 30.0
     availability_timeout: float = 3.0
