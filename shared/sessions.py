@@ -11,7 +11,8 @@ Handshake (once per sender and receiver, renewed before it expires)::
 Every request after it carries, instead of a signature::
 
     Btsession-Id: <hex>    Btsession-Seq: <1, 2, …>    Btsession-Timestamp: <ms since the epoch>
-    Btsession-Mac: hex(HMAC-SHA256(key, "btsession/1\\n" id "\\n" seq "\\n" timestamp "\\n" METHOD "\\n" target "\\n" + body))
+    Btsession-Mac: hex(HMAC-SHA256(key, "btsession/1\\n" id "\\n" seq "\\n" timestamp "\\n" METHOD "\\n"
+                                        target "\\n" + body))
 
 The receiver (``SessionTable``) refuses, each with a ``bittensor.http_auth`` error (401): an unknown
 or expired session (``SessionUnknown``; the answer carries ``Btsession-Error: unknown``, so the sender
@@ -56,7 +57,16 @@ MAX_SESSIONS = 4096  # sessions a receiver holds in all
 MAX_AGE_MS = int(http_auth.DEFAULT_MAX_AGE * 1000)  # the same freshness as btauth/1
 ALLOWED_SKEW_MS = int(http_auth.DEFAULT_ALLOWED_SKEW * 1000)
 
-_LOWER_ID, _LOWER_SEQ, _LOWER_TS, _LOWER_MAC = (h.lower() for h in (HEADER_ID, HEADER_SEQ, HEADER_TIMESTAMP, HEADER_MAC))
+
+
+def _field(headers: Mapping[str, str], name: str) -> Optional[str]:
+    """A header by name in a case-insensitive mapping, a lower-cased ASGI one, or a plain dict as sent."""
+    value = headers.get(name.lower())
+    return value if value is not None else headers.get(name)
+
+
+def _number(value: Optional[str]) -> Optional[int]:
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
 
 class SessionUnknown(http_auth.AuthError):
@@ -98,7 +108,7 @@ def mac(key: bytes, session_id: str, seq: int, timestamp_ms: int, method: str, t
 
 
 def is_session_request(headers: Mapping[str, str]) -> bool:
-    return headers.get(_LOWER_ID) is not None or headers.get(HEADER_ID) is not None
+    return _field(headers, HEADER_ID) is not None
 
 
 @dataclass(eq=False)
@@ -202,16 +212,16 @@ class SessionTable:
 
     def check_headers(self, headers: Mapping[str, str], *, now_ms: Optional[int] = None) -> Session:
         """What can be checked before the body: the session exists, the fields are well formed, the time is fresh."""
-        session_id = headers.get(_LOWER_ID) or headers.get(HEADER_ID)
-        raw_seq = headers.get(_LOWER_SEQ) or headers.get(HEADER_SEQ)
-        raw_ts = headers.get(_LOWER_TS) or headers.get(HEADER_TIMESTAMP)
-        if not session_id or raw_seq is None or raw_ts is None or not (headers.get(_LOWER_MAC) or headers.get(HEADER_MAC)):
-            raise MalformedAuth(f"a session request needs {HEADER_ID}, {HEADER_SEQ}, {HEADER_TIMESTAMP} and {HEADER_MAC}")
-        if not (raw_seq.isdigit() and raw_ts.isdigit()) or int(raw_seq) < 1:
+        session_id, seq = _field(headers, HEADER_ID), _field(headers, HEADER_SEQ)
+        timestamp = _field(headers, HEADER_TIMESTAMP)
+        if not session_id or seq is None or timestamp is None or not _field(headers, HEADER_MAC):
+            raise MalformedAuth(f"a session request needs {HEADER_ID}, {HEADER_SEQ}, {HEADER_TIMESTAMP} and "
+                                f"{HEADER_MAC}")
+        if not _number(seq) or not _number(timestamp):
             raise MalformedAuth(f"{HEADER_SEQ} and {HEADER_TIMESTAMP} must be positive decimal integers")
         session = self._live(session_id)
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        timestamp = int(raw_ts)
+        timestamp = int(timestamp)
         if now - timestamp > MAX_AGE_MS:
             raise StaleRequest(f"{HEADER_TIMESTAMP} is older than the {MAX_AGE_MS / 1000:g}s freshness window")
         if timestamp - now > ALLOWED_SKEW_MS:
@@ -222,10 +232,9 @@ class SessionTable:
                      now_ms: Optional[int] = None) -> Caller:
         """The session's sender, or an ``AuthError``; the sequence number is marked only once the MAC verifies."""
         session = self.check_headers(headers, now_ms=now_ms)
-        seq = int(headers.get(_LOWER_SEQ) or headers[HEADER_SEQ])
-        timestamp = int(headers.get(_LOWER_TS) or headers[HEADER_TIMESTAMP])
+        seq, timestamp = int(_field(headers, HEADER_SEQ)), int(_field(headers, HEADER_TIMESTAMP))
         expected = mac(session.key, session.id, seq, timestamp, method, target, body)
-        given = (headers.get(_LOWER_MAC) or headers[HEADER_MAC]).lower().encode("latin-1")
+        given = _field(headers, HEADER_MAC).lower().encode("latin-1")
         if not hmac.compare_digest(expected.encode(), given):
             raise BadSignature("session MAC does not verify")
         session.accept(seq)

@@ -75,7 +75,7 @@ def session_refusal(response: Any) -> Optional[str]:
 
 
 class SignedClient:
-    """``sessions=True``: btsession/1 towards receivers that offer it (``shared.session_client``), signatures otherwise."""
+    """``sessions=True``: btsession/1 to receivers that offer it (``shared.session_client``), signatures otherwise."""
 
     def __init__(self, signer: Signer, *, limit: int = 512, sessions: bool = False):
         self.signer = signer
