@@ -427,3 +427,21 @@ async def test_a_miner_that_does_not_offer_sessions_is_signed_to_as_before(subne
             assert refused(send(miner, "POST", CHAT, session_headers(fake, 1)), sessions.UNKNOWN)
     finally:
         await client.close()
+
+
+async def test_the_handshake_may_be_signed_in_epistula(subnet, miners):
+    from shared.epistula import signer_for
+
+    miner = miners["miner_a"]
+    client = SignedClient(signer_for("epistula", subnet.signers["validator"].keypair), sessions=True)
+    try:
+        before = counts(subnet, miner)
+        await wait_for_session(client, miner)
+        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
+                                      read_timeout=10) as response:
+            assert response.status == 200
+            await response.read()
+        after = counts(subnet, miner)
+        assert after["handshakes"] - before["handshakes"] == 1 and after["session_checks"] > before["session_checks"]
+    finally:
+        await client.close()
