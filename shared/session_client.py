@@ -93,9 +93,8 @@ class SessionKeeper:
         session = peer.session
         if session is not None and now >= session.expires:
             session = peer.session = None
-        if (session is None or now >= session.renew_at) and peer.shaking is None and now >= peer.retry_at:
-            peer.shaking = asyncio.get_running_loop().create_task(self._handshake(receiver, peer),
-                                                                 name=f"session-{receiver[:8]}")
+        if session is None or now >= session.renew_at:
+            self._start(receiver, peer)
         if session is None:
             return None
         return session.headers(method, target, body), session.id
@@ -105,6 +104,12 @@ class SessionKeeper:
         peer = self._peers.get(receiver)
         if marker == UNKNOWN and peer is not None and peer.session is not None and peer.session.id == session_id:
             peer.session = None
+            self._start(receiver, peer)  # a new one now, while this request goes again signed
+
+    def _start(self, receiver: str, peer: Peer) -> None:
+        if peer.shaking is None and time.monotonic() >= peer.retry_at:
+            peer.shaking = asyncio.get_running_loop().create_task(self._handshake(receiver, peer),
+                                                                 name=f"session-{receiver[:8]}")
 
     async def _handshake(self, receiver: str, peer: Peer) -> None:
         private = new_private_key()
@@ -132,7 +137,7 @@ class SessionKeeper:
             peer.shaking = None
         peer.backoff = FIRST_BACKOFF
         peer.session = SenderSession(session_id.hex(), key, renew_at=started + lifetime * RENEW_AT,
-                                     expires=started + lifetime - EXPIRY_MARGIN)
+                                     expires=started + lifetime - min(EXPIRY_MARGIN, lifetime * 0.1))
         self.handshakes += 1
 
     async def close(self) -> None:

@@ -445,3 +445,30 @@ async def test_the_handshake_may_be_signed_in_epistula(subnet, miners):
         assert after["handshakes"] - before["handshakes"] == 1 and after["session_checks"] > before["session_checks"]
     finally:
         await client.close()
+
+
+async def test_the_client_renews_its_session_before_it_expires(subnet, miners):
+    miner = miners["miner_b"]
+    table = miner.app.state.verifier.sessions
+    client = SignedClient(subnet.signers["validator"], sessions=True)
+    table.lifetime = 2.0
+    try:
+        first = await wait_for_session(client, miner)
+        await asyncio.sleep(1.7)  # past 80% of the lifetime, before the sender's own expiry (1.8 s)
+        before = counts(subnet, miner)
+        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
+                                      read_timeout=10) as response:
+            assert response.status == 200  # on the old session; the renewal starts beside it
+            await response.read()
+        await asyncio.sleep(0.3)
+        second = client.sessions.session_id(miner.hotkey)
+        assert second not in (None, first)
+        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
+                                      read_timeout=10) as response:
+            assert response.status == 200
+            await response.read()
+        after = counts(subnet, miner)
+        assert after["session_checks"] - before["session_checks"] == 2 and after["handshakes"] > before["handshakes"]
+    finally:
+        table.lifetime = sessions.LIFETIME_SECONDS
+        await client.close()
