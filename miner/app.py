@@ -123,6 +123,9 @@ def create_app(settings: MinerSettings) -> FastAPI:
 
             app.state.web_index = WebIndex(settings.miner_web_base_url)
 
+        if settings.miner_offer_sessions and not settings.sessions_offered:
+            logger.info("btsession/1 not offered: MINER_WORKERS={} (sessions live in one process's memory); "
+                        "callers sign every request", settings.miner_workers)
         if settings.miner_serve_on_start:
             await advertise(app)
         await metagraph.refresh()
