@@ -215,18 +215,37 @@ def test_a_session_used_by_another_sender_or_at_another_miner_is_401(subnet, min
     assert send(first, "POST", CHAT, session_headers(mine, 1))[0] == 200
 
 
+def unread_body_answer(miner, headers: dict) -> str:
+    """The answer to headers that declare a 1 MB body, none of it sent: only a server that does not read it answers."""
+    with socket.create_connection(("127.0.0.1", miner.port), timeout=3) as raw:
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        raw.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n{head}\r\n".encode())
+        return raw.recv(65536).decode("latin-1").lower()
+
+
 def test_a_forged_session_id_is_401_with_the_marker_and_the_body_is_not_read(subnet, miners):
     miner = miners["miner_a"]
     forged = SimpleNamespace(id="00" * 16, key=b"k" * 32)
     headers = session_headers(forged, 1)
     assert refused(send(miner, "POST", CHAT, headers), sessions.UNKNOWN)
-    # declared 1 MB, none of it sent: a server that read the body would wait for it; this one answers at once
-    with socket.create_connection(("127.0.0.1", miner.port), timeout=3) as raw:
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        raw.sendall(f"POST {CHAT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n{head}\r\n".encode())
-        answer = raw.recv(65536).decode("latin-1").lower()
+    answer = unread_body_answer(miner, headers)
     assert answer.startswith("http/1.1 401") and "btsession-error: unknown" in answer
     assert "connection: close" in answer
+
+
+def test_a_stale_timestamp_on_a_live_session_is_refused_before_the_body(subnet, miners):
+    miner = miners["miner_a"]
+    session = handshake(subnet, miner)
+    stale = session_headers(session, 1, timestamp=time.time_ns() // 1_000_000 - sessions.MAX_AGE_MS - 1000)
+    answer = unread_body_answer(miner, stale)
+    assert answer.startswith("http/1.1 401") and "stalerequest" in answer and "connection: close" in answer
+    assert "btsession-error" not in answer  # not a session problem: the sender does not re-send it
+
+
+def test_several_workers_do_not_offer_sessions(subnet):
+    assert settings_for(subnet, "miner_a", 1).sessions_offered
+    assert not settings_for(subnet, "miner_a", 1, miner_workers=2).sessions_offered
+    assert not settings_for(subnet, "miner_a", 1, miner_offer_sessions=False).sessions_offered
 
 
 def test_a_replayed_handshake_is_refused_by_the_nonce_store(subnet, miners):
