@@ -52,7 +52,9 @@ OUT_OF_WINDOW = "window"
 
 LIFETIME_SECONDS = 600.0
 WINDOW = 1024  # sequence numbers accepted out of order (IPsec's and WireGuard's anti-replay window)
-MAX_PER_HOTKEY = 32  # sessions one sender hotkey holds at a receiver (several processes may share a hotkey)
+# Sessions one sender hotkey holds at a receiver. Several processes share a hotkey (the validator and every API
+# worker, on every host), each with up to two per receiver while it renews: room for ~128 of them.
+MAX_PER_HOTKEY = 256
 MAX_SESSIONS = 4096  # sessions a receiver holds in all
 MAX_AGE_MS = int(http_auth.DEFAULT_MAX_AGE * 1000)  # the same freshness as btauth/1
 ALLOWED_SKEW_MS = int(http_auth.DEFAULT_ALLOWED_SKEW * 1000)
