@@ -21,6 +21,11 @@ before the signature) and the declared ``Content-Length`` against
 ``max_body_bytes``; the body is then read only up to that limit (413 past it).
 A stranger's huge body is refused without being read, and these errors close
 the connection, so its unread rest is not read either.
+
+A request with ``Btsession-*`` headers is checked by the verifier's ``SessionTable``
+instead (``btsession/1``, ``shared.sessions``: an HMAC under a key agreed over a
+signed ``POST /session``, see ``handshake``), in the same two steps and with the same
+401/403; a refusal the sender can recover from carries ``Btsession-Error``.
 """
 
 from __future__ import annotations
