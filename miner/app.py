@@ -171,11 +171,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
     @app.get(SESSION_PATH)
     async def session_counts(request: Request, caller: Caller = Depends(verified_caller)) -> dict:
         """How this process authenticated its requests since it started (signed: sr25519; session: HMAC)."""
-        verifier = request.app.state.verifier
-        sessions = verifier.sessions
-        return {"offered": sessions is not None, "sessions": len(sessions) if sessions is not None else 0,
-                "handshakes": sessions.handshakes if sessions is not None else 0,
-                "signature_checks": verifier.signature_checks, "session_checks": verifier.session_checks}
+        return request.app.state.verifier.counts()
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:

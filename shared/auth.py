@@ -230,6 +230,13 @@ class RequestVerifier:
             raise HTTPException(403, self.why_forbidden)
         return caller
 
+    def counts(self) -> dict:
+        """What a signed ``GET /session`` answers: how this process checked its requests since it started."""
+        sessions = self.sessions
+        return {"offered": sessions is not None, "sessions": len(sessions) if sessions is not None else 0,
+                "handshakes": sessions.handshakes if sessions is not None else 0,
+                "signature_checks": self.signature_checks, "session_checks": self.session_checks}
+
     def _session_table(self) -> SessionTable:
         if self.sessions is None:
             raise SessionUnknown("this receiver does not offer sessions: sign the request")

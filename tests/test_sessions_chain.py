@@ -8,6 +8,7 @@ mid-run is transparent to the client; sessions off on either side works as befor
 from __future__ import annotations
 
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -64,6 +65,28 @@ def test_answers_work_and_the_miner_verifies_signatures_only_for_handshakes(net,
     # the miner that does not offer sessions was signed to, every time, and answered
     plain = counts(net, signer, second)
     assert not plain["offered"] and plain["session_checks"] == 0 and plain["signature_checks"] >= 8
+
+
+def test_the_api_workers_talk_to_the_validator_over_sessions_too(net, signer_for):
+    client, signer = client_for(net), signer_for(net, "validator")
+    validator = net.member("validator")
+    for seed in range(4):
+        assert ask(client, None, seed)
+    deadline = time.monotonic() + 20
+    while True:  # directory reads (every second per worker) and scoring batches go over the workers' sessions
+        found = get_json(net.validator_url + SESSION_PATH,
+                         headers=signer.headers("GET", SESSION_PATH, b"", receiver=validator.hotkey))
+        if found["session_checks"] > 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found["offered"] and found["handshakes"] >= 1 and found["session_checks"] > 0, found
+    # a session id the validator never made: 401 with the marker, like a miner
+    forged = {"Btsession-Id": "cd" * 16, "Btsession-Seq": "1", "Btsession-Timestamp": str(time.time_ns() // 10**6),
+              "Btsession-Mac": "00" * 32}
+    request = urllib.request.Request(net.validator_url + "/directory", headers=forged)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=3)
+    assert refused.value.code == 401 and refused.value.headers["Btsession-Error"] == "unknown"
 
 
 def test_a_miner_restarted_mid_run_is_transparent_to_the_client(net, signer_for):
