@@ -105,7 +105,8 @@ class Gateway:
         signer = Signer(load_hotkey(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path))
         validator_hotkey = settings.validator_hotkey or signer.hotkey
         # Calls to miners in MINER_PROTOCOL (btauth/1 or Epistula); to the validator always btauth/1.
-        client = SignedClient(signer_for(settings.miner_protocol, signer.keypair, frozenset({validator_hotkey})))
+        client = SignedClient(signer_for(settings.miner_protocol, signer.keypair, frozenset({validator_hotkey})),
+                              sessions=settings.miner_sessions)
         store = await open_store(settings.database_url, settings.sqlite_path, settings.database_schema)
         keys = KeyCache(store.key_by_hash, ttl=settings.key_cache_seconds, generation=store.keys_generation)
         limiter = (RedisRateLimiter(settings.redis_url, settings.redis_prefix) if settings.redis_url

@@ -47,6 +47,9 @@ class ApiSettings(CommonSettings):
 
     # How calls to miners are signed: btauth (btauth/1) or epistula (miners of subnets that still speak it).
     miner_protocol: Literal["btauth", "epistula"] = "btauth"
+    # btsession/1 towards miners (and the validator) that offer it (docs/sessions.md): one signed handshake, then an
+    # HMAC per request.
+    miner_sessions: bool = True
 
     fanout: int = Field(3, ge=1, le=32)
     top_pool: int = Field(400, ge=1)

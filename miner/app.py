@@ -5,6 +5,8 @@
     POST /v1/chat/completions  signed; MinerChatRequest → chat.completion(.chunk)s
     POST /web_retrieval        signed; MinerWebRetrievalRequest → [{"url", "content", "relevant"}]
     GET  /availability         signed; which tasks and models this miner serves
+    POST /session              signed; a btsession/1 handshake (docs/sessions.md)
+    GET  /session              signed; how many requests were checked by signature and by session MAC
     GET  /health               unsigned; liveness and the miner's hotkey
 
 At start the lifespan loads the hotkey once, opens the chain, advertises the
@@ -32,6 +34,8 @@ from shared.epistula import AnyProtocolVerifier
 from shared.http_pool import HttpPool
 from shared.nonce_store import open_nonce_store
 from shared.schemas import TASKS, WEB_RETRIEVAL_TASK, Availability
+from shared.sessions import PATH as SESSION_PATH
+from shared.sessions import SessionTable
 from shared.settings import configure_logging
 from shared.wallet import load_hotkey
 
@@ -106,9 +110,10 @@ def create_app(settings: MinerSettings) -> FastAPI:
         app.state.hotkey = hotkey
         app.state.chain = chain
         app.state.metagraph = metagraph
-        app.state.verifier = AnyProtocolVerifier(  # btauth/1 or Epistula, as each request is signed
+        app.state.verifier = AnyProtocolVerifier(  # btauth/1 or Epistula, as each request is signed, or a session
             hotkey, nonces, caller_policy(settings, metagraph), why_forbidden=FORBIDDEN,
             max_body_bytes=settings.signed_body_max_bytes,
+            sessions=SessionTable(hotkey) if settings.sessions_offered else None,
         )
         app.state.backend = open_backend(settings, session, pool=pool, copies=settings.miner_behaviour == "copycat")
         app.state.behaviour = Behaviour(settings.miner_behaviour, settings.miner_chunk_delay)
@@ -118,6 +123,9 @@ def create_app(settings: MinerSettings) -> FastAPI:
 
             app.state.web_index = WebIndex(settings.miner_web_base_url)
 
+        if settings.miner_offer_sessions and not settings.sessions_offered:
+            logger.info("btsession/1 not offered: MINER_WORKERS={} (sessions live in one process's memory); "
+                        "callers sign every request", settings.miner_workers)
         if settings.miner_serve_on_start:
             await advertise(app)
         await metagraph.refresh()
@@ -154,6 +162,16 @@ def create_app(settings: MinerSettings) -> FastAPI:
             task_availabilities={task: task in served.tasks for task in TASKS},
             llm_model_availabilities={model: True for model in served.models},
         )
+
+    @app.post(SESSION_PATH)
+    async def session(request: Request) -> dict:
+        """A session handshake (docs/sessions.md): signed, with the caller's X25519 public key."""
+        return await request.app.state.verifier.handshake(request)
+
+    @app.get(SESSION_PATH)
+    async def session_counts(request: Request, caller: Caller = Depends(verified_caller)) -> dict:
+        """How this process authenticated its requests since it started (signed: sr25519; session: HMAC)."""
+        return request.app.state.verifier.counts()
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, str]:

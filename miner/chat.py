@@ -79,7 +79,8 @@ class ChatCompletions:
             return
         except HTTPException as exc:  # what the signature and size checks raise
             close = bool(exc.headers) and exc.headers.get("Connection") == "close"
-            await send_json(send, exc.status_code, MinerError(exc.status_code, str(exc.detail)).body(), close=close)
+            await send_json(send, exc.status_code, MinerError(exc.status_code, str(exc.detail)).body(), close=close,
+                            extra_headers=exc.headers)  # e.g. Btsession-Error: the sender shakes hands again
             return
         except MinerError as exc:
             await send_json(send, exc.status, exc.body())

@@ -41,6 +41,10 @@ class MinerSettings(CommonSettings):
     # Where the web index's documents are served (WebRetrievalTask), e.g. http://127.0.0.1:8093.
     miner_web_base_url: str = ""
 
+    # btsession/1 (docs/sessions.md): offer callers a key agreed once, then an HMAC per request instead of a
+    # signature. Only with one worker: sessions live in the process's memory.
+    miner_offer_sessions: bool = True
+
     require_validator_permit: bool = True
     allowed_hotkeys: str = ""
     metagraph_refresh_seconds: float = 10.0
@@ -74,6 +78,10 @@ class MinerSettings(CommonSettings):
     @cached_property
     def extra_allowed_hotkeys(self) -> frozenset[str]:
         return frozenset(split_list(self.allowed_hotkeys))
+
+    @property
+    def sessions_offered(self) -> bool:
+        return self.miner_offer_sessions and self.miner_workers == 1
 
     @property
     def external_ip(self) -> str:

@@ -47,12 +47,16 @@ def header_map(scope: Scope) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-async def send_json(send: Send, status: int, payload: Any, *, close: bool = False) -> None:
+async def send_json(send: Send, status: int, payload: Any, *, close: bool = False,
+                    extra_headers: Optional[dict[str, str]] = None) -> None:
     """One JSON response; ``close``: and then close the connection (a body left unread is never read)."""
     body = orjson.dumps(payload)
     headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
     if close:
         headers.append((b"connection", b"close"))
+    for name, value in (extra_headers or {}).items():
+        if name.lower() != "connection":
+            headers.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -21,6 +21,11 @@ before the signature) and the declared ``Content-Length`` against
 ``max_body_bytes``; the body is then read only up to that limit (413 past it).
 A stranger's huge body is refused without being read, and these errors close
 the connection, so its unread rest is not read either.
+
+A request with ``Btsession-*`` headers is checked by the verifier's ``SessionTable``
+instead (``btsession/1``, ``shared.sessions``: an HMAC under a key agreed over a
+signed ``POST /session``, see ``handshake``), in the same two steps and with the same
+401/403; a refusal the sender can recover from carries ``Btsession-Error``.
 """
 
 from __future__ import annotations
@@ -30,11 +35,15 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable, Mapping, Optional
 
+import orjson
 from bittensor import http_auth
 from bittensor.http_auth import AuthError, Caller, MalformedAuth, StaleRequest, WrongReceiver
 from bittensor.signing import resolve_signer
 from bittensor.wallets import CRYPTO_TYPE_NAMES
 from fastapi import HTTPException, Request
+
+from .sessions import HEADER_ERROR as SESSION_ERROR_HEADER
+from .sessions import SessionTable, SessionUnknown, is_session_request
 
 
 class Signer:
@@ -100,6 +109,15 @@ def scope_target(scope: Mapping[str, Any]) -> str:
 
 
 CLOSE = {"Connection": "close"}  # on errors found before the body was read: its rest is never read
+
+
+def unauthorized(exc: AuthError, *, close: bool = False) -> HTTPException:
+    """401 for an ``AuthError``; a session error that the sender can recover from says so in ``Btsession-Error``."""
+    headers = dict(CLOSE) if close else {}
+    marker = getattr(exc, "marker", None)
+    if marker is not None:
+        headers[SESSION_ERROR_HEADER] = marker
+    return HTTPException(401, f"{type(exc).__name__}: {exc}", headers=headers or None)
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 
 
@@ -169,12 +187,15 @@ class RequestVerifier:
     """
 
     def __init__(self, self_hotkey: str, nonce_store: Any, is_allowed: Callable[[str], bool], *, why_forbidden: str,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, sessions: Optional[SessionTable] = None):
         self.self_hotkey = self_hotkey
         self.nonce_store = nonce_store
         self.is_allowed = is_allowed
         self.why_forbidden = why_forbidden
         self.max_body_bytes = max_body_bytes
+        self.sessions = sessions  # btsession/1 (shared.sessions): None when this server does not offer it
+        self.signature_checks = 0  # requests whose signature verified (sr25519), since start
+        self.session_checks = 0  # requests whose session MAC verified
 
     async def __call__(self, request: Request) -> Caller:
         headers = request.headers
@@ -187,19 +208,55 @@ class RequestVerifier:
     def check_headers(self, headers: Mapping[str, str]) -> None:
         """``HTTPException`` 401 if the headers alone show the request cannot pass (see :func:`check_auth_headers`)."""
         try:
-            self.precheck(headers)
+            if is_session_request(headers):
+                self._session_table().check_headers(headers)
+            else:
+                self.precheck(headers)
         except AuthError as exc:
-            raise HTTPException(401, f"{type(exc).__name__}: {exc}", headers=CLOSE) from None
+            raise unauthorized(exc, close=True) from None
 
     def verify(self, method: str, target: str, headers: Mapping[str, str], body: bytes) -> Caller:
-        """The caller, or ``HTTPException`` 401 (bad signature) or 403 (not allowed to call)."""
+        """The caller, or ``HTTPException`` 401 (bad signature or MAC) or 403 (not allowed to call)."""
         try:
-            caller = self.authenticate(method, target, headers, body)
+            if is_session_request(headers):
+                caller = self._session_table().authenticate(method, target, headers, body)
+                self.session_checks += 1
+            else:
+                caller = self.authenticate(method, target, headers, body)
+                self.signature_checks += 1
         except AuthError as exc:
-            raise HTTPException(401, f"{type(exc).__name__}: {exc}") from None
-        if not self.is_allowed(caller.hotkey_ss58):
+            raise unauthorized(exc) from None
+        if not self.is_allowed(caller.hotkey_ss58):  # every request: permits and allow-lists change
             raise HTTPException(403, self.why_forbidden)
         return caller
+
+    def counts(self) -> dict:
+        """What a signed ``GET /session`` answers: how this process checked its requests since it started."""
+        sessions = self.sessions
+        return {"offered": sessions is not None, "sessions": len(sessions) if sessions is not None else 0,
+                "handshakes": sessions.handshakes if sessions is not None else 0,
+                "signature_checks": self.signature_checks, "session_checks": self.session_checks}
+
+    def _session_table(self) -> SessionTable:
+        if self.sessions is None:
+            raise SessionUnknown("this receiver does not offer sessions: sign the request")
+        return self.sessions
+
+    async def handshake(self, request: Request) -> dict:
+        """``POST /session``: a signed request (never a session one) with the sender's X25519 key → a new session.
+
+        The signature, receiver, freshness, replay and access checks are those of every signed route.
+        """
+        if self.sessions is None:
+            raise HTTPException(404, "this receiver does not offer sessions")
+        if is_session_request(request.headers):
+            raise HTTPException(401, "MalformedAuth: a session handshake must be signed, not MAC'd", headers=CLOSE)
+        caller = await self(request)
+        try:
+            public_key = bytes.fromhex(orjson.loads(request._body)["public_key"])
+            return self.sessions.accept_handshake(caller, public_key)
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(422, 'the body must be {"public_key": hex of a 32-byte X25519 public key}') from None
 
     # The protocol: a subclass that speaks another one overrides these two (``shared.epistula``).
 

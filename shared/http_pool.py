@@ -63,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.answered = False  # any byte of an answer arrived on this request
         self.content_type = ""  # the media type, lower case, without parameters
+        self.headers: dict[str, str] = {}  # only the few a caller asks for, by lower-case name
         self.framed = False  # Content-Length or chunked; otherwise the body ends when the server closes
         self.headers_done = False
         self.complete = False
@@ -100,6 +101,8 @@ class _Connection(asyncio.Protocol):
             self.framed = True
         elif name == b"content-type":
             self.content_type = value.split(b";", 1)[0].strip().lower().decode("latin-1")
+        elif name == b"btsession-error":  # a refused session request (shared.sessions): the sender re-sends it
+            self.headers[name.decode()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -167,6 +170,7 @@ class PooledResponse:
         self._read_timeout = read_timeout
         self.status = connection.status
         self.content_type = connection.content_type  # as aiohttp's: "application/json", no parameters
+        self.headers = connection.headers  # lower-case names; only ``btsession-error`` is kept
         self.content = self  # aiohttp's shape: ``response.content.iter_any()``
 
     async def iter_any(self) -> AsyncIterator[bytes]:

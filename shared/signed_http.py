@@ -6,7 +6,8 @@
         async for line in resp.content: ...
 
 Each call is signed for its receiver with a fresh nonce, and the exact bytes
-that were signed are the bytes sent.
+that were signed are the bytes sent. With ``sessions=True`` a call to a receiver
+that offers ``btsession/1`` carries a session MAC instead (docs/sessions.md).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ import orjson
 
 from .auth import Signer
 from .http_pool import HttpPool
+from .session_client import SessionKeeper
+from .sessions import HEADER_ERROR as SESSION_ERROR_HEADER
+from .sessions import PATH as SESSION_PATH
 
 
 class SignedCallError(Exception):
@@ -63,45 +67,92 @@ def plain_http_target(url: str) -> Optional[tuple[str, int]]:
     return host.strip("[]"), int(port)
 
 
+def session_refusal(response: Any) -> Optional[str]:
+    """``Btsession-Error`` of a 401 (the session request was refused unprocessed), else None."""
+    if response.status != 401:
+        return None
+    return response.headers.get(SESSION_ERROR_HEADER.lower())
+
+
 class SignedClient:
-    def __init__(self, signer: Signer, *, limit: int = 512):
+    """``sessions=True``: btsession/1 to receivers that offer it (``shared.session_client``), signatures otherwise."""
+
+    def __init__(self, signer: Signer, *, limit: int = 512, sessions: bool = False):
         self.signer = signer
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300),
             json_serialize=json.dumps,
         )
         self.pool = HttpPool()
+        self.sessions = SessionKeeper(signer.hotkey, self._shake) if sessions else None
 
     async def close(self) -> None:
+        if self.sessions is not None:
+            await self.sessions.close()
         await self.pool.close()
         await self.session.close()
 
-    def _headers(self, method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
+    def _signed(self, method: str, path: str, body: bytes, receiver: str) -> dict[str, str]:
         headers = self.signer.headers(method, path, body, receiver=receiver)
         if body:
             headers["Content-Type"] = "application/json"
         return headers
 
+    def _headers(self, method: str, path: str, body: bytes, receiver: str,
+                 address: str) -> tuple[dict[str, str], Optional[str]]:
+        """Session headers and the session's id when there is a live session with ``receiver``, else signed ones."""
+        if self.sessions is not None:
+            found = self.sessions.headers(method, path, body, receiver=receiver, address=address)
+            if found is not None:
+                headers, session_id = found
+                if body:
+                    headers["Content-Type"] = "application/json"
+                return headers, session_id
+        return self._signed(method, path, body, receiver), None
+
+    def _refused(self, response: Any, receiver: str, session_id: Optional[str]) -> bool:
+        """True when a session request was refused before it was processed: send it again, signed."""
+        if session_id is None or self.sessions is None:
+            return False
+        marker = session_refusal(response)
+        if marker is None:
+            return False
+        self.sessions.refused(receiver, session_id, marker)
+        return True
+
+    async def _shake(self, address: str, receiver: str, body: bytes) -> Any:
+        return await self.request_json("POST", address, SESSION_PATH, receiver=receiver, body=body, signed=True,
+                                       max_bytes=4096)
+
     async def request_json(
         self, method: str, address: str, path: str, *, receiver: str, body: bytes = b"", timeout: float = 10.0,
-        max_bytes: Optional[int] = None,
+        max_bytes: Optional[int] = None, signed: bool = False,
     ) -> Any:
+        """``signed``: never over a session (the handshake itself)."""
         url = base_url(address) + path
-        headers = self._headers(method, path, body, receiver)
+        if signed:
+            headers, session_id = self._signed(method, path, body, receiver), None
+        else:
+            headers, session_id = self._headers(method, path, body, receiver, address)
         try:
-            async with self.session.request(
-                method, url, data=body or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                try:
-                    payload = await read_capped(response, max_bytes)
-                except TooLarge as exc:
-                    raise SignedCallError(f"{method} {path}: {exc}", response.status) from None
-                if response.status >= 300:
-                    raise SignedCallError(
-                        f"{method} {path} → {response.status}: {payload[:300].decode('utf-8', 'replace')}",
-                        response.status,
-                    )
-                return orjson.loads(payload) if payload else None
+            while True:
+                async with self.session.request(
+                    method, url, data=body or None, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+                ) as response:
+                    if self._refused(response, receiver, session_id):
+                        headers, session_id = self._signed(method, path, body, receiver), None
+                        continue
+                    try:
+                        payload = await read_capped(response, max_bytes)
+                    except TooLarge as exc:
+                        raise SignedCallError(f"{method} {path}: {exc}", response.status) from None
+                    break
+            if response.status >= 300:
+                raise SignedCallError(
+                    f"{method} {path} → {response.status}: {payload[:300].decode('utf-8', 'replace')}",
+                    response.status,
+                )
+            return orjson.loads(payload) if payload else None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SignedCallError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
 
@@ -120,15 +171,31 @@ class SignedClient:
 
         Plain ``http://`` peers (every miner on a local subnet, most on a real one) go through the pooled
         client of ``shared.http_pool``; ``https://`` ones through aiohttp.
+
+        A session request that the receiver refuses unprocessed (``Btsession-Error``: it restarted, or the
+        session expired) goes once more, signed; the caller sees only that second answer.
         """
-        headers = self._headers("POST", path, body, receiver)
         url = base_url(address)
+        headers, session_id = self._headers("POST", path, body, receiver, address)
         target = plain_http_target(url)
         if target is not None:
+            if session_id is not None:
+                async with self.pool.post(*target, path, headers, body, connect_timeout=connect_timeout,
+                                          read_timeout=read_timeout) as response:
+                    if not self._refused(response, receiver, session_id):
+                        yield response
+                        return
+                headers = self._signed("POST", path, body, receiver)
             async with self.pool.post(*target, path, headers, body, connect_timeout=connect_timeout,
                                       read_timeout=read_timeout) as response:
                 yield response
             return
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
+        if session_id is not None:
+            async with self.session.post(url + path, data=body, headers=headers, timeout=timeout) as response:
+                if not self._refused(response, receiver, session_id):
+                    yield response
+                    return
+            headers = self._signed("POST", path, body, receiver)
         async with self.session.post(url + path, data=body, headers=headers, timeout=timeout) as response:
             yield response

@@ -10,6 +10,7 @@ reads what it needs from the typed ``Services`` (``validator.services``)::
     GET  /scoring/items/{request_id} → one item, scored or not, while it is kept
     GET  /scores           → every uid's moving-average score, and the last weight set
     GET  /health           → liveness and what the validator knows
+    POST /session          ← a btsession/1 handshake (docs/sessions.md); GET /session: how requests were checked
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ async def health(services: Served) -> dict:
         "neurons": len(graph.neurons) if graph else 0,
         "available_miners": sum(1 for r in services.poller.records.values() if r.availability is not None),
     }
+
+
+@router.post("/session")
+async def session(request: Request) -> dict:
+    """A btsession/1 handshake (docs/sessions.md): signed by an allowed hotkey, with its X25519 public key."""
+    return await services_of(request).verifier.handshake(request)
+
+
+@router.get("/session")
+async def session_counts(services: Served, caller: Caller = Depends(signed)) -> dict:
+    """How this process checked its requests since it started (signed: sr25519; session: HMAC)."""
+    return services.verifier.counts()
 
 
 @router.get("/directory", response_model=Directory)

@@ -27,6 +27,7 @@ from shared.chain import Chain, SubnetState, open_chain
 from shared.chain.cache import MetagraphCache
 from shared.epistula import signer_for
 from shared.nonce_store import open_nonce_store
+from shared.sessions import SessionTable
 from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
@@ -94,10 +95,11 @@ class Services:
             sqlite_path=f"{settings.data_dir}/validator-nonces.sqlite",
             namespace=signer.hotkey,
         )
-        client = SignedClient(signer_for(settings.miner_protocol, keypair))
+        client = SignedClient(signer_for(settings.miner_protocol, keypair), sessions=settings.miner_sessions)
         verifier = RequestVerifier(
             signer.hotkey, nonces, allowed.__contains__, why_forbidden="hotkey is not on the validator's allow-list",
             max_body_bytes=settings.signed_body_max_bytes,
+            sessions=SessionTable(signer.hotkey) if settings.validator_offer_sessions else None,
         )
         poller = AvailabilityPoller(client, settings.availability_timeout)
         database = Database(settings.database_path)

@@ -19,8 +19,12 @@ class ValidatorSettings(CommonSettings):
     validator_port: int = 8092
     # Hotkeys allowed on the internal channel besides our own (comma-separated).
     allowed_api_hotkeys: str = ""
+    # Offer btsession/1 to the API workers (docs/sessions.md): a signed handshake, then an HMAC per request.
+    validator_offer_sessions: bool = True
     # How calls to miners are signed: btauth (btauth/1) or epistula (miners of subnets that still speak it).
     miner_protocol: Literal["btauth", "epistula"] = "btauth"
+    # btsession/1 towards miners that offer it (docs/sessions.md): one signed handshake, then an HMAC per request.
+    miner_sessions: bool = True
     metagraph_sync_seconds: float = 12.0
     availability_poll_seconds: float = 30.0
     availability_timeout: float = 3.0
