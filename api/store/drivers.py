@@ -93,7 +93,7 @@ class SqliteDriver:
         self._rewritten: dict[str, str] = {}
         self.stamp_path = str(self.path.with_name(self.path.name + ".keys-changed"))
         self._stamp: Optional[KeyStamp] = None
-        self._plans: list[tuple[Plan, asyncio.Future]] = []  # waiting for the next group commit
+        self._plans: list[tuple[Plan, asyncio.Future, bool]] = []  # (plan, its result, atomic): the next commit
         self._committing = False
         self._committer: Optional[asyncio.Task] = None  # referenced, so that it is not collected mid-way
 
@@ -145,7 +145,7 @@ class SqliteDriver:
         """Queue the plan for the next group commit and wait for its result (``lock`` and ``atomic`` change
         nothing here: every SQLite transaction takes the file's write lock, and every plan runs in one)."""
         future = asyncio.get_running_loop().create_future()
-        self._plans.append((plan, future))
+        self._plans.append((plan, future, atomic))
         if not self._committing:
             self._committing = True
             self._committer = asyncio.get_running_loop().create_task(self._commit_plans())
@@ -159,10 +159,10 @@ class SqliteDriver:
                 while self._plans:
                     batch, self._plans = self._plans, []
                     try:
-                        outcomes = await self._run(lambda db: self._run_plans(db, [plan for plan, _ in batch]))
+                        outcomes = await self._run(lambda db: self._run_plans(db, batch))
                     except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch was written
                         outcomes = [(False, exc)] * len(batch)
-                    for (_, future), (ok, value) in zip(batch, outcomes):
+                    for (_, future, _), (ok, value) in zip(batch, outcomes):
                         if future.done():
                             continue
                         if ok:
@@ -172,8 +172,10 @@ class SqliteDriver:
         finally:
             self._committing = False
 
-    def _run_plans(self, db: sqlite3.Connection, plans: list[Plan]) -> list[tuple[bool, Any]]:
-        """On the driver's thread: one transaction, a savepoint per plan (a failed plan undoes only itself)."""
+    def _run_plans(self, db: sqlite3.Connection, batch: list[tuple[Plan, Any, bool]]) -> list[tuple[bool, Any]]:
+        """On the driver's thread: the batch in one transaction, a savepoint per plan (a failed plan undoes only
+        itself). A batch of one needs no savepoint, and a lone plan of one statement (not ``atomic``) no
+        transaction: SQLite commits a single statement by itself."""
         def statement(step: Statement) -> Any:
             if isinstance(step, ExecuteMany):
                 db.executemany(self.sql(step.sql), step.rows)
@@ -186,17 +188,28 @@ class SqliteDriver:
                 return rows[0] if rows else None
             return rows
 
+        def one(plan: Plan) -> tuple[bool, Any]:
+            try:
+                return True, drive_sync(plan, statement)
+            except Exception as exc:
+                return False, exc
+
+        if len(batch) == 1 and not batch[0][2]:
+            return [one(batch[0][0])]
         outcomes: list[tuple[bool, Any]] = []
         db.execute("BEGIN IMMEDIATE")
         try:
-            for plan in plans:
+            if len(batch) == 1:
+                outcomes.append(one(batch[0][0]))
+                db.execute("COMMIT" if outcomes[0][0] else "ROLLBACK")
+                return outcomes
+            for plan, _, _ in batch:
                 db.execute("SAVEPOINT plan")
-                try:
-                    outcomes.append((True, drive_sync(plan, statement)))
-                except Exception as exc:
+                outcome = one(plan)
+                if not outcome[0]:
                     db.execute("ROLLBACK TO plan")
-                    outcomes.append((False, exc))
                 db.execute("RELEASE plan")
+                outcomes.append(outcome)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
