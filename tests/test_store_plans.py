@@ -9,6 +9,7 @@ two stores on one database stay exact; and the batching really happens (fewer tr
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -101,5 +102,55 @@ async def test_sqlite_commits_a_loop_turn_of_plans_together(tmp_path):
         results = await asyncio.gather(*(store.debit(key.id, 1) for _ in range(200)))
         assert sorted(results) == list(range(800, 1000))
         assert trips <= 5, f"{trips} trips to the SQLite thread for 200 debits queued in one turn"
+    finally:
+        await store.close()
+
+
+async def test_the_rate_log_migration_numbers_the_events_already_logged(database, monkeypatch):
+    """A deployment at version 4 has events in ``rate_events``; after migration 5 its windows count the same."""
+    import api.store.store as store_module
+    from api.store.migrations import MIGRATIONS
+
+    monkeypatch.setattr(store_module, "MIGRATIONS", [m for m in MIGRATIONS if m[0] <= 4])
+    old = await open_store(*database)
+    now = time.time()
+    try:
+        # Out of time order on purpose, and two keys interleaved.
+        for key_id, ago in [("k1", 30), ("k2", 5), ("k1", 50), ("k1", 10), ("k2", 70), ("k1", 20), ("k1", 4000)]:
+            await old.db.execute("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)", key_id, now - ago)
+    finally:
+        await old.close()
+    monkeypatch.setattr(store_module, "MIGRATIONS", MIGRATIONS)
+    store = await open_store(*database)
+    try:
+        rows = await store.db.fetch("SELECT key_id, at, n FROM rate_log ORDER BY key_id, n")
+        for key_id in ("k1", "k2"):
+            mine = [row for row in rows if row["key_id"] == key_id]
+            assert [row["n"] for row in mine] == list(range(1, len(mine) + 1))
+            assert [row["at"] for row in mine] == sorted(row["at"] for row in mine)
+        peek = await store.rate_hit("k1", [Window(10, 60), Window(100, 3600)], commit=False)
+        assert [s.used for s in peek.states] == [4, 4]  # 10, 20, 30, 50 s ago; 4,000 s ago is outside both
+        decisions = [await store.rate_hit("k1", [Window(10, 60)]) for _ in range(8)]
+        assert [d.allowed for d in decisions] == [True] * 6 + [False] * 2
+        assert 5 < decisions[-1].retry_after <= 10.5  # the oldest in the window (50 s ago) leaves in ~10 s
+    finally:
+        await store.close()
+
+
+async def test_a_clock_that_goes_back_cannot_stretch_a_limit(database, monkeypatch):
+    """Two hosts whose clocks disagree by seconds share one log: a limit of 5 per minute still admits 5."""
+    import api.store.store as store_module
+
+    store = await open_store(*database)
+    try:
+        base = time.time()
+        offsets = iter([0.0, -3.0, 0.5, -2.0, 1.0, -4.0, 0.2, -1.0, 0.0, -2.5])
+        monkeypatch.setattr(store_module.time, "time", lambda: base + next(offsets))
+        decisions = [await store.rate_hit("skewed", [Window(5, 60)]) for _ in range(10)]
+        monkeypatch.undo()
+        assert sum(d.allowed for d in decisions) == 5
+        rows = await store.db.fetch("SELECT at, n FROM rate_log WHERE key_id = $1 ORDER BY n", "skewed")
+        assert [row["n"] for row in rows] == [1, 2, 3, 4, 5]
+        assert [row["at"] for row in rows] == sorted(row["at"] for row in rows)
     finally:
         await store.close()

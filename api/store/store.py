@@ -77,30 +77,39 @@ def refund_plan(key_id: str, amount: int) -> Plan[None]:
 
 
 def rate_hit_plan(key_id: str, windows: list[Window], commit: bool, weight: int) -> Plan[Decision]:
-    """The sliding log's check (and, when ``commit`` and admitted, ``weight`` new events), in one transaction."""
+    """The sliding log's check (and, when ``commit`` and admitted, ``weight`` new events), in one transaction.
+
+    Events are numbered per key (``n``: 1, 2, 3, … in time order; deleting the oldest leaves the rest
+    contiguous), so a window's count is the newest ``n`` minus the first ``n`` inside the window, plus one:
+    index look-ups, whatever the number of events. A new event is stamped no earlier than the newest one, so
+    the numbering stays in time order even when hosts' clocks disagree.
+    """
     longest = max(w.seconds for w in windows)
-    now = time.time()  # read inside the transaction, under the lock, so events are inserted in time order
+    now = time.time()  # read inside the transaction, under the lock
     if commit:
-        yield Execute("DELETE FROM rate_events WHERE key_id = $1 AND at <= $2", key_id, now - longest)
+        yield Execute("DELETE FROM rate_log WHERE key_id = $1 AND at <= $2", key_id, now - longest)
+    newest = yield FetchRow("SELECT n, at FROM rate_log WHERE key_id = $1 ORDER BY n DESC LIMIT 1", key_id)
+    total = newest["n"] if newest is not None else 0
     counts, resets, retries = [], [], []
     for window in windows:
         since = now - window.seconds
-        row = yield FetchRow("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM rate_events"
-                             " WHERE key_id = $1 AND at > $2", key_id, since)
-        count = row["n"]
+        first = yield FetchRow("SELECT n, at FROM rate_log WHERE key_id = $1 AND at > $2 ORDER BY at, n LIMIT 1",
+                               key_id, since)
+        count = 0 if first is None else total - first["n"] + 1
         retry = 0.0
         if count + weight > window.limit:
-            index = count - window.limit + weight - 1
+            index = count - window.limit + weight - 1  # the event whose leaving makes room, from the first
             nth = None if index >= count else (yield FetchRow(
-                "SELECT at FROM rate_events WHERE key_id = $1 AND at > $2 ORDER BY at LIMIT 1 OFFSET $3",
-                key_id, since, index))
+                "SELECT at FROM rate_log WHERE key_id = $1 AND n = $2", key_id, first["n"] + index))
             retry = float(window.seconds) if nth is None else nth["at"] + window.seconds - now
         counts.append(count)
-        resets.append(row["oldest"] + window.seconds - now if count else float(window.seconds))
+        resets.append(first["at"] + window.seconds - now if count else float(window.seconds))
         retries.append(retry)
     decision = decide(windows, counts, resets, retries, admitted_now=commit, weight=weight)
     if decision.allowed and commit:
-        yield ExecuteMany("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)", [(key_id, now)] * weight)
+        at = now if newest is None else max(now, newest["at"])
+        yield ExecuteMany("INSERT INTO rate_log (key_id, at, n) VALUES ($1, $2, $3)",
+                          [(key_id, at, total + i) for i in range(1, weight + 1)])
     return decision
 
 
