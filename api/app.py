@@ -9,13 +9,13 @@ the background. Start any number of them.
 
 from __future__ import annotations
 
-import gc
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from shared.heap import settle_heap
 from shared.http_metrics import MetricsMiddleware
 from shared.settings import configure_logging
 
@@ -68,7 +68,7 @@ def create_app(settings: ApiSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = app.state.gateway = await Gateway.open(settings)
         app.state.metrics = gateway.metrics  # read by shared.http_metrics.MetricsMiddleware, as in the validator
-        gc.freeze()  # what start-up built (bittensor, FastAPI, settings) lives forever: keep it out of collections
+        settle_heap()  # start-up's heap frozen, young collections rarer (shared.heap)
         try:
             yield
         finally:

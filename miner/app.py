@@ -31,6 +31,7 @@ from shared.auth import Caller
 from shared.chain import open_chain
 from shared.chain.cache import MetagraphCache
 from shared.epistula import AnyProtocolVerifier
+from shared.heap import settle_heap
 from shared.http_pool import HttpPool
 from shared.nonce_store import open_nonce_store
 from shared.schemas import TASKS, WEB_RETRIEVAL_TASK, Availability
@@ -135,6 +136,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
             hotkey, settings.miner_host, settings.miner_port, settings.miner_backend,
             settings.miner_behaviour, ",".join(settings.models), settings.chain,
         )
+        settle_heap()  # start-up's heap frozen, young collections rarer (shared.heap)
         try:
             yield
         finally:

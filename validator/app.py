@@ -12,12 +12,12 @@ typed ``validator.services.Services``, opened and closed by the lifespan here::
 
 from __future__ import annotations
 
-import gc
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 from fastapi import FastAPI
 
+from shared.heap import settle_heap
 from shared.http_metrics import MetricsMiddleware
 
 from . import metrics, probes, routes
@@ -30,7 +30,7 @@ def create_app(settings: ValidatorSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = app.state.services = await Services.open(settings)
         app.state.metrics = services.metrics  # read by shared.http_metrics.MetricsMiddleware
-        gc.freeze()  # what start-up built (bittensor, FastAPI, the corpus) lives forever: keep it out of collections
+        settle_heap()  # start-up's heap frozen, young collections rarer (shared.heap)
         try:
             yield
         finally:

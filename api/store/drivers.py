@@ -6,12 +6,15 @@
     rows = await db.fetch("SELECT … WHERE id = $1", key_id)
     async with db.transaction(lock=key_id) as tx:         # serialised with every other holder of that lock
         await tx.execute("UPDATE …", …)
+    balance = await db.run(debit_plan(key_id, 1))         # a transaction in one go (``api.store.plans``)
 
 SQL is written once, with PostgreSQL's ``$1`` placeholders; the SQLite driver
 rewrites them to ``?1``. SQLite runs on one thread per process (sqlite3 is
 blocking), in WAL mode so readers never wait; ``BEGIN IMMEDIATE`` takes the
 file's write lock, which serialises writers across processes too, so a
-transaction on SQLite is exclusive whatever its ``lock`` says.
+transaction on SQLite is exclusive whatever its ``lock`` says. The hot
+transactions (debits, refunds, rate-limit checks) are plans (``api.store.plans``):
+on SQLite the plans of one loop turn share one trip to that thread and one commit.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, AsyncIterator, Optional, Protocol, Sequence
 from shared.sqlite import open_shared_sqlite
 
 from .key_stamp import KeyStamp
+from .plans import Execute, ExecuteMany, FetchRow, Plan, Statement, T, drive_async, drive_sync
 
 PLACEHOLDER = re.compile(r"\$(\d+)")
 
@@ -44,6 +48,10 @@ class Driver(Connection, Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     def transaction(self, lock: Optional[str] = None) -> Any: ...  # async context manager → Connection
+
+    async def run(self, plan: Plan[T], *, lock: Optional[str] = None, atomic: bool = True) -> T:
+        """Run a plan as one transaction (``lock``: as for ``transaction``); its result. ``atomic=False``: a
+        plan of one statement, which needs no transaction of its own (PostgreSQL then skips BEGIN/COMMIT)."""
 
     async def bump_keys(self) -> None:
         """Tell every worker that some key changed (see ``keys.KeyCache``)."""
@@ -85,6 +93,9 @@ class SqliteDriver:
         self._rewritten: dict[str, str] = {}
         self.stamp_path = str(self.path.with_name(self.path.name + ".keys-changed"))
         self._stamp: Optional[KeyStamp] = None
+        self._plans: list[tuple[Plan, asyncio.Future, bool]] = []  # (plan, its result, atomic): the next commit
+        self._committing = False
+        self._committer: Optional[asyncio.Task] = None  # referenced, so that it is not collected mid-way
 
     async def bump_keys(self) -> None:
         self._stamp.bump()
@@ -129,6 +140,82 @@ class SqliteDriver:
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         async with self._lock:
             await self._conn.executemany(sql, rows)
+
+    async def run(self, plan: Plan[T], *, lock: Optional[str] = None, atomic: bool = True) -> T:
+        """Queue the plan for the next group commit and wait for its result (``lock`` and ``atomic`` change
+        nothing here: every SQLite transaction takes the file's write lock, and every plan runs in one)."""
+        future = asyncio.get_running_loop().create_future()
+        self._plans.append((plan, future, atomic))
+        if not self._committing:
+            self._committing = True
+            self._committer = asyncio.get_running_loop().create_task(self._commit_plans())
+        # Shielded like every statement here: once queued, a plan runs even if its caller is cancelled.
+        return await asyncio.shield(future)
+
+    async def _commit_plans(self) -> None:
+        """Run what is queued, a batch per trip to the thread, until nothing is left."""
+        try:
+            async with self._lock:
+                while self._plans:
+                    batch, self._plans = self._plans, []
+                    try:
+                        outcomes = await self._run(lambda db: self._run_plans(db, batch))
+                    except Exception as exc:  # BEGIN or COMMIT failed: nothing of the batch was written
+                        outcomes = [(False, exc)] * len(batch)
+                    for (_, future, _), (ok, value) in zip(batch, outcomes):
+                        if future.done():
+                            continue
+                        if ok:
+                            future.set_result(value)
+                        else:
+                            future.set_exception(value)
+        finally:
+            self._committing = False
+
+    def _run_plans(self, db: sqlite3.Connection, batch: list[tuple[Plan, Any, bool]]) -> list[tuple[bool, Any]]:
+        """On the driver's thread: the batch in one transaction, a savepoint per plan (a failed plan undoes only
+        itself). A batch of one needs no savepoint, and a lone plan of one statement (not ``atomic``) no
+        transaction: SQLite commits a single statement by itself."""
+        def statement(step: Statement) -> Any:
+            if isinstance(step, ExecuteMany):
+                db.executemany(self.sql(step.sql), step.rows)
+                return None
+            cursor = db.execute(self.sql(step.sql), step.args)
+            if isinstance(step, Execute):
+                return cursor.rowcount
+            rows = cursor.fetchall()  # fetchall, not fetchone: an unfinished UPDATE … RETURNING keeps its lock
+            if isinstance(step, FetchRow):
+                return rows[0] if rows else None
+            return rows
+
+        def one(plan: Plan) -> tuple[bool, Any]:
+            try:
+                return True, drive_sync(plan, statement)
+            except Exception as exc:
+                return False, exc
+
+        if len(batch) == 1 and not batch[0][2]:
+            return [one(batch[0][0])]
+        outcomes: list[tuple[bool, Any]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if len(batch) == 1:
+                outcomes.append(one(batch[0][0]))
+                db.execute("COMMIT" if outcomes[0][0] else "ROLLBACK")
+                return outcomes
+            for plan, _, _ in batch:
+                db.execute("SAVEPOINT plan")
+                outcome = one(plan)
+                if not outcome[0]:
+                    db.execute("ROLLBACK TO plan")
+                db.execute("RELEASE plan")
+                outcomes.append(outcome)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return outcomes
 
     @asynccontextmanager
     async def transaction(self, lock: Optional[str] = None) -> AsyncIterator[_SqliteConnection]:
@@ -240,6 +327,13 @@ class PostgresDriver:
                 if lock is not None:
                     await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", lock)
                 yield _PostgresConnection(conn)
+
+    async def run(self, plan: Plan[T], *, lock: Optional[str] = None, atomic: bool = True) -> T:
+        if not atomic and lock is None:
+            async with self._pool.acquire() as conn:
+                return await drive_async(plan, _PostgresConnection(conn))
+        async with self.transaction(lock) as tx:
+            return await drive_async(plan, tx)
 
     async def close(self) -> None:
         if self._listener is not None:

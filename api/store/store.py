@@ -24,6 +24,7 @@ from ..ratelimit import Decision, Window, decide
 from . import rollups
 from .drivers import Driver
 from .migrations import LEGACY_KEYS_COLUMNS, MIGRATIONS, statements
+from .plans import Execute, ExecuteMany, FetchRow, Plan
 from .records import (
     KEY_COLUMNS,
     LOG_COLUMNS,
@@ -60,6 +61,56 @@ def placeholders(start: int, count: int) -> str:
 
 def day_of(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d")
+
+
+
+# -- the hot transactions, as plans (``api.store.plans``): one trip to SQLite's thread each, or less ----------
+def debit_plan(key_id: str, amount: int) -> Plan[Optional[int]]:
+    row = yield FetchRow("UPDATE api_keys SET credits = credits - $1, credits_used = credits_used + $1"
+                         " WHERE id = $2 AND credits IS NOT NULL AND credits >= $1 RETURNING credits", amount, key_id)
+    return None if row is None else row["credits"]
+
+
+def refund_plan(key_id: str, amount: int) -> Plan[None]:
+    yield Execute("UPDATE api_keys SET credits = credits + $1, credits_used = credits_used - $1"
+                  " WHERE id = $2 AND credits IS NOT NULL", amount, key_id)
+
+
+def rate_hit_plan(key_id: str, windows: list[Window], commit: bool, weight: int) -> Plan[Decision]:
+    """The sliding log's check (and, when ``commit`` and admitted, ``weight`` new events), in one transaction.
+
+    Events are numbered per key (``n``: 1, 2, 3, … in time order; deleting the oldest leaves the rest
+    contiguous), so a window's count is the newest ``n`` minus the first ``n`` inside the window, plus one:
+    index look-ups, whatever the number of events. A new event is stamped no earlier than the newest one, so
+    the numbering stays in time order even when hosts' clocks disagree.
+    """
+    longest = max(w.seconds for w in windows)
+    now = time.time()  # read inside the transaction, under the lock
+    if commit:
+        yield Execute("DELETE FROM rate_log WHERE key_id = $1 AND at <= $2", key_id, now - longest)
+    newest = yield FetchRow("SELECT n, at FROM rate_log WHERE key_id = $1 ORDER BY n DESC LIMIT 1", key_id)
+    total = newest["n"] if newest is not None else 0
+    counts, resets, retries = [], [], []
+    for window in windows:
+        since = now - window.seconds
+        first = yield FetchRow("SELECT n, at FROM rate_log WHERE key_id = $1 AND at > $2 ORDER BY at, n LIMIT 1",
+                               key_id, since)
+        count = 0 if first is None else total - first["n"] + 1
+        retry = 0.0
+        if count + weight > window.limit:
+            index = count - window.limit + weight - 1  # the event whose leaving makes room, from the first
+            nth = None if index >= count else (yield FetchRow(
+                "SELECT at FROM rate_log WHERE key_id = $1 AND n = $2", key_id, first["n"] + index))
+            retry = float(window.seconds) if nth is None else nth["at"] + window.seconds - now
+        counts.append(count)
+        resets.append(first["at"] + window.seconds - now if count else float(window.seconds))
+        retries.append(retry)
+    decision = decide(windows, counts, resets, retries, admitted_now=commit, weight=weight)
+    if decision.allowed and commit:
+        at = now if newest is None else max(now, newest["at"])
+        yield ExecuteMany("INSERT INTO rate_log (key_id, at, n) VALUES ($1, $2, $3)",
+                          [(key_id, at, total + i) for i in range(1, weight + 1)])
+    return decision
 
 
 class Store:
@@ -184,47 +235,14 @@ class Store:
     # -- credits --------------------------------------------------------------------------------
     async def debit(self, key_id: str, amount: int) -> Optional[int]:
         """Take ``amount`` credits if the key has them; the balance left, or None when it had too few."""
-        row = await self.db.fetchrow(
-            "UPDATE api_keys SET credits = credits - $1, credits_used = credits_used + $1"
-            " WHERE id = $2 AND credits IS NOT NULL AND credits >= $1 RETURNING credits", amount, key_id)
-        return None if row is None else row["credits"]
+        return await self.db.run(debit_plan(key_id, amount), atomic=False)
 
     async def refund(self, key_id: str, amount: int) -> None:
-        await self.db.execute(
-            "UPDATE api_keys SET credits = credits + $1, credits_used = credits_used - $1"
-            " WHERE id = $2 AND credits IS NOT NULL", amount, key_id)
+        await self.db.run(refund_plan(key_id, amount), atomic=False)
 
     # -- rate limits (when there is no Redis) ---------------------------------------------------
     async def rate_hit(self, key_id: str, windows: list[Window], commit: bool = True, weight: int = 1) -> Decision:
-        longest = max(w.seconds for w in windows)
-        async with self.db.transaction(lock=f"ratelimit:{key_id}") as tx:
-            now = time.time()  # read under the lock, so events are inserted in time order
-            if commit:
-                await tx.execute("DELETE FROM rate_events WHERE key_id = $1 AND at <= $2", key_id, now - longest)
-            counts, resets, retries = [], [], []
-            for window in windows:
-                since = now - window.seconds
-                row = await tx.fetchrow("SELECT COUNT(*) AS n, MIN(at) AS oldest FROM rate_events"
-                                        " WHERE key_id = $1 AND at > $2", key_id, since)
-                count = row["n"]
-                retry = 0.0
-                if count + weight > window.limit:
-                    index = count - window.limit + weight - 1
-                    nth = None if index >= count else await tx.fetchrow(
-                        "SELECT at FROM rate_events WHERE key_id = $1 AND at > $2 ORDER BY at LIMIT 1 OFFSET $3",
-                        key_id, since, index)
-                    retry = float(window.seconds) if nth is None else nth["at"] + window.seconds - now
-                counts.append(count)
-                resets.append(row["oldest"] + window.seconds - now if count else float(window.seconds))
-                retries.append(retry)
-            decision = decide(windows, counts, resets, retries, admitted_now=commit, weight=weight)
-            if decision.allowed and commit:
-                if weight == 1:
-                    await tx.execute("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)", key_id, now)
-                else:
-                    await tx.executemany("INSERT INTO rate_events (key_id, at) VALUES ($1, $2)",
-                                         [(key_id, now)] * weight)
-            return decision
+        return await self.db.run(rate_hit_plan(key_id, windows, commit, weight), lock=f"ratelimit:{key_id}")
 
     # -- usage and logs -------------------------------------------------------------------------
     async def record(self, logs: list[RequestLog]) -> None:
