@@ -67,7 +67,48 @@ def signed_requests(args: argparse.Namespace, host: str) -> Callable[[], bytes]:
         return b"".join((head, nonce_prefix, headers[HEADER_NONCE].encode(), signature_prefix,
                          headers[HEADER_SIGNATURE].encode(), tail))
 
-    return make
+    session = None if args.sign_every_request else open_session(args, signer)
+    if session is None:
+        return make
+    # What the API worker sends a miner that offers btsession/1: the same body, an HMAC instead of a signature.
+    session_head = request_head("POST", host, PATH, {"Content-Type": "application/json"}, len(body))
+
+    def make_in_session() -> bytes:
+        headers = session.headers("POST", PATH, body)
+        return b"".join((session_head, *(f"{name}: {value}\r\n".encode("latin-1") for name, value in headers.items()),
+                         b"\r\n", body))
+
+    return make_in_session
+
+
+def open_session(args: argparse.Namespace, signer):
+    """A ``btsession/1`` session with the miner (a signed ``POST /session``), or None if it offers none."""
+    import urllib.error
+    import urllib.request
+
+    import orjson
+
+    from shared.session_client import SenderSession
+    from shared.sessions import PATH as SESSION_PATH
+    from shared.sessions import agree, new_private_key, public_bytes
+
+    private = new_private_key()
+    own_public = public_bytes(private)
+    body = orjson.dumps({"public_key": own_public.hex()})
+    headers = {"Content-Type": "application/json",
+               **signer.headers("POST", SESSION_PATH, body, receiver=args.receiver)}
+    request = urllib.request.Request(args.url.rstrip("/") + SESSION_PATH, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code in (404, 405):
+            return None
+        raise
+    session_id, their_public = bytes.fromhex(answer["session"]), bytes.fromhex(answer["public_key"])
+    key = agree(private, their_public, sender=signer.hotkey, receiver=args.receiver, sender_public=own_public,
+                receiver_public=their_public, session_id=session_id)
+    return SenderSession(session_id.hex(), key, renew_at=float("inf"), expires=float("inf"))
 
 
 async def run(args: argparse.Namespace) -> dict:
@@ -107,6 +148,8 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--direct", action="store_true", help="sign requests and send them to a miner")
     parser.add_argument("--receiver", default="")
+    parser.add_argument("--sign-every-request", action="store_true",
+                        help="direct: sign each request (btauth/1) even if the miner offers btsession/1")
     parser.add_argument("--trace", default="", help="write each answer's end time and latency to this file")
     parser.add_argument("--wallet-name", default="localnet-validator")
     parser.add_argument("--wallet-path", default="")
