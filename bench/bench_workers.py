@@ -14,7 +14,9 @@ what scales, each in its own mode:
 
 - ``capped`` (the scaling figure): each API worker alone in a CPU cgroup (v1
   ``cpu.cfs_quota_us``, 10 ms period) allowed ``--cap`` of one core; the rest
-  runs free on both cores. One worker then has ``cap`` cores, two have
+  runs free on both cores. All of the set-up's processes get 8× the default
+  CPU weight meanwhile (``cpu.shares``), so that other work on a shared
+  machine does not starve them. One worker then has ``cap`` cores, two have
   ``2 × cap``, each the same slice a worker would have of its own core, and the
   rest has the remaining ``2 − n × cap`` cores. The line reports how much of
   its quota each worker used (≥ 90%: the API workers were the bottleneck and
@@ -26,9 +28,13 @@ what scales, each in its own mode:
   request says what share of the cores they took.
 - ``free``: no placement; all processes share the 2 cores as the scheduler likes.
 - ``paced``: the same offered load (``--rate`` requests/s, below what one
-  worker can serve) against 1 and 2 workers: the API workers' CPU µs per
-  request should be equal; more with 2 is a cost of having two (contention,
-  shared files), not of load.
+  worker can serve) against 1 and 2 workers. Each of two workers then serves
+  half as many requests per second, and a process that serves fewer wakes up
+  for fewer requests at a time, so its CPU per request rises with no
+  contention at all; hence also
+- ``matched``: the same load *per worker*: one worker at ``--rate / 2``, two
+  at ``--rate``. Equal API CPU µs per request here means no cross-worker
+  contention; more with two is a cost of having two (locks, shared files).
 
 Every line gives requests/s, p50/p99, the CPU µs per request of each API
 worker, of the miner, the validator and the load generator (utime+stime from
@@ -61,7 +67,8 @@ from localnet.launcher import LocalSubnet, free_port  # noqa: E402
 
 CGROUP_CPU = Path("/sys/fs/cgroup/cpu")
 PERIOD_US = 10_000
-MODES = ("capped", "pinned", "free", "paced")
+SHARES = 8192
+MODES = ("capped", "pinned", "free", "paced", "matched")
 
 
 # -- the processes ----------------------------------------------------------------------------------
@@ -108,7 +115,11 @@ def set_affinity(pids: list[int], cpus: Optional[set[int]]) -> None:
 
 
 class Caps:
-    """One CPU cgroup per API worker, each allowed ``share`` of a core; undone by ``release``."""
+    """One CPU cgroup per API worker, each allowed ``share`` of a core, and one for the rest; undone by ``release``.
+
+    Every group gets ``SHARES`` of CPU weight (cgroup v1 ``cpu.shares``; a process outside has 1024), so that
+    other work on a shared machine does not take what the set-up needs; the quotas still bound the API workers.
+    """
 
     def __init__(self, share: float):
         self.share = share
@@ -120,16 +131,30 @@ class Caps:
     def available() -> bool:
         return os.geteuid() == 0 and (CGROUP_CPU / "cgroup.procs").exists()
 
-    def apply(self, pids: list[int]) -> None:
+    def _group(self, name: str, quota: Optional[float]) -> Path:
         self.base.mkdir(exist_ok=True)
-        for index, pid in enumerate(pids):
-            group = self.base / f"w{index}"
-            group.mkdir(exist_ok=True)
+        group = self.base / name
+        group.mkdir(exist_ok=True)
+        (group / "cpu.shares").write_text(str(SHARES))
+        if quota is not None:
             (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (group / "cpu.cfs_quota_us").write_text(str(int(PERIOD_US * self.share)))
+            (group / "cpu.cfs_quota_us").write_text(str(int(PERIOD_US * quota)))
+        self.groups.append(group)
+        return group
+
+    def move(self, pid: int, group: Path) -> None:
+        try:
             (group / "cgroup.procs").write_text(str(pid))  # v1: moves every thread of the process
-            self.groups.append(group)
             self.moved.append(pid)
+        except OSError:
+            pass  # gone
+
+    def apply(self, workers: list[int], rest: list[int]) -> None:
+        for index, pid in enumerate(workers):
+            self.move(pid, self._group(f"w{index}", self.share))
+        self.rest = self._group("rest", None)
+        for pid in rest:
+            self.move(pid, self.rest)
 
     def release(self) -> None:
         for pid in self.moved:
@@ -151,7 +176,7 @@ class Caps:
 
 # -- one run ------------------------------------------------------------------------------------------
 def run(net: LocalSubnet, key: str, *, seconds: float, rate: float = 0.0, concurrency: int = 32,
-        stream: bool = False, trace: str = "") -> dict:
+        stream: bool = False, trace: str = "", caps: Optional[Caps] = None) -> dict:
     """Load one subnet; requests/s, latency, CPU µs per request per process, connections per worker."""
     workers = api_workers(net)
     servers = {**{f"w{i}": [pid] for i, pid in enumerate(workers)}, **others(net)}
@@ -165,6 +190,8 @@ def run(net: LocalSubnet, key: str, *, seconds: float, rate: float = 0.0, concur
         arguments += ["--trace", trace]
     process = subprocess.Popen([sys.executable, str(LOAD), *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
+    if caps is not None:
+        caps.move(process.pid, caps.rest)
     process.stderr.readline()  # "load: …" just before the first request
     before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in servers.items()}
     sampled: dict[int, int] = {}
@@ -201,6 +228,11 @@ def describe(mode: str, workers: int, result: dict, cap: float) -> str:
             f" load {' '.join(f'{v:.1f}' for v in result['load_average'])}{used}")
 
 
+def offered(mode: str, workers: int, rate: float) -> float:
+    """The requests/s a run offers (0: as many as the closed loop of 32 clients gets answered)."""
+    return rate if mode == "paced" else rate * workers / 2 if mode == "matched" else 0.0
+
+
 def api_list(results: list[dict]) -> str:
     return "/".join(f"{result['api_us']:.0f}" for result in results)
 
@@ -211,7 +243,7 @@ def place(mode: str, net: LocalSubnet, caps: Optional[Caps]) -> None:
         for cpu, pid in enumerate(workers):
             set_affinity([pid], {cpu})
     elif mode == "capped" and caps is not None:
-        caps.apply(workers)
+        caps.apply(workers, [pid for pids in others(net).values() for pid in pids])
 
 
 def unplace(mode: str, net: LocalSubnet, caps: Optional[Caps]) -> None:
@@ -239,7 +271,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs per mode and worker count, interleaved")
     parser.add_argument("--modes", default=",".join(MODES))
     parser.add_argument("--cap", type=float, default=0.35, help="capped: each API worker's share of one core")
-    parser.add_argument("--rate", type=float, default=800.0, help="paced: offered requests/s")
+    parser.add_argument("--rate", type=float, default=800.0,
+                        help="paced: offered requests/s; matched: per worker half of it")
     parser.add_argument("--stream", action="store_true", help="streamed answers (20 chunks) instead of whole ones")
     args = parser.parse_args()
     modes = [mode for mode in args.modes.split(",") if mode]
@@ -258,7 +291,8 @@ def main() -> None:
         print(LOAD_GENERATOR)
         print(f"two subnets side by side (API_WORKERS=1 and 2; each one miner, builtin backend, and the validator); "
               f"c=32 {'streams of 20 chunks' if args.stream else 'whole answers'}, {args.seconds:g} s per run, "
-              f"1 and 2 workers interleaved; capped: {args.cap:g} core per worker; paced: {args.rate:g} requests/s")
+              f"1 and 2 workers interleaved; capped: {args.cap:g} core per worker; paced: {args.rate:g} requests/s; "
+              f"matched: {args.rate / 2:g} requests/s per worker")
         print("columns api…sum: CPU µs per request (api: all its workers); cpu: each worker's share of the API's CPU; "
               "conns: open connections per worker")
         for workers, net in nets.items():  # warm-up, unreported
@@ -273,7 +307,8 @@ def main() -> None:
                     place(mode, net, caps)
                     try:
                         result = run(net, keys[workers], seconds=args.seconds, stream=args.stream,
-                                     rate=args.rate if mode == "paced" else 0.0)
+                                     rate=offered(mode, workers, args.rate),
+                                     caps=caps if mode == "capped" else None)
                     finally:
                         unplace(mode, net, caps)
                     results.setdefault((mode, workers), []).append(result)
@@ -282,9 +317,10 @@ def main() -> None:
         for mode in modes:
             one, two = results[(mode, 1)], results[(mode, 2)]
             ratios = [b["rps"] / a["rps"] for a, b in zip(one, two)]
+            costs = [b["api_us"] / a["api_us"] for a, b in zip(one, two)]
             print(f"{mode}: 2 workers / 1 worker, requests/s: {', '.join(f'{r:.2f}' for r in ratios)} "
                   f"(median {statistics.median(ratios):.2f}); API CPU µs per request 1 worker {api_list(one)}, "
-                  f"2 workers {api_list(two)}")
+                  f"2 workers {api_list(two)} (2/1: {', '.join(f'{c:.2f}' for c in costs)})")
         every = [r for rs in results.values() for r in rs if r["rps"] > 0]
         if every:
             for workers in (1, 2):

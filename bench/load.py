@@ -87,9 +87,10 @@ async def run(args: argparse.Namespace) -> dict:
                          stream=args.stream, rate=args.rate)
     cpu = time.process_time() - cpu_before
     latencies = result.latencies_ms
-    if args.trace:  # "seconds since the first answer, latency ms" per answer: where the tail comes from
-        start = result.finished[0] if result.finished else 0.0
-        Path(args.trace).write_text("".join(f"{t - start:.6f} {ms:.3f}\n" for t, ms in zip(result.finished, latencies)))
+    if args.trace:  # per answer "seconds since the first answer, latency ms, perf_counter()": where the tail comes from
+        start = result.finished[0] if result.finished else 0.0  # perf_counter() is CLOCK_MONOTONIC: other processes'
+        Path(args.trace).write_text("".join(f"{t - start:.6f} {ms:.3f} {t:.6f}\n"  # clocks match the third column
+                                            for t, ms in zip(result.finished, latencies)))
     return {"requests": len(latencies), "errors": result.errors, "rps": len(latencies) / result.elapsed,
             "elapsed_s": result.elapsed,
             "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
