@@ -126,6 +126,7 @@ class Caps:
         self.base = CGROUP_CPU / f"bench-workers-{os.getpid()}"
         self.groups: list[Path] = []
         self.moved: list[int] = []
+        self.rest: Optional[Path] = None  # the miner's, the validator's and the load generator's group
 
     @staticmethod
     def available() -> bool:
@@ -167,7 +168,7 @@ class Caps:
                 group.rmdir()
             except OSError:
                 pass
-        self.groups, self.moved = [], []
+        self.groups, self.moved, self.rest = [], [], None
         try:
             self.base.rmdir()
         except OSError:
@@ -190,7 +191,7 @@ def run(net: LocalSubnet, key: str, *, seconds: float, rate: float = 0.0, concur
         arguments += ["--trace", trace]
     process = subprocess.Popen([sys.executable, str(LOAD), *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
-    if caps is not None:
+    if caps is not None and caps.rest is not None:
         caps.move(process.pid, caps.rest)
     process.stderr.readline()  # "load: …" just before the first request
     before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in servers.items()}
