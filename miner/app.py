@@ -124,7 +124,7 @@ def create_app(settings: MinerSettings) -> FastAPI:
         await metagraph.refresh()
         refresher = asyncio.create_task(metagraph.run(), name="metagraph-refresh")
         # What start-up built (bittensor, FastAPI, the backend's tables) lives forever: keep it out of collections.
-        # Without this, a full collection walked all of it: 50–80 ms with nothing answered, every few seconds
+        # Without this, a full collection walked all of it: 40–80 ms with nothing answered, every few seconds
         # under load (the longest pauses at c=32 through the chain).
         gc.freeze()
         logger.info(
