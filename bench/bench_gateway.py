@@ -1,6 +1,6 @@
 """The gateway against the direct path, in one run: latency and throughput, stream and not.
 
-    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--memory-requests 0] [--skip-extras]
+    .venv/bin/python bench/bench_gateway.py [--seconds 5] [--memory-requests 0] [--skip-extras] [--workers 1]
 
 Starts a local subnet (one fast reference miner, builtin backend, 20-token
 answers; the validator; ONE API worker), then drives load from a separate
@@ -13,7 +13,8 @@ validator, load generator) over the same window, read from /proc. On a
 shared 2-core machine that is the stable figure: the processes share the
 cores, so the sum of their CPU per request bounds the throughput. With
 ``--memory-requests N`` it also sends N more requests and reports the API
-worker's resident memory before and after. Then, unless ``--skip-extras``,
+worker's resident memory before and after (with ``--workers 2``: the sum
+over the workers, and each at the end). Then, unless ``--skip-extras``,
 the same command runs ``bench_mixture.py`` (mixture latency against its
 slowest miner) and ``bench_scoring.py`` (scoring throughput, weight step),
 each on its own subnet or database, so one run reports every figure.
@@ -61,21 +62,23 @@ def rss_kib(pid: int) -> int:
 
 
 def api_worker_pids(net: LocalSubnet) -> list[int]:
+    """uvicorn's worker processes (multiprocessing "spawn" children, not its resource tracker), or the one process."""
     parent = net.processes["api"].pid
     children = subprocess.run(["pgrep", "-P", str(parent)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in children] or [parent]
+    return [int(p) for p in children if b"spawn_main" in Path(f"/proc/{p}/cmdline").read_bytes()] or [parent]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--memory-requests", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1, help="API_WORKERS (the figures above are for 1)")
     parser.add_argument("--skip-extras", action="store_true", help="skip the mixture and scoring benchmarks")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         net = LocalSubnet(Path(tmp), api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
-                          behaviours=["good"], api_workers=1, web_port=free_port(),
+                          behaviours=["good"], api_workers=args.workers, web_port=free_port(),
                           validator_settings={"synthetic_interval_seconds": 3600},
                           extra_env={"LOG_LEVEL": "WARNING"})
         net.start()
@@ -83,7 +86,8 @@ def main() -> None:
             key = net.create_api_key("bench")
             print(machine_line())
             print(LOAD_GENERATOR)
-            print(f"one API worker, one miner (builtin backend), the validator; {args.seconds:g} s per run; "
+            workers = "one API worker" if args.workers == 1 else f"{args.workers} API workers"
+            print(f"{workers}, one miner (builtin backend), the validator; {args.seconds:g} s per run; "
                   "columns api…sum: CPU µs per request of each process over the run, and their sum")
             print(f"{'case':<28}{'path':<8}{'rps':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
                   + "".join(f"{name:>10}" for name in (*SERVERS, "load", "sum")))
@@ -116,6 +120,8 @@ def main() -> None:
                 print(f"memory: API worker RSS {before / 1024:.1f} MiB before, {after / 1024:.1f} MiB after "
                       f"{sent:,} more requests ({time.monotonic() - started:.0f} s)")
                 print(f"memory along the way (requests, MiB): {', '.join(series)}")
+                if len(pids) > 1:
+                    print("memory per worker after (MiB): " + ", ".join(f"{rss_kib(p) / 1024:.1f}" for p in pids))
         finally:
             net.stop()
     if not args.skip_extras:

@@ -125,13 +125,15 @@ async def run(args: argparse.Namespace) -> dict:
     print(f"load: {args.concurrency} clients for {args.seconds:g} s against {args.url}", file=sys.stderr, flush=True)
     cpu_before = time.process_time()
     result = await drive(host, port, make_request, concurrency=args.concurrency, seconds=args.seconds,
-                         stream=args.stream)
+                         stream=args.stream, rate=args.rate)
     cpu = time.process_time() - cpu_before
     latencies = result.latencies_ms
-    if args.trace:  # "seconds since the first answer, latency ms" per answer: where the tail comes from
-        start = result.finished[0] if result.finished else 0.0
-        Path(args.trace).write_text("".join(f"{t - start:.6f} {ms:.3f}\n" for t, ms in zip(result.finished, latencies)))
+    if args.trace:  # per answer "seconds since the first answer, latency ms, perf_counter()": where the tail comes from
+        start = result.finished[0] if result.finished else 0.0  # perf_counter() is CLOCK_MONOTONIC: other processes'
+        Path(args.trace).write_text("".join(f"{t - start:.6f} {ms:.3f} {t:.6f}\n"  # clocks match the third column
+                                            for t, ms in zip(result.finished, latencies)))
     return {"requests": len(latencies), "errors": result.errors, "rps": len(latencies) / result.elapsed,
+            "elapsed_s": result.elapsed,
             "p50_ms": percentile(latencies, 0.5), "p99_ms": percentile(latencies, 0.99),
             "cpu_us_per_request": cpu * 1e6 / len(latencies) if latencies else float("nan")}
 
@@ -150,6 +152,7 @@ def main() -> None:
     parser.add_argument("--receiver", default="")
     parser.add_argument("--sign-every-request", action="store_true",
                         help="direct: sign each request (btauth/1) even if the miner offers btsession/1")
+    parser.add_argument("--rate", type=float, default=0.0, help="offered load: at most this many requests/s in all")
     parser.add_argument("--trace", default="", help="write each answer's end time and latency to this file")
     parser.add_argument("--wallet-name", default="localnet-validator")
     parser.add_argument("--wallet-path", default="")

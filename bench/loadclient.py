@@ -2,6 +2,7 @@
 
     result = await drive("127.0.0.1", 8000, lambda: request_bytes, concurrency=32, seconds=5.0, stream=True)
     result.latencies_ms, result.errors
+    await drive(…, concurrency=32, seconds=5.0, stream=False, rate=1000.0)   # paced: at most 1000 requests/s
 
 Why not aiohttp: on a small machine the load generator shares the cores with
 the servers it measures, so every microsecond it spends per request is taken
@@ -14,11 +15,18 @@ A response counts as good when its status is 200, it arrived whole (the parser
 checks Content-Length and chunked framing) and, for a stream, its body ends
 with the ``[DONE]`` event and carries no ``data: {"error"`` event. Anything
 else, including a connection that closes or stalls mid-response, is an error.
+
+With ``rate`` each connection sends at most ``rate / concurrency`` requests per
+second, on a fixed schedule (the first at a random point of its interval), so
+that two set-ups can be compared at the same offered load; a connection whose
+answer comes after its next slot sends at once (the load then falls behind the
+rate, which the result's rps shows).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -54,8 +62,9 @@ class Result:
 class _Run:
     """What the connections of one run share: the request factory, the clock, the tallies."""
 
-    def __init__(self, make_request: Callable[[], bytes], stream: bool, stop_at: float):
+    def __init__(self, make_request: Callable[[], bytes], stream: bool, stop_at: float, interval: float = 0.0):
         self.make_request = make_request
+        self.interval = interval  # seconds between one connection's requests; 0: back to back
         self.stream = stream
         self.stop_at = stop_at
         self.result = Result()
@@ -73,12 +82,15 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = True
         self.tail = b""
         self.bad_event = False
+        self.next_at = 0.0  # paced: perf_counter() of this connection's next slot
 
     # -- transport callbacks ----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.run.open.add(self)
-        self.send()
+        if self.run.interval:
+            self.next_at = time.perf_counter() + random.random() * self.run.interval
+        self.send_when_due()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -117,12 +129,25 @@ class _Connection(asyncio.Protocol):
             run.result.errors += 1
         self.started = 0.0
         if self.keep_alive:
-            self.send()
+            self.send_when_due()
         else:
             self.transport.close()
 
     # -- requests ---------------------------------------------------------------------------------
+    def send_when_due(self) -> None:
+        if not self.run.interval:
+            self.send()
+            return
+        delay = self.next_at - time.perf_counter()
+        self.next_at = max(self.next_at, time.perf_counter()) + self.run.interval
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self.send)
+        else:
+            self.send()
+
     def send(self) -> None:
+        if self.transport.is_closing():
+            return
         if time.monotonic() >= self.run.stop_at:
             self.transport.close()
             return
@@ -151,14 +176,15 @@ async def _client(run: _Run, host: str, port: int) -> None:
 
 
 async def drive(host: str, port: int, make_request: Callable[[], bytes], *, concurrency: int, seconds: float,
-                stream: bool, grace: float = 60.0) -> Result:
-    """``concurrency`` connections, each sending ``make_request()`` back to back for ``seconds``.
+                stream: bool, grace: float = 60.0, rate: float = 0.0) -> Result:
+    """``concurrency`` connections, each sending ``make_request()`` back to back for ``seconds``
+    (or, with ``rate``, paced so that together they send at most ``rate`` requests per second).
 
     Requests still unanswered ``grace`` seconds after the end are counted as
     errors and their connections aborted.
     """
     began = time.monotonic()
-    run = _Run(make_request, stream, began + seconds)
+    run = _Run(make_request, stream, began + seconds, concurrency / rate if rate > 0 else 0.0)
     clients = [asyncio.ensure_future(_client(run, host, port)) for _ in range(concurrency)]
     _, pending = await asyncio.wait(clients, timeout=seconds + grace)
     for connection in list(run.open):

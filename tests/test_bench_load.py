@@ -72,6 +72,18 @@ async def test_whole_answers_are_counted_with_a_latency_each(answer, stream):
     assert all(latency > 0 for latency in result.latencies_ms)
 
 
+async def test_a_paced_run_sends_at_the_rate_not_back_to_back():
+    server, port = await canned_server(PLAIN_OK)
+    request = build_request("POST", f"127.0.0.1:{port}", "/", {}, b"")
+    async with server:
+        paced = await drive("127.0.0.1", port, lambda: request, concurrency=4, seconds=1.0, stream=False, rate=100.0)
+        free = await drive("127.0.0.1", port, lambda: request, concurrency=4, seconds=0.3, stream=False)
+    assert paced.errors == 0 and free.errors == 0
+    # 100/s for 1 s over 4 connections (each starts at a random point of its first 40 ms): about 100, never 200
+    assert 80 <= len(paced.latencies_ms) <= 110
+    assert len(free.latencies_ms) > 200  # the same server back to back: far more in less time
+
+
 @pytest.mark.parametrize("answer, stream, close_after", [
     (SERVER_ERROR, False, False),
     (CUT_STREAM, True, True),

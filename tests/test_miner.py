@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
 from contextlib import ExitStack
@@ -290,6 +291,15 @@ async def test_valid_signature_from_a_non_validator_is_403(http, miners, subnet)
 async def test_allowed_hotkeys_let_a_non_validator_in(http, miners, subnet):
     status, _, _ = await call(http, miners["noisy"], subnet.outsider, chat_body())
     assert status == 200
+
+
+def test_what_start_up_built_is_kept_out_of_collections(subnet):
+    gc.unfreeze()  # whatever another server in this process froze
+    assert gc.get_freeze_count() == 0
+    sock = bound_socket()
+    app = create_app(miner_settings(subnet, "good", sock.getsockname()[1]))
+    with uvicorn_thread(app, sock, http=CoalescingHttpProtocol):
+        assert gc.get_freeze_count() > 10_000  # bittensor, FastAPI, the app: a full collection no longer walks them
 
 
 def test_caller_policy_without_permit_requirement():
