@@ -142,8 +142,23 @@ class SqliteDriver:
             await self._conn.executemany(sql, rows)
 
     async def run(self, plan: Plan[T], *, lock: Optional[str] = None, atomic: bool = True) -> T:
-        """Queue the plan for the next group commit and wait for its result (``lock`` and ``atomic`` change
-        nothing here: every SQLite transaction takes the file's write lock, and every plan runs in one)."""
+        """Run the plan at once when nothing else is, else queue it for the next group commit; its result.
+        (``lock`` changes nothing here: every SQLite transaction takes the file's write lock.)"""
+        if not self._committing and not self._plans:
+            # Nothing queued or running: this plan goes now, in the caller's task (no loop turn spent waiting for
+            # company that, one request at a time, never comes); plans arriving meanwhile queue behind it.
+            self._committing = True
+            try:
+                async with self._lock:
+                    [(ok, value)] = await self._run(lambda db: self._run_plans(db, [(plan, None, atomic)]))
+            finally:
+                self._committing = False
+                if self._plans:
+                    self._committing = True
+                    self._committer = asyncio.get_running_loop().create_task(self._commit_plans())
+            if not ok:
+                raise value
+            return value
         future = asyncio.get_running_loop().create_future()
         self._plans.append((plan, future, atomic))
         if not self._committing:
