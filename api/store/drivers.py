@@ -14,7 +14,8 @@ blocking), in WAL mode so readers never wait; ``BEGIN IMMEDIATE`` takes the
 file's write lock, which serialises writers across processes too, so a
 transaction on SQLite is exclusive whatever its ``lock`` says. The hot
 transactions (debits, refunds, rate-limit checks) are plans (``api.store.plans``):
-on SQLite the plans of one loop turn share one trip to that thread and one commit.
+on SQLite the plans that queue while one runs share the next trip to that thread
+and one commit.
 """
 
 from __future__ import annotations

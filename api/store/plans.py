@@ -12,10 +12,11 @@ them. Why not ``async with db.transaction()``: on SQLite every awaited statement
 is a trip to the driver's thread and back, with the write lock held across all
 of them; a rate-limit check took five such trips per request, and every other
 request's statement waited behind them. A plan runs on that thread from its
-first statement to its last in one trip, and the SQLite driver runs all the
-plans that arrived during one turn of the event loop in one transaction (each in
-its own savepoint, so one plan's failure undoes only its own writes): under
-load, many requests' debits and rate-limit checks share one trip and one commit.
+first statement to its last in one trip. The SQLite driver runs a plan at once
+when nothing else is running, and the plans that queue while one runs together,
+in one transaction (each in its own savepoint, so one plan's failure undoes only
+its own writes): under load, many requests' debits and rate-limit checks share
+one trip and one commit.
 On PostgreSQL a plan runs in a transaction on a pooled connection, each statement
 awaited as before.
 """
