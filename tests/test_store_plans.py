@@ -86,7 +86,7 @@ async def test_debits_and_rate_checks_from_two_stores_stay_exact(database):
         await second.close()
 
 
-async def test_sqlite_commits_a_loop_turn_of_plans_together(tmp_path):
+async def test_sqlite_commits_queued_plans_together(tmp_path):
     store = await open_store("", tmp_path / "api.sqlite", "")
     try:
         _, key = await KeyAdmin(store).create(KeySpec(credits=1000))
