@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_peer import spawn, start_ours, stop, wait_http  # noqa: E402
+from bench.bench_peer import upstream_and_ours  # noqa: E402
 from bench.measure import family, machine_line, run_load  # noqa: E402
-from localnet.launcher import free_port, get_json  # noqa: E402
+from localnet.launcher import get_json  # noqa: E402
 
 KINDS = {
     "unlimited": "",
@@ -51,42 +51,27 @@ def main() -> None:
     else:
         os.environ.pop("REDIS_URL", None)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        port = free_port()
-        upstream_url = f"http://127.0.0.1:{port}/v1"
-        upstream = spawn([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port)],
-                         directory / "upstream.log")
-        net = None
-        try:
-            wait_http(upstream_url + "/models", 30, upstream)
-            print(machine_line())
-            net = start_ours(directory / "localnet", upstream_url)
-            print(f"rate limits in {'Redis' if args.redis else 'the store (SQLite)'}; {args.seconds:g} s per run")
-            miner = net.member("miner")
-            keys = {}
-            for kind, fields in KINDS.items():
-                key = net.create_api_key(kind.replace(" ", "-"))
-                if fields:
-                    get_json(f"{net.api_url}/api_management/modify-api-key/{key}?{fields}",
-                             headers={"admin-key": net.admin_key}, method="PUT")
-                keys[kind] = key
-            servers = {"api": family(net.processes["api"].pid)}
-            print(f"{'case':<8}{'key':<12}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'API µs/req':>12}")
-            for concurrency in (1, 32):
-                for _ in range(args.rounds):
-                    for kind, key in keys.items():
-                        result = run_load(["--url", net.api_url, "--key", key, "--uid", str(miner.uid),
-                                           "--concurrency", str(concurrency), "--seconds", str(args.seconds)],
-                                          servers)
-                        print(f"{'c=' + str(concurrency):<8}{kind:<12}{result['rps']:>8.0f}{result['p50_ms']:>9.2f}"
-                              f"{result['p99_ms']:>9.2f}{result['errors']:>8}{result['cpu_us']['api']:>12.0f}",
-                              flush=True)
-        finally:
-            if net is not None:
-                net.stop()
-            stop(upstream)
-
+    with tempfile.TemporaryDirectory() as tmp, upstream_and_ours(Path(tmp)) as (net, _):
+        print(machine_line())
+        print(f"rate limits in {'Redis' if args.redis else 'the store (SQLite)'}; {args.seconds:g} s per run")
+        miner = net.member("miner")
+        keys = {}
+        for kind, fields in KINDS.items():
+            key = net.create_api_key(kind.replace(" ", "-"))
+            if fields:
+                get_json(f"{net.api_url}/api_management/modify-api-key/{key}?{fields}",
+                         headers={"admin-key": net.admin_key}, method="PUT")
+            keys[kind] = key
+        servers = {"api": family(net.processes["api"].pid)}
+        print(f"{'case':<8}{'key':<12}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'API µs/req':>12}")
+        for concurrency in (1, 32):
+            for _ in range(args.rounds):
+                for kind, key in keys.items():
+                    result = run_load(["--url", net.api_url, "--key", key, "--uid", str(miner.uid),
+                                       "--concurrency", str(concurrency), "--seconds", str(args.seconds)], servers)
+                    print(f"{'c=' + str(concurrency):<8}{kind:<12}{result['rps']:>8.0f}{result['p50_ms']:>9.2f}"
+                          f"{result['p99_ms']:>9.2f}{result['errors']:>8}{result['cpu_us']['api']:>12.0f}",
+                          flush=True)
 
 if __name__ == "__main__":
     main()

@@ -32,8 +32,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -150,12 +151,35 @@ def start_ours(directory: Path, upstream_url: str) -> LocalSubnet:
                                        "upstream_model": MODEL}],
                       validator_settings={"synthetic_interval_seconds": 3600},
                       extra_env={"LOG_LEVEL": "WARNING"})
+    return started(net)
+
+
+def started(net: LocalSubnet) -> LocalSubnet:
+    """``net`` started, or every process it had started stopped again and the error raised."""
     try:
         net.start()
     except Exception:
         net.stop()
         raise
     return net
+
+
+@contextmanager
+def upstream_and_ours(directory: Path) -> Iterator[tuple[LocalSubnet, str]]:
+    """The fake upstream and our stack in front of it (``start_ours``), stopped on the way out; (net, upstream URL)."""
+    port = free_port()
+    upstream_url = f"http://127.0.0.1:{port}/v1"
+    upstream = spawn([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port)],
+                     directory / "upstream.log")
+    net: Optional[LocalSubnet] = None
+    try:
+        wait_http(upstream_url + "/models", 30, upstream)
+        net = start_ours(directory / "localnet", upstream_url)
+        yield net, upstream_url
+    finally:
+        if net is not None:
+            net.stop()
+        stop(upstream)
 
 
 def print_row(case: str, name: str, result: dict, gateway: tuple[str, ...]) -> None:

@@ -62,6 +62,7 @@ from typing import Optional
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_peer import started  # noqa: E402
 from bench.measure import LOAD, LOAD_GENERATOR, cpu_seconds, machine_line  # noqa: E402
 from localnet.launcher import LocalSubnet, free_port  # noqa: E402
 
@@ -258,12 +259,7 @@ def start(directory: Path, workers: int) -> LocalSubnet:
     net = LocalSubnet(directory, api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
                       behaviours=["good"], api_workers=workers, web_port=free_port(),
                       validator_settings={"synthetic_interval_seconds": 3600}, extra_env={"LOG_LEVEL": "WARNING"})
-    try:
-        net.start()
-    except Exception:
-        net.stop()
-        raise
-    return net
+    return started(net)
 
 
 def main() -> None:

@@ -27,9 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_peer import spawn, start_ours, stop, wait_http  # noqa: E402
+from bench.bench_peer import upstream_and_ours  # noqa: E402
 from bench.measure import family, run_load  # noqa: E402
-from localnet.launcher import free_port  # noqa: E402
 
 
 def py_spy() -> str:
@@ -100,53 +99,40 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        port = free_port()
-        upstream_url = f"http://127.0.0.1:{port}/v1"
-        upstream = spawn([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port)],
-                         directory / "upstream.log")
-        net = None
-        try:
-            wait_http(upstream_url + "/models", 30, upstream)
-            net = start_ours(directory / "localnet", upstream_url)
-            key = net.create_api_key("bench")
-            miner = net.member("miner")
-            miner_process = next(p for name, p in net.processes.items() if name.startswith("miner"))
-            api_pids = family(net.processes["api"].pid)
-            processes = {"api": api_pids[-1], "miner": miner_process.pid, "validator": net.processes["validator"].pid}
-            target = ["--url", net.api_url, "--key", key, "--uid", str(miner.uid),
-                      "--concurrency", str(args.concurrency)] + (["--stream"] if args.stream else [])
-            run_load([*target, "--seconds", "2"], {})  # warm-up
-            def recorder(name: str, pid: int) -> list[str]:
-                if args.syscalls:
-                    return ["timeout", "-s", "INT", str(int(args.seconds)), "strace", "-c", "-f", "-p", str(pid),
-                            "-o", str(args.out / f"{name}.strace")]
-                return [py_spy(), "record", "--format", "raw", "--rate", str(args.rate),
-                                        "--duration", str(int(args.seconds) + 1), "--pid", str(pid),
-                        "--output", str(args.out / f"{name}.txt"), "--nonblocking"]
+    with tempfile.TemporaryDirectory() as tmp, upstream_and_ours(Path(tmp)) as (net, _):
+        key = net.create_api_key("bench")
+        miner = net.member("miner")
+        miner_process = next(p for name, p in net.processes.items() if name.startswith("miner"))
+        api_pids = family(net.processes["api"].pid)
+        processes = {"api": api_pids[-1], "miner": miner_process.pid, "validator": net.processes["validator"].pid}
+        target = ["--url", net.api_url, "--key", key, "--uid", str(miner.uid),
+                  "--concurrency", str(args.concurrency)] + (["--stream"] if args.stream else [])
+        run_load([*target, "--seconds", "2"], {})  # warm-up
+        def recorder(name: str, pid: int) -> list[str]:
+            if args.syscalls:
+                return ["timeout", "-s", "INT", str(int(args.seconds)), "strace", "-c", "-f", "-p", str(pid),
+                        "-o", str(args.out / f"{name}.strace")]
+            return [py_spy(), "record", "--format", "raw", "--rate", str(args.rate),
+                                    "--duration", str(int(args.seconds) + 1), "--pid", str(pid),
+                    "--output", str(args.out / f"{name}.txt"), "--nonblocking"]
 
-            recorders = {name: subprocess.Popen(recorder(name, pid), stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.DEVNULL)
-                         for name, pid in processes.items()}
-            time.sleep(0.5)
-            result = run_load([*target, "--seconds", str(args.seconds)],
-                              {"api": api_pids, "miner": [miner_process.pid], "validator": [processes["validator"]]})
-            for running in recorders.values():
-                running.wait()
-            kind = "stream 20 chunks" if args.stream else "non-stream"
-            print(f"{kind}, c={args.concurrency}: {result['rps']:.0f} rps, p50 {result['p50_ms']:.2f} ms, "
-                  f"p99 {result['p99_ms']:.2f} ms; profiles in {args.out}")
-            for name in processes:
-                print(f"\n== {name}: {result['cpu_us'][name]:.0f} µs CPU per request")
-                if args.syscalls:
-                    print(syscalls_per_request(args.out / f"{name}.strace", result["rps"], args.seconds))
-                    continue
-                print("\n".join(summarise(args.out / f"{name}.txt", result["cpu_us"][name], args.top)))
-        finally:
-            if net is not None:
-                net.stop()
-            stop(upstream)
+        recorders = {name: subprocess.Popen(recorder(name, pid), stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                     for name, pid in processes.items()}
+        time.sleep(0.5)
+        result = run_load([*target, "--seconds", str(args.seconds)],
+                          {"api": api_pids, "miner": [miner_process.pid], "validator": [processes["validator"]]})
+        for running in recorders.values():
+            running.wait()
+        kind = "stream 20 chunks" if args.stream else "non-stream"
+        print(f"{kind}, c={args.concurrency}: {result['rps']:.0f} rps, p50 {result['p50_ms']:.2f} ms, "
+              f"p99 {result['p99_ms']:.2f} ms; profiles in {args.out}")
+        for name in processes:
+            print(f"\n== {name}: {result['cpu_us'][name]:.0f} µs CPU per request")
+            if args.syscalls:
+                print(syscalls_per_request(args.out / f"{name}.strace", result["rps"], args.seconds))
+                continue
+            print("\n".join(summarise(args.out / f"{name}.txt", result["cpu_us"][name], args.top)))
 
 
 if __name__ == "__main__":
