@@ -88,9 +88,9 @@ def open_session(args: argparse.Namespace, signer):
 
     import orjson
 
-    from shared.session_client import SenderSession
+    from shared.session_client import SenderSession, accept_answer
     from shared.sessions import PATH as SESSION_PATH
-    from shared.sessions import agree, new_private_key, public_bytes
+    from shared.sessions import new_private_key, public_bytes
 
     private = new_private_key()
     own_public = public_bytes(private)
@@ -105,9 +105,7 @@ def open_session(args: argparse.Namespace, signer):
         if exc.code in (404, 405):
             return None
         raise
-    session_id, their_public = bytes.fromhex(answer["session"]), bytes.fromhex(answer["public_key"])
-    key = agree(private, their_public, sender=signer.hotkey, receiver=args.receiver, sender_public=own_public,
-                receiver_public=their_public, session_id=session_id)
+    session_id, key, _ = accept_answer(answer, private, sender=signer.hotkey, receiver=args.receiver)
     return SenderSession(session_id.hex(), key, renew_at=float("inf"), expires=float("inf"))
 
 

@@ -47,6 +47,19 @@ EXPIRY_MARGIN = 5.0
 Shake = Callable[[str, str, bytes], Awaitable[Any]]
 
 
+def accept_answer(answer: Any, private: Any, *, sender: str, receiver: str) -> tuple[bytes, bytes, float]:
+    """The session id, key and lifetime from a receiver's answer to ``POST /session`` made with ``private``.
+
+    ``KeyError``/``ValueError``/``TypeError`` for an answer that is not one.
+    """
+    session_id = bytes.fromhex(answer["session"])
+    their_public = bytes.fromhex(answer["public_key"])
+    lifetime = min(max(float(answer["lifetime"]), 0.0), 3600.0)
+    key = agree(private, their_public, sender=sender, receiver=receiver, sender_public=public_bytes(private),
+                receiver_public=their_public, session_id=session_id)
+    return session_id, key, lifetime
+
+
 @dataclass(eq=False)
 class SenderSession:
     id: str
@@ -117,11 +130,7 @@ class SessionKeeper:
         started = time.monotonic()
         try:
             answer = await self._shake(peer.address, receiver, orjson.dumps({"public_key": own_public.hex()}))
-            session_id = bytes.fromhex(answer["session"])
-            their_public = bytes.fromhex(answer["public_key"])
-            lifetime = min(max(float(answer["lifetime"]), 0.0), 3600.0)
-            key = agree(private, their_public, sender=self.hotkey, receiver=receiver, sender_public=own_public,
-                        receiver_public=their_public, session_id=session_id)
+            session_id, key, lifetime = accept_answer(answer, private, sender=self.hotkey, receiver=receiver)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

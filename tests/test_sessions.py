@@ -368,14 +368,19 @@ def test_a_passive_observer_of_the_handshake_cannot_compute_a_valid_mac(subnet, 
 # --- the sender's side -----------------------------------------------------------------------------------------
 
 
+async def chat(client: SignedClient, miner) -> tuple[int, bytes]:
+    """One chat request to ``miner`` through ``client`` (signed or in a session, as the client decides)."""
+    async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
+                                  read_timeout=10) as response:
+        return response.status, await response.read()
+
+
 async def wait_for_session(client: SignedClient, miner, timeout: float = 5.0) -> str:
     deadline = time.monotonic() + timeout
     while (found := client.sessions.session_id(miner.hotkey)) is None:
         assert time.monotonic() < deadline, "no session was made"
-        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                      read_timeout=10) as response:
-            assert response.status == 200
-            await response.read()
+        status, _ = await chat(client, miner)
+        assert status == 200
         await asyncio.sleep(0.05)
     return found
 
@@ -387,9 +392,8 @@ async def test_the_client_signs_until_a_session_is_made_then_uses_it(subnet, min
         await wait_for_session(client, miner)
         before = counts(subnet, miner)
         for _ in range(5):
-            async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                          read_timeout=10) as response:
-                assert response.status == 200 and json.loads(await response.read())["choices"]
+            status, body = await chat(client, miner)
+            assert status == 200 and json.loads(body)["choices"]
         answer = await client.get_json(miner.url, "/availability", receiver=miner.hotkey)
         assert answer["llm_model_availabilities"] == {MODEL: True}
         after = counts(subnet, miner)
@@ -411,16 +415,13 @@ async def test_a_restarted_miner_is_transparent_to_the_client(subnet):
         again.bind(("127.0.0.1", port))
         with run_miner(subnet, "miner_a", again) as miner:
             # the next request carries the old session: refused unprocessed, sent again signed, answered
-            async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                          read_timeout=10) as response:
-                assert response.status == 200 and json.loads(await response.read())["choices"]
+            status, body = await chat(client, miner)
+            assert status == 200 and json.loads(body)["choices"]
             assert (await client.get_json(miner.url, "/availability", receiver=miner.hotkey))["task_availabilities"]
             new = await wait_for_session(client, miner)
             assert new != old
-            async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                          read_timeout=10) as response:
-                assert response.status == 200
-                await response.read()
+            status, _ = await chat(client, miner)
+            assert status == 200
             assert counts(subnet, miner)["session_checks"] >= 1
     finally:
         await client.close()
@@ -431,10 +432,8 @@ async def test_a_miner_that_does_not_offer_sessions_is_signed_to_as_before(subne
     try:
         with run_miner(subnet, "miner_a", miner_offer_sessions=False) as miner:
             for _ in range(3):
-                async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                              read_timeout=10) as response:
-                    assert response.status == 200
-                    await response.read()
+                status, _ = await chat(client, miner)
+                assert status == 200
                 await asyncio.sleep(0.1)
             assert client.sessions.session_id(miner.hotkey) is None
             peer = client.sessions._peers[miner.hotkey]
@@ -456,10 +455,8 @@ async def test_the_handshake_may_be_signed_in_epistula(subnet, miners):
     try:
         before = counts(subnet, miner)
         await wait_for_session(client, miner)
-        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                      read_timeout=10) as response:
-            assert response.status == 200
-            await response.read()
+        status, _ = await chat(client, miner)
+        assert status == 200
         after = counts(subnet, miner)
         assert after["handshakes"] - before["handshakes"] == 1 and after["session_checks"] > before["session_checks"]
     finally:
@@ -475,17 +472,13 @@ async def test_the_client_renews_its_session_before_it_expires(subnet, miners):
         first = await wait_for_session(client, miner)
         await asyncio.sleep(1.7)  # past 80% of the lifetime, before the sender's own expiry (1.8 s)
         before = counts(subnet, miner)
-        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                      read_timeout=10) as response:
-            assert response.status == 200  # on the old session; the renewal starts beside it
-            await response.read()
+        status, _ = await chat(client, miner)
+        assert status == 200  # on the old session; the renewal starts beside it
         await asyncio.sleep(0.3)
         second = client.sessions.session_id(miner.hotkey)
         assert second not in (None, first)
-        async with client.post_stream(miner.url, CHAT, BODY, receiver=miner.hotkey, connect_timeout=2,
-                                      read_timeout=10) as response:
-            assert response.status == 200
-            await response.read()
+        status, _ = await chat(client, miner)
+        assert status == 200
         after = counts(subnet, miner)
         assert after["session_checks"] - before["session_checks"] == 2 and after["handshakes"] > before["handshakes"]
     finally:
