@@ -30,6 +30,8 @@ import sqlite3
 from collections import Counter
 from typing import Optional
 
+from shared.sqlite import execute_many
+
 from .database import Database
 
 SCHEMA = """
@@ -94,8 +96,8 @@ class OrganicEvidence:
 
     def save(self, db: sqlite3.Connection, uids: list[int]) -> None:
         db.executemany("DELETE FROM organic_evidence WHERE uid = ?", [(uid,) for uid in uids])
-        db.executemany(
-            "INSERT INTO organic_evidence (uid, hotkey, key_id, quality) VALUES (?, ?, ?, ?)",
+        execute_many(
+            db, "INSERT INTO organic_evidence (uid, hotkey, key_id, quality) VALUES (?, ?, ?, ?)",
             [(uid, self.hotkeys[uid], key, quality) for uid in uids if uid in self.hotkeys
              for key, quality in self.quality.get(uid, {}).items()],
         )

@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 
 from shared.chain import SubnetState
+from shared.sqlite import execute_many
 
 from .database import Database
 
@@ -222,8 +223,8 @@ class ScoreBook:
 
     def save(self, db: sqlite3.Connection, uids: list[int]) -> None:
         now = time.time()
-        db.executemany(
-            "INSERT INTO scores (uid, hotkey, score, rewards, last_reward, updated_at, organic_factor)"
+        execute_many(
+            db, "INSERT INTO scores (uid, hotkey, score, rewards, last_reward, updated_at, organic_factor)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT(uid) DO UPDATE SET hotkey = excluded.hotkey, score = excluded.score,"
             " rewards = excluded.rewards, last_reward = excluded.last_reward, updated_at = excluded.updated_at,"
@@ -235,8 +236,8 @@ class ScoreBook:
                 for uid in uids
             ],
         )
-        db.executemany(
-            "INSERT INTO task_scores (uid, task, score) VALUES (?, ?, ?)"
+        execute_many(
+            db, "INSERT INTO task_scores (uid, task, score) VALUES (?, ?, ?)"
             " ON CONFLICT(uid, task) DO UPDATE SET score = excluded.score",
             [(uid, task, float(self.task_scores[uid, column])) for uid in uids for task, column in self.tasks.items()],
         )

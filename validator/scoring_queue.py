@@ -16,6 +16,7 @@ from before a restart, an overflowing handoff) is read back from the file.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections import Counter
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from shared.schemas import ScoringItem
+from shared.sqlite import execute_many
 
 from .database import Database
 
@@ -113,7 +115,9 @@ class ScoringQueue:
 
     def mark_scored(self, db: sqlite3.Connection, ids: list[int]) -> None:
         """Inside the caller's transaction, together with the scores these items produced."""
-        db.executemany("UPDATE scoring_items SET scored = 1 WHERE id = ? AND scored = 0", [(i,) for i in ids])
+        # One statement for the batch (an executemany would step, and hand the GIL over, once per id).
+        db.execute("UPDATE scoring_items SET scored = 1 WHERE scored = 0 AND id IN (SELECT value FROM json_each(?))",
+                   (json.dumps(ids),))
         bump(db, "scored", len(ids))
         for row_id in ids:
             self.handoff.pop(row_id, None)
@@ -142,15 +146,15 @@ class ScoringQueue:
         # Ids only grow (AUTOINCREMENT) and the caller's transaction holds the write lock: the rows above the
         # current maximum afterwards are exactly the ones these inserts added, known request ids being ignored.
         (before,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM scoring_items").fetchone()
-        db.executemany(
-            "INSERT OR IGNORE INTO scoring_items (request_id, source, task, received_at, payload)"
+        execute_many(
+            db, "INSERT OR IGNORE INTO scoring_items (request_id, source, task, received_at, payload)"
             " VALUES (?, ?, ?, ?, ?)",
             [(item.request_id, item.source, item.task, now, item.model_dump_json()) for item in items.values()],
         )
         stored = [(row_id, items[request_id]) for row_id, request_id in db.execute(
             "SELECT id, request_id FROM scoring_items WHERE id > ? ORDER BY id", (before,))]
-        db.executemany(
-            "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
+        execute_many(
+            db, "INSERT INTO scoring_responses (item_id, uid, hotkey, status) VALUES (?, ?, ?, ?)",
             [(row_id, r.uid, r.hotkey, r.status) for row_id, item in stored for r in item.responses],
         )
         return stored

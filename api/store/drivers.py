@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional, Protocol, Sequence
 
-from shared.sqlite import open_shared_sqlite
+from shared.sqlite import execute_many, open_shared_sqlite
 
 from .key_stamp import KeyStamp
 from .plans import Execute, ExecuteMany, FetchRow, Plan, Statement, T, drive_async, drive_sync
@@ -79,7 +79,7 @@ class _SqliteConnection:
         return await self._driver._run(lambda db: db.execute(self._driver.sql(sql), args).rowcount)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._driver._run(lambda db: db.executemany(self._driver.sql(sql), rows))
+        await self._driver._run(lambda db: execute_many(db, self._driver.sql(sql), rows))
 
 
 class SqliteDriver:
@@ -194,7 +194,7 @@ class SqliteDriver:
         transaction: SQLite commits a single statement by itself."""
         def statement(step: Statement) -> Any:
             if isinstance(step, ExecuteMany):
-                db.executemany(self.sql(step.sql), step.rows)
+                execute_many(db, self.sql(step.sql), step.rows)
                 return None
             cursor = db.execute(self.sql(step.sql), step.args)
             if isinstance(step, Execute):

@@ -23,6 +23,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
+from .plans import ExecuteMany, Plan
 from .records import RequestLog
 
 BASE_MS = 1.0
@@ -109,14 +110,14 @@ LATENCY_UPSERT = _upsert("latency_minutes", ("minute", "bucket"), ("requests",))
 MINER_UPSERT = _upsert("miner_minutes", ("minute", "uid", "hotkey", "outcome"), MINER_COUNTERS)
 
 
-async def write(tx: Any, rows: Rows) -> None:
-    """Add a batch's roll-ups (inside the caller's transaction)."""
+def write(rows: Rows) -> Plan[None]:
+    """Add a batch's roll-ups: statements for the caller's plan (``yield from write(rows)``)."""
     if rows.usage:
-        await tx.executemany(USAGE_UPSERT, [(*k, *v) for k, v in sorted(rows.usage.items())])
+        yield ExecuteMany(USAGE_UPSERT, [(*k, *v) for k, v in sorted(rows.usage.items())])
     if rows.latency:
-        await tx.executemany(LATENCY_UPSERT, [(*k, v) for k, v in sorted(rows.latency.items())])
+        yield ExecuteMany(LATENCY_UPSERT, [(*k, v) for k, v in sorted(rows.latency.items())])
     if rows.miners:
-        await tx.executemany(MINER_UPSERT, [(*k, *v) for k, v in sorted(rows.miners.items())])
+        yield ExecuteMany(MINER_UPSERT, [(*k, *v) for k, v in sorted(rows.miners.items())])
 
 
 class Rollups:

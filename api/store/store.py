@@ -113,6 +113,46 @@ def rate_hit_plan(key_id: str, windows: list[Window], commit: bool, weight: int)
     return decision
 
 
+def record_plan(logs: list[RequestLog]) -> Plan[None]:
+    """A batch of request logs, their miners, the keys' counters, the daily usage and the roll-ups.
+
+    A plan, not ``async with transaction()``: on SQLite the batch is one trip to the store's thread and each
+    table's rows one statement (``shared.sqlite.execute_many``), so that thread asks the event loop for the
+    GIL a handful of times per batch instead of once or twice per row, while the loop is serving requests.
+    """
+    totals: dict[str, list] = {}
+    daily: dict[tuple[str, str], list] = {}
+    for log in logs:
+        for bucket in (totals.setdefault(log.key_id, [0, 0, 0, 0, 0.0]),
+                       daily.setdefault((log.key_id, day_of(log.created_at)), [0, 0, 0, 0, 0.0])):
+            bucket[0] += 1
+            bucket[1] += log.prompt_tokens
+            bucket[2] += log.completion_tokens
+            bucket[3] += log.charged
+            bucket[4] = max(bucket[4], log.created_at)
+    yield ExecuteMany(f"INSERT INTO request_logs ({LOG_COLUMNS}) VALUES ({placeholders(1, 18)})"
+                      " ON CONFLICT (request_id) DO NOTHING", [log_row(log) for log in logs])
+    miners = [row for log in logs for row in miner_rows(log)]
+    if miners:
+        yield ExecuteMany(f"INSERT INTO miner_logs ({MINER_COLUMNS}) VALUES ({placeholders(1, 11)})"
+                          " ON CONFLICT (request_id, position) DO NOTHING", miners)
+    yield ExecuteMany(
+        "UPDATE api_keys SET requests = requests + $1, prompt_tokens = prompt_tokens + $2,"
+        " completion_tokens = completion_tokens + $3, charged = charged + $4,"
+        " last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $5 THEN $5 ELSE last_used_at END"
+        " WHERE id = $6",
+        [(r, p, c, ch, float(at), key_id) for key_id, (r, p, c, ch, at) in totals.items()])
+    yield ExecuteMany(
+        "INSERT INTO usage_daily (key_id, day, requests, prompt_tokens, completion_tokens, charged)"
+        " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id, day) DO UPDATE SET"
+        " requests = usage_daily.requests + excluded.requests,"
+        " prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,"
+        " completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,"
+        " charged = usage_daily.charged + excluded.charged",
+        [(key_id, day, r, p, c, ch) for (key_id, day), (r, p, c, ch, _) in daily.items()])
+    yield from rollups.write(rollups.rollup(logs))
+
+
 class Store:
     def __init__(self, db: Driver):
         self.db = db
@@ -247,41 +287,8 @@ class Store:
     # -- usage and logs -------------------------------------------------------------------------
     async def record(self, logs: list[RequestLog]) -> None:
         """Write a batch of request logs and add their usage to the keys' counters, in one transaction."""
-        if not logs:
-            return
-        totals: dict[str, list] = {}
-        daily: dict[tuple[str, str], list] = {}
-        for log in logs:
-            for bucket in (totals.setdefault(log.key_id, [0, 0, 0, 0, 0.0]),
-                           daily.setdefault((log.key_id, day_of(log.created_at)), [0, 0, 0, 0, 0.0])):
-                bucket[0] += 1
-                bucket[1] += log.prompt_tokens
-                bucket[2] += log.completion_tokens
-                bucket[3] += log.charged
-                bucket[4] = max(bucket[4], log.created_at)
-        conflict = "ON CONFLICT (request_id) DO NOTHING"
-        async with self.db.transaction() as tx:
-            await tx.executemany(f"INSERT INTO request_logs ({LOG_COLUMNS}) VALUES ({placeholders(1, 18)}) {conflict}",
-                                 [log_row(log) for log in logs])
-            miners = [row for log in logs for row in miner_rows(log)]
-            if miners:
-                await tx.executemany(f"INSERT INTO miner_logs ({MINER_COLUMNS}) VALUES ({placeholders(1, 11)})"
-                                     " ON CONFLICT (request_id, position) DO NOTHING", miners)
-            await tx.executemany(
-                "UPDATE api_keys SET requests = requests + $1, prompt_tokens = prompt_tokens + $2,"
-                " completion_tokens = completion_tokens + $3, charged = charged + $4,"
-                " last_used_at = CASE WHEN last_used_at IS NULL OR last_used_at < $5 THEN $5 ELSE last_used_at END"
-                " WHERE id = $6",
-                [(r, p, c, ch, float(at), key_id) for key_id, (r, p, c, ch, at) in totals.items()])
-            await tx.executemany(
-                "INSERT INTO usage_daily (key_id, day, requests, prompt_tokens, completion_tokens, charged)"
-                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id, day) DO UPDATE SET"
-                " requests = usage_daily.requests + excluded.requests,"
-                " prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,"
-                " completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,"
-                " charged = usage_daily.charged + excluded.charged",
-                [(key_id, day, r, p, c, ch) for (key_id, day), (r, p, c, ch, _) in daily.items()])
-            await rollups.write(tx, rollups.rollup(logs))
+        if logs:
+            await self.db.run(record_plan(logs))
 
     async def daily_usage(self, key_id: Optional[str], since: Optional[float] = None,
                           until: Optional[float] = None) -> list[dict]:
