@@ -41,9 +41,9 @@ def open_shared_sqlite(path: str | Path, *, timeout: float = 30.0) -> sqlite3.Co
 #
 # ``sqlite3.executemany`` steps the statement once per row, and lets go of the GIL around every step. In a
 # thread beside a busy event loop (the API's request log, the validator's intake) each row then waits for the
-# loop to hand the GIL back: a 500-row batch took ~250 ms and ~300 context switches instead of ~20 ms and a
-# handful (measured beside a busy main thread; see docs/performance.md). An ``INSERT … VALUES (?, …)`` of many
-# rows runs here as ONE statement over a JSON array of the rows (``json_each``): one step, the GIL released once.
+# loop to hand the GIL back: in an API worker under load a 500-log batch held the file's write lock for
+# 145-610 ms, and 48-137 ms written this way (docs/performance.md, round 4). An ``INSERT … VALUES (?, …)`` of
+# many rows runs here as ONE statement over a JSON array of the rows (``json_each``): one step, the GIL let go once.
 
 BULK_MIN_ROWS = 4  # below this, executemany's per-row steps cost less than building the JSON
 _INSERT_VALUES = re.compile(r"^\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO\s+[\w.\"]+\s*\([^()]*\))\s*VALUES\s*\(([^()]*)\)(.*)$",
