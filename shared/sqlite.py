@@ -75,15 +75,19 @@ def execute_many(db: sqlite3.Connection, sql: str, rows: Sequence[Sequence[Any]]
     """``db.executemany(sql, rows)``, as one statement when ``sql`` is a plain multi-row INSERT.
 
     The rows go as JSON: text, integers, finite floats and NULL come back as the same SQL values. Anything
-    JSON cannot carry the same way (bytes, NaN, infinities) falls back to ``executemany``.
+    JSON cannot carry the same way (bytes, NaN, infinities, text with a NUL in it) falls back to
+    ``executemany``.
     """
     form = bulk_form(sql) if len(rows) >= BULK_MIN_ROWS else None
     if form is not None and all(len(row) == form[1] for row in rows):  # else executemany says what is wrong
         try:
-            payload = json.dumps(rows, allow_nan=False, separators=(",", ":"))
+            # Not ASCII-escaped: a lone surrogate (which JSON could escape, and SQLite would then store as
+            # invalid UTF-8 that no reader can decode) fails the bind, as it fails executemany.
+            payload = json.dumps(rows, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError):
             pass
         else:
-            db.execute(form[0], (payload,))
-            return
+            if "\\u0000" not in payload:  # SQLite's JSON functions would cut such a text short at the NUL
+                db.execute(form[0], (payload,))
+                return
     db.executemany(sql, rows)

@@ -8,6 +8,7 @@ writing the same rows both ways and comparing what the database holds, values an
 from __future__ import annotations
 
 import math
+import random
 import sqlite3
 import time
 
@@ -57,6 +58,17 @@ def test_the_same_rows_and_types_as_executemany() -> None:
     ours, theirs = both_ways(UPSERT, rows)
     assert ours == theirs
     assert len(ours) == 60
+
+
+def test_random_text_comes_back_the_same() -> None:
+    """Any code point but NUL (row by row, below) and lone surrogates (refused both ways, below)."""
+    chooser = random.Random(14)
+    alphabet = [chr(c) for c in range(1, 0x250)] + ["\u2028", "\u2029", "\ufeff", "\U0001f600", "\U0010fffd"]
+    rows = [(f"k{i}", chooser.random() * 10**chooser.randint(-5, 12), chooser.randint(-2**63, 2**63 - 1),
+             "".join(chooser.choices(alphabet, k=chooser.randint(0, 40))), None) for i in range(2000)]
+    assert len(statements_run(UPSERT, rows)) == 1
+    ours, theirs = both_ways(UPSERT, rows)
+    assert ours == theirs
 
 
 def test_duplicates_within_a_batch_upsert_in_order() -> None:
@@ -111,6 +123,23 @@ def test_what_json_cannot_carry_falls_back_and_is_stored_the_same() -> None:
     odd = [(f"k{i}", v) for i, v in enumerate([math.nan, math.inf, -math.inf, 1.0, 2.0])]
     ours, theirs = both_ways(sql, odd)
     assert ours == theirs
+
+
+def test_a_lone_surrogate_is_refused_as_executemany_refuses_it() -> None:
+    """JSON could carry it escaped, and SQLite would store it as invalid UTF-8 that no reader decodes."""
+    rows = [(f"k{i}", 1.0, i, "x", None) for i in range(5)] + [("bad", 1.0, 1, "x\ud800y", None)]
+    for write in (execute_many, lambda db, sql, rows: db.executemany(sql, rows)):
+        db = database()
+        with pytest.raises(UnicodeEncodeError):
+            write(db, UPSERT, rows)
+        assert "bad" not in [k for (k,) in db.execute("SELECT k FROM t")]  # and what is there reads back
+
+
+def test_text_with_a_nul_goes_row_by_row_and_is_kept_whole() -> None:
+    rows = [(f"k{i}", 1.0, i, "before \x00 after" if i == 3 else "x", None) for i in range(6)]
+    ours, theirs = both_ways(UPSERT, rows)
+    assert ours == theirs and ours[3][4] == "before \x00 after"
+    assert len(statements_run(UPSERT, rows)) == 6
 
 
 def test_a_row_of_the_wrong_length_is_refused_as_executemany_refuses_it() -> None:
