@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Generic, Optional, TypeVar
 
 from loguru import logger
 
@@ -37,7 +37,9 @@ class BatchBuffer(Generic[T]):
         self._wake = asyncio.Event()
         self._stopping = False
 
-    async def send(self, batch: list[T]) -> None:
+    async def send(self, batch: list[T]) -> Optional[int]:
+        """Deliver the batch, or raise to keep it for a retry; returns how many of its items the receiver
+        refused for good (they are dropped and counted), None or 0 when it took them all."""
         raise NotImplementedError
 
     def submit(self, item: T) -> None:
@@ -58,11 +60,12 @@ class BatchBuffer(Generic[T]):
         batch = [self.buffer[i] for i in range(min(self.batch_size, len(self.buffer)))]
         if not batch:
             return 0
-        await self.send(batch)
+        refused = await self.send(batch) or 0
         for item in batch:  # drops during the send took from the left too: remove only what is still there
             if self.buffer and self.buffer[0] is item:
                 self.buffer.popleft()
-        self.sent += len(batch)
+        self.sent += len(batch) - refused
+        self.dropped += refused
         return len(batch)
 
     async def run(self) -> None:

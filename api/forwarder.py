@@ -20,8 +20,10 @@ import asyncio
 import time
 from typing import Callable, Optional
 
+from loguru import logger
+
 from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
-from shared.signed_http import SignedClient
+from shared.signed_http import SignedCallError, SignedClient
 
 from .batching import BatchBuffer
 from .miner_call import MinerCall
@@ -42,12 +44,17 @@ def organic_item(request_id: str, request: MinerChatRequest, responses: list[Min
                                        search_query=search_query, n_results=n_results)
 
 
+REFUSED = (400, 413, 422)  # the validator read the batch and will never take it as it is
+
+
 class ScoringForwarder(BatchBuffer[ScoringItem]):
     what = "scoring items"
 
     def __init__(self, client: SignedClient, validator_url: str, validator_hotkey: str, *, batch_size: int,
-                 interval: float, max_buffer: int):
+                 interval: float, max_buffer: int, max_bytes: int = 8 * 1024 * 1024):
         super().__init__(batch_size=batch_size, interval=interval, max_buffer=max_buffer)
+        self.max_bytes = max_bytes  # per POST: a batch of big items goes as several
+        self.posts = 0  # POSTs sent (for the record: batches, their parts, and the halves of refused ones)
         self.client = client
         self.validator_url = validator_url
         self.validator_hotkey = validator_hotkey
@@ -84,7 +91,41 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
         if self.waiting:
             await asyncio.wait(self.waiting, timeout=timeout)
 
-    async def send(self, batch: list[ScoringItem]) -> None:
-        payload = b'{"items":[' + b",".join(item.model_dump_json().encode() for item in batch) + b"]}"
-        await self.client.post_json(self.validator_url, "/scoring", payload, receiver=self.validator_hotkey,
-                                    timeout=10.0)
+    async def send(self, batch: list[ScoringItem]) -> int:
+        """POST the batch in parts of at most ``max_bytes``; returns how many items the validator refused.
+
+        A part the validator refuses as it is (malformed, or too large: ``REFUSED``) is halved and each half
+        sent again, down to single items, which are then dropped: one bad item costs a few more POSTs, not
+        the scoring of everything queued behind it (retried as a whole, it would block the buffer until it
+        overflowed). Any other failure (the validator down, busy, or refusing our signature) raises, and the
+        whole batch stays for a retry: parts already taken come back as duplicates, stored once.
+        """
+        encoded = [item.model_dump_json().encode() for item in batch]
+        refused: list[str] = []
+        start = 0
+        while start < len(batch):
+            end, size = start + 1, len(encoded[start])
+            while end < len(batch) and size + 1 + len(encoded[end]) <= self.max_bytes:
+                size += 1 + len(encoded[end])
+                end += 1
+            await self._post(batch[start:end], encoded[start:end], refused)
+            start = end
+        if refused:
+            logger.error("the validator refused {} scoring item(s) as malformed or too large; dropped, "
+                         "request ids: {}", len(refused), ", ".join(refused[:5]))
+        return len(refused)
+
+    async def _post(self, items: list[ScoringItem], encoded: list[bytes], refused: list[str]) -> None:
+        try:
+            self.posts += 1
+            await self.client.post_json(self.validator_url, "/scoring", b'{"items":[' + b",".join(encoded) + b"]}",
+                                        receiver=self.validator_hotkey, timeout=10.0)
+        except SignedCallError as exc:
+            if exc.status not in REFUSED:
+                raise
+            if len(items) == 1:
+                refused.append(items[0].request_id)
+                return
+            half = len(items) // 2
+            await self._post(items[:half], encoded[:half], refused)
+            await self._post(items[half:], encoded[half:], refused)

@@ -133,7 +133,8 @@ class Gateway:
             forwarder=ScoringForwarder(client, settings.validator_url, validator_hotkey,
                                        batch_size=settings.forward_batch_size,
                                        interval=settings.forward_interval_seconds,
-                                       max_buffer=settings.forward_buffer_max),
+                                       max_buffer=settings.forward_buffer_max,
+                                       max_bytes=settings.forward_batch_bytes),
             admin_key_digest=settings.admin_key_digest(),
         )
         gateway.directory.load_cached()

@@ -69,7 +69,8 @@ class ApiSettings(CommonSettings):
     first_chunk_timeout: float = 15.0
     miner_read_timeout: float = 30.0
 
-    forward_batch_size: int = 64
+    forward_batch_size: int = Field(256, ge=1, le=1000)  # the validator takes at most 1,000 items per POST
+    forward_batch_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # per POST; the validator's own cap is 64 MiB
     forward_interval_seconds: float = 0.5
     forward_buffer_max: int = 10_000
 
