@@ -112,7 +112,7 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
             start = end
         if refused:
             logger.error("the validator refused {} scoring item(s) as malformed or too large; dropped, "
-                         "request ids: {}", len(refused), ", ".join(refused[:5]))
+                         "request ids: {}", len(refused), ", ".join(i[:64] for i in refused[:5]))
         return len(refused)
 
     async def _post(self, items: list[ScoringItem], encoded: list[bytes], refused: list[str]) -> None:
