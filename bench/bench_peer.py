@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fake_upstream import MODEL  # noqa: E402
 from bench.measure import LOAD_GENERATOR, family, machine_line, run_load  # noqa: E402
-from localnet.launcher import LocalSubnet, free_port  # noqa: E402
+from localnet.launcher import LocalSubnet, free_port, stop_group  # noqa: E402
 
 LITELLM_VERSION = "1.80.0"  # the version issue 14 compares against
 LITELLM_KEY = "sk-bench-" + "0" * 32  # LiteLLM refuses to start without a master key
@@ -71,15 +70,9 @@ def spawn(command: list[str], log: Path, env: Optional[dict[str, str]] = None) -
 
 
 def stop(process: Optional[subprocess.Popen]) -> None:
-    """SIGTERM to the process group this script started, SIGKILL after a grace period."""
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    """The process group this script started (if any), stopped."""
+    if process is not None:
+        stop_group(process)
 
 
 # -- LiteLLM ----------------------------------------------------------------------------------------

@@ -65,6 +65,18 @@ def signal_group(pgid: int, signum: int) -> bool:
         return False
 
 
+def stop_group(process: subprocess.Popen, grace: float = 10.0) -> None:
+    """SIGTERM to the process group ``process`` leads, SIGKILL after ``grace`` s; the leader is reaped."""
+    if process.poll() is not None:
+        return
+    signal_group(process.pid, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        signal_group(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 def ephemeral_ports_start() -> int:
     try:
         return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])

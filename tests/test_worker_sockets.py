@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from localnet.launcher import free_port
+from localnet.launcher import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = '''
@@ -83,12 +83,7 @@ def two_workers(tmp_path):
         wait_for_workers(port, process)
         yield port, process
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_group(process)
 
 
 def test_connections_opened_together_spread_over_both_workers(two_workers):
