@@ -20,6 +20,10 @@ drives load with ``bench/load.py --trace`` and joins every answer with its spans
 for typical answers and for slow ones (over ``--slow`` times the median), how many slow answers overlapped a
 scoring batch or a request-log batch of the worker, and the scheduler's view of each process over the run
 (``/proc/PID/task/*/schedstat``): CPU and time spent runnable but waiting for a CPU, per answer.
+
+An answer is joined with the first spans that start after it was sent: right when one request is in flight
+at a time (the default, c=1). With ``--concurrency`` above 1 requests overlap, so only the scheduler's view
+is printed.
 """
 
 from __future__ import annotations
@@ -139,7 +143,10 @@ def main() -> None:
             miner_spans = read_spans(spans_dir / f"{miner_pid}.spans")
             answers = [(float(end) - float(latency_ms) / 1000, float(end))
                        for _, latency_ms, end in (line.split() for line in trace.read_text().splitlines())]
-    report(answers, api_spans, miner_spans, args.slow)
+    if args.concurrency == 1:
+        report(answers, api_spans, miner_spans, args.slow)
+    else:
+        print(f"{len(answers)} answers at c={args.concurrency}: requests overlap, no hop-by-hop join")
     print("\nscheduler, per answer (µs): on a CPU | runnable, waiting for a CPU | time slices")
     names = {**{pid: name for name, group in processes.items() for pid in group}, load.pid: "load"}
     for pid in pids:
