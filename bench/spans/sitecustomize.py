@@ -34,7 +34,8 @@ if os.environ.get("BENCH_SPANS_DIR"):
 
     def _write() -> None:
         global _written
-        pending, _written = _spans[_written:], len(_spans)
+        end = len(_spans)  # spans appended from here on are the next write's (the request path only appends)
+        pending, _written = _spans[_written:end], end
         if pending:
             with open(_path, "a") as out:
                 out.write("".join(f"{start:.7f} {end:.7f} {kind}\n" for start, end, kind in pending))
