@@ -30,15 +30,13 @@ if os.environ.get("BENCH_SPANS_DIR"):
     _clock = time.perf_counter
     _spans: list[tuple[float, float, str]] = []
     _path = os.path.join(os.environ["BENCH_SPANS_DIR"], f"{os.getpid()}.spans")
-    _written = 0
-
     _writing = threading.Lock()  # the writer thread and the exit hook
 
     def _write() -> None:
-        global _written
         with _writing:
             end = len(_spans)  # spans appended from here on are the next write's (the request path only appends)
-            pending, _written = _spans[_written:end], end
+            pending = _spans[:end]
+            del _spans[:end]  # one operation under the GIL: an append meanwhile stays
             if pending:
                 with open(_path, "a") as out:
                     out.write("".join(f"{a:.7f} {b:.7f} {kind}\n" for a, b, kind in pending))
