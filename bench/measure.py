@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable, Optional
 
 LOAD = Path(__file__).resolve().parent / "load.py"
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -52,14 +53,21 @@ LOAD_GENERATOR = ("load generator: bench/load.py in its own process (asyncio pro
                   "one keep-alive connection per client)")
 
 
-def run_load(arguments: list[str], servers: dict[str, list[int]]) -> dict:
-    """One load run: load.py's JSON plus ``cpu_us`` (µs of CPU per good request, per server and ``load``)."""
+def run_load(arguments: list[str], servers: dict[str, list[int]],
+             probe: Optional[Callable[[int], Any]] = None) -> dict:
+    """One load run: load.py's JSON plus ``cpu_us`` (µs of CPU per good request, per server and ``load``).
+
+    ``probe(load_pid)``, when given, is read at the same two moments as the CPU times; its two readings are
+    ``result["probe"]`` (before, after)."""
     process = subprocess.Popen([sys.executable, str(LOAD), *arguments], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     notice = process.stderr.readline()  # "load: …" just before the first request
+    probed = probe(process.pid) if probe else None
     before = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in servers.items()}
     output = process.stdout.readline()
     after = {name: sum(cpu_seconds(pid) for pid in pids) for name, pids in servers.items()}
+    if probe:
+        probed = (probed, probe(process.pid))
     _, errors = process.communicate()
     if process.returncode != 0 or not output.strip():
         raise RuntimeError(f"load.py failed ({process.returncode}): {(notice + errors).strip()[-2000:]}")
@@ -67,4 +75,6 @@ def run_load(arguments: list[str], servers: dict[str, list[int]]) -> dict:
     requests = max(1, result["requests"])
     result["cpu_us"] = {name: (after[name] - before[name]) * 1e6 / requests for name in servers}
     result["cpu_us"]["load"] = result["cpu_us_per_request"]
+    if probe:
+        result["probe"] = probed
     return result

@@ -32,7 +32,6 @@ import argparse
 import bisect
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_peer import upstream_and_ours  # noqa: E402
-from bench.measure import LOAD, family, machine_line  # noqa: E402
+from bench.measure import family, machine_line, run_load  # noqa: E402
 
 SEGMENTS = ("client → API", "API → call", "call → miner", "miner", "miner → call end", "call end → exit",
             "exit → client")
@@ -125,19 +124,15 @@ def main() -> None:
                          "validator": family(net.processes["validator"].pid)}
             target = ["--url", net.api_url, "--key", key, "--uid", str(miner.uid),
                       "--concurrency", str(args.concurrency), *(["--stream"] if args.stream else [])]
-            subprocess.run([sys.executable, str(LOAD), *target, "--seconds", "2"], capture_output=True, check=True)
+            run_load([*target, "--seconds", "2"], {})
             time.sleep(1.5)  # the warm-up's spans are written; then they are dropped
             for path in spans_dir.glob("*.spans"):
                 path.unlink()
             trace = directory / "trace.txt"
-            load = subprocess.Popen([sys.executable, str(LOAD), *target, "--seconds", str(args.seconds),
-                                     "--trace", str(trace)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            load.stderr.readline()
-            pids = [pid for group in processes.values() for pid in group] + [load.pid]
-            before = schedstat(pids)
-            load.stdout.readline()
-            after = schedstat(pids)
-            load.communicate()
+            names = {pid: name for name, group in processes.items() for pid in group}
+            run = run_load([*target, "--seconds", str(args.seconds), "--trace", str(trace)], {},
+                           probe=lambda load_pid: schedstat([*names, load_pid]))
+            before, after = run["probe"]
             time.sleep(1.5)  # every process writes its spans once a second
             api_spans = read_spans(spans_dir / f"{api_pid}.spans")
             miner_spans = read_spans(spans_dir / f"{miner_pid}.spans")
@@ -148,12 +143,11 @@ def main() -> None:
     else:
         print(f"{len(answers)} answers at c={args.concurrency}: requests overlap, no hop-by-hop join")
     print("\nscheduler, per answer (µs): on a CPU | runnable, waiting for a CPU | time slices")
-    names = {**{pid: name for name, group in processes.items() for pid in group}, load.pid: "load"}
-    for pid in pids:
-        if pid in before and pid in after and answers:
-            run, wait, slices = (b - a for a, b in zip(before[pid], after[pid]))
-            print(f"  {names[pid]:<10} {run / 1e3 / len(answers):8.1f} | {wait / 1e3 / len(answers):8.1f} | "
-                  f"{slices / len(answers):5.2f}")
+    count = max(1, len(answers))
+    for pid in after:
+        run, wait, slices = (b - a for a, b in zip(before[pid], after[pid]))
+        print(f"  {names.get(pid, 'load'):<10} {run / 1e3 / count:8.1f} | {wait / 1e3 / count:8.1f} | "
+              f"{slices / count:5.2f}")
 
 
 def report(answers: list[tuple[float, float]], api: dict, miner: dict, slow_factor: float) -> None:
