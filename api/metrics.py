@@ -14,10 +14,11 @@ its live gauges; its counters stay in the sums, as counters must. In a
 process started any other way (tests, an embedding app) the metrics live in
 a registry of this app's own.
 
-On the request path a metric costs a dict look-up and a few writes to
-memory (see ``shared.http_metrics``); what is known only when the miners have
-finished (outcome, tokens, miner calls) is counted when the request is
-recorded, off the request path.
+On the request path a metric costs a dict update: counts are tallied
+(``shared.metric_tally``) and folded into the series every ``FOLD_SECONDS``
+and before every scrape, so one worker's files lag its requests by that much
+at most. What is known only when the miners have finished (outcome, tokens,
+miner calls) is counted when the request is recorded, off the request path.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from prometheus_client import (
 )
 
 from shared.http_metrics import LATENCY_BUCKETS, HttpMetrics
+from shared.metric_tally import Tally
 
 from .routing import BANDS as ROUTING_BANDS
 from .store import RequestLog
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 SAMPLE_SECONDS = 2.0
+FOLD_SECONDS = 0.25
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -61,7 +64,8 @@ class ApiMetrics:
         self.multiprocess = enabled and multiprocess_mode()
         self.registry = None if self.multiprocess else CollectorRegistry()
         r = self.registry
-        self.http = HttpMetrics("gateway", r)
+        self.tally = Tally()
+        self.http = HttpMetrics("gateway", r, self.tally)
         self.outcomes = Counter("gateway_requests", "Requests made with a key, by task and outcome (ok, rejected,"
                                 " error, miner_error, client_closed)", ["task", "outcome"], registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens metered (prompt, completion)", ["kind"], registry=r)
@@ -119,41 +123,44 @@ class ApiMetrics:
         """One recorded request (called off the request path, when its miners have finished)."""
         if not self.enabled:
             return
-        child = self._child
-        child(self.outcomes, log.task or "none", log.outcome).inc()
+        child, tally = self._child, self.tally
+        tally.inc(child(self.outcomes, log.task or "none", log.outcome))
         if log.prompt_tokens:
-            child(self.tokens, "prompt").inc(log.prompt_tokens)
+            tally.inc(child(self.tokens, "prompt"), log.prompt_tokens)
         if log.completion_tokens:
-            child(self.tokens, "completion").inc(log.completion_tokens)
+            tally.inc(child(self.tokens, "completion"), log.completion_tokens)
         if log.charged:
-            self.credits.inc(log.charged)
+            tally.inc(self.credits, log.charged)
         for miner in log.miners:
             uid = str(miner.uid)
-            child(self.miner_calls, uid, miner.outcome).inc()
+            tally.inc(child(self.miner_calls, uid, miner.outcome))
             if miner.winner:
-                child(self.miner_wins, uid).inc()
+                tally.inc(child(self.miner_wins, uid))
             if miner.latency_ms is not None and miner.outcome != "cancelled":
-                self.miner_latency.observe(miner.latency_ms / 1000)
+                tally.observe(self.miner_latency, miner.latency_ms / 1000)
             if miner.first_chunk_ms is not None:
-                self.miner_first_chunk.observe(miner.first_chunk_ms / 1000)
+                tally.observe(self.miner_first_chunk, miner.first_chunk_ms / 1000)
 
     def observe_served(self, band: str, score: float, best: float) -> None:
         """A client got an answer from a miner in this score band (on the request path: a few increments)."""
         if self.enabled:
-            self._child(self.served, band).inc()
-            self.served_score.inc(score)
-            self.served_best_score.inc(best)
+            tally = self.tally
+            tally.inc(self._child(self.served, band))
+            tally.inc(self.served_score, score)
+            tally.inc(self.served_best_score, best)
 
     def observe_breaker(self, transition: str) -> None:
         if self.enabled:
-            self._child(self.breaker_transitions, transition).inc()
+            self.tally.inc(self._child(self.breaker_transitions, transition))
 
     def observe_break(self, content_chunks: int) -> None:
         if self.enabled:
-            self.stream_breaks.observe(content_chunks)
+            self.tally.observe(self.stream_breaks, content_chunks)
 
     def routing_summary(self) -> dict:
-        """The served answers by band and their mean score, summed over this port's workers (the dashboard)."""
+        """The served answers by band and their mean score, summed over this port's workers (the dashboard).
+
+        Reads the series only (it runs in a thread): the caller folds first."""
         if not self.enabled:
             return {}
         registry = self.registry
@@ -178,6 +185,11 @@ class ApiMetrics:
             "quality_vs_best": round(score / best, 4) if best else None,
         }
 
+    def fold(self) -> None:
+        """What requests tallied, into the series (on the event loop: the tally's one thread)."""
+        if self.enabled:
+            self.tally.fold()
+
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: ``labels()`` checks and locks on every call."""
         key = (id(metric), labels)
@@ -199,6 +211,7 @@ class ApiMetrics:
     def sample(self, gateway: Gateway) -> None:
         if not self.enabled:
             return
+        self.tally.fold()
         self.workers.set(1)
         forwarder, recorder, directory = gateway.forwarder, gateway.recorder, gateway.directory
         self.forward_buffer.set(len(forwarder.buffer))
@@ -214,9 +227,13 @@ class ApiMetrics:
         self.validator_reachable.set(1 if directory.validator_reachable else 0)
 
     async def sampler(self, gateway: Gateway) -> None:
+        """Samples every ``SAMPLE_SECONDS``; folds the tally every ``FOLD_SECONDS`` in between."""
+        folds = max(1, round(SAMPLE_SECONDS / FOLD_SECONDS))
         while self.enabled:
             self.sample(gateway)
-            await asyncio.sleep(SAMPLE_SECONDS)
+            for _ in range(folds):
+                await asyncio.sleep(FOLD_SECONDS)
+                self.tally.fold()
 
     def close(self, gateway: Gateway) -> None:
         """At worker exit: last sample, then this worker's live gauges leave the sums."""
@@ -235,5 +252,6 @@ class ApiMetrics:
         return generate_latest(self.registry)
 
     async def render(self) -> bytes:
-        """Every worker's files are read: off the event loop."""
+        """This worker's tally folded (on the loop: its one thread), then every worker's files read off it."""
+        self.fold()
         return await asyncio.to_thread(self._render)

@@ -5,8 +5,9 @@
 
 Labels are the matched route's template (``/api_management/keys/{api_key}``,
 never the raw path), a known method and the status, so a scan of random URLs
-adds one ``unmatched`` series, not thousands. Labelled children are cached:
-on the request path a metric costs a dict look-up and a few memory writes.
+adds one ``unmatched`` series, not thousands. Labelled children are cached,
+and what a request adds is tallied (``shared.metric_tally``): on the request path
+a metric costs a few dict updates; the owner folds the tally before every scrape.
 """
 
 from __future__ import annotations
@@ -16,12 +17,15 @@ from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from .metric_tally import Tally
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 
 
 class HttpMetrics:
-    def __init__(self, prefix: str, registry: Optional[CollectorRegistry]):
+    def __init__(self, prefix: str, registry: Optional[CollectorRegistry], tally: Optional[Tally] = None):
+        self.tally = tally if tally is not None else Tally()  # folded by the owner before each scrape
         self.requests = Counter(f"{prefix}_http_requests", "HTTP requests answered, by route template and status",
                                 ["method", "route", "status"], registry=registry)
         self.duration = Histogram(f"{prefix}_http_request_duration_seconds", "Request start to last byte",
@@ -43,12 +47,13 @@ class HttpMetrics:
             children = self._children[key] = (self.requests.labels(method, route, str(status)),
                                                self.duration.labels(method, route),
                                                self.first_byte.labels(method, route))
-        children[0].inc()
-        children[1].observe(seconds)
+        tally = self.tally
+        tally.inc(children[0])
+        tally.observe(children[1], seconds)
         if first_byte is not None:
-            children[2].observe(first_byte)
+            tally.observe(children[2], first_byte)
         if status >= 400:
-            self.errors.labels(route, str(status), str(code or status)).inc()
+            tally.inc(self.errors.labels(route, str(status), str(code or status)))
 
 
 class MetricsMiddleware:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
+from api.metrics import FOLD_SECONDS
 from api.metrics_dir import prepare
 from api.readiness import readiness
 from shared.schemas import Directory
@@ -62,8 +63,11 @@ async def test_api_metrics_add_up_over_two_workers(local_subnet, api_key, tmp_pa
                 return response.status
 
         assert await asyncio.gather(*(credits() for _ in range(40))) == [200] * 40
+    # Each worker folds what its requests tallied every FOLD_SECONDS (shared.metric_tally); the worker that
+    # answers a scrape folds its own first. After that long, whichever worker answers, the sum of both.
+    await asyncio.sleep(2 * FOLD_SECONDS)
     scrapes = [value(await scrape(url), "gateway_http_requests_total", CREDITS_ROUTE) for _ in range(8)]
-    assert scrapes == [before + 40] * 8  # whichever worker answers, the sum of both
+    assert scrapes == [before + 40] * 8
 
     folder = local_subnet.directory / "data" / "api" / "metrics" / f"api-{local_subnet.api_port}"
     workers = per_worker(folder, tmp_path, "gateway_http_requests_total", CREDITS_ROUTE)

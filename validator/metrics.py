@@ -48,6 +48,7 @@ class ValidatorMetrics:
 
     async def render(self, services: Services) -> bytes:
         queue = await services.queue.counters()
+        self.http.tally.fold()
         return generate_latest(self.registry) + generate_latest(Snapshot(list(families(services, queue))))
 
 

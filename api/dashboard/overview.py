@@ -103,5 +103,7 @@ async def overview(request: Request, range: Literal["hour", "day"] = "hour", key
         key_id = record.id
     result = await traffic(gateway_of(request).store, range, key_id)
     if key_id is None:  # which miners' answers clients got (this port's workers, since they started)
-        result["routing"] = await asyncio.to_thread(gateway_of(request).metrics.routing_summary)
+        metrics = gateway_of(request).metrics
+        metrics.fold()
+        result["routing"] = await asyncio.to_thread(metrics.routing_summary)
     return result
