@@ -1,8 +1,8 @@
-"""Many rows in one statement (``shared.sqlite.execute_many``): the same rows as ``executemany``, one step.
+"""Many rows in a few statements (``shared.sqlite.execute_many``): the same rows as ``executemany``.
 
-The point of the change is that a batch is ONE statement (the GIL is let go once, not once per row), so
-that is asserted through SQLite's own trace of the statements it ran; everything else is asserted by
-writing the same rows both ways and comparing what the database holds, values and SQL types.
+The point is that a batch is a few statements of many rows each (the GIL is let go once per statement, not
+once per row), so that is asserted through SQLite's own trace of the statements it ran; everything else is
+asserted by writing the same rows both ways and comparing what the database holds, values and SQL types.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from shared.sqlite import BULK_MIN_ROWS, bulk_form, execute_many
+from shared.sqlite import BULK_MIN_ROWS, MAX_ROWS, bulk_form, execute_many
 
 TABLE = ("CREATE TABLE t (id INTEGER PRIMARY KEY AUTOINCREMENT, k TEXT UNIQUE, a REAL, b INTEGER, c TEXT, d,"
          " hits INTEGER NOT NULL DEFAULT 0)")
@@ -35,8 +35,8 @@ def both_ways(sql: str, rows: list) -> tuple[list, list]:
     return ours.execute(EVERYTHING).fetchall(), theirs.execute(EVERYTHING).fetchall()
 
 
-def statements_run(sql: str, rows: list) -> list[str]:
-    db = database()
+def statements_run(sql: str, rows: list, db: sqlite3.Connection | None = None) -> list[str]:
+    db = db or database()
     seen: list[str] = []
     db.set_trace_callback(seen.append)
     execute_many(db, sql, rows)
@@ -61,12 +61,12 @@ def test_the_same_rows_and_types_as_executemany() -> None:
 
 
 def test_random_text_comes_back_the_same() -> None:
-    """Any code point but NUL (row by row, below) and lone surrogates (refused both ways, below)."""
+    """Any code point, NUL included; lone surrogates are refused both ways (below)."""
     chooser = random.Random(14)
-    alphabet = [chr(c) for c in range(1, 0x250)] + ["\u2028", "\u2029", "\ufeff", "\U0001f600", "\U0010fffd"]
+    alphabet = [chr(c) for c in range(0, 0x250)] + ["\u2028", "\u2029", "\ufeff", "\U0001f600", "\U0010fffd"]
     rows = [(f"k{i}", chooser.random() * 10**chooser.randint(-5, 12), chooser.randint(-2**63, 2**63 - 1),
              "".join(chooser.choices(alphabet, k=chooser.randint(0, 40))), None) for i in range(2000)]
-    assert len(statements_run(UPSERT, rows)) == 1
+    assert len(statements_run(UPSERT, rows)) == 2000 // MAX_ROWS + bin(2000 % MAX_ROWS).count("1")
     ours, theirs = both_ways(UPSERT, rows)
     assert ours == theirs
 
@@ -87,10 +87,26 @@ def test_or_ignore_and_autoincrement_ids_follow_the_rows() -> None:
     assert [row[1] for row in ours] == [f"k{i}" for i in range(7)]
 
 
-def test_a_batch_is_one_statement() -> None:
-    rows = [(f"k{i}", 1.0, i, "x", None) for i in range(500)]
+@pytest.mark.parametrize("count", [2, 3, 255, 256, 257, 500, 1000])
+def test_a_batch_is_a_few_statements_of_many_rows(count: int) -> None:
+    """A power of two rows per statement, the largest first: 500 rows = 256 + 128 + 64 + 32 + 16 + 4."""
+    rows = [(f"k{i}", 1.0, i, "x", None) for i in range(count)]
     run = statements_run(UPSERT, rows)
-    assert len(run) == 1 and "json_each" in run[0]
+    sizes = [statement.count("), (") + 1 for statement in run]
+    assert sum(sizes) == count and sizes == sorted(sizes, reverse=True)
+    assert all(size & (size - 1) == 0 and size <= MAX_ROWS for size in sizes)
+    assert len(run) == count // MAX_ROWS + bin(count % MAX_ROWS).count("1")
+    ours, theirs = both_ways(UPSERT, rows)
+    assert ours == theirs
+
+
+def test_fewer_rows_per_statement_where_sqlite_allows_fewer_variables() -> None:
+    db = database()
+    db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 23)  # four rows of five values
+    rows = [(f"k{i}", 1.0, i, "x", None) for i in range(10)]
+    run = statements_run(UPSERT, rows, db)
+    assert [statement.count("), (") + 1 for statement in run] == [4, 4, 2]
+    assert [k for (k,) in db.execute("SELECT k FROM t ORDER BY id")] == [f"k{i}" for i in range(10)]
 
 
 def test_small_batches_and_other_statements_go_row_by_row() -> None:
@@ -112,12 +128,12 @@ def test_statements_it_leaves_alone(sql: str) -> None:
     assert bulk_form(sql) is None
 
 
-def test_what_json_cannot_carry_falls_back_and_is_stored_the_same() -> None:
+def test_blobs_nan_and_infinities_are_stored_as_executemany_stores_them() -> None:
     sql = "INSERT INTO t (k, d) VALUES (?, ?)"
     blobs = [(f"k{i}", bytes([i, 0, 255])) for i in range(10)]
     ours, theirs = both_ways(sql, blobs)
     assert ours == theirs and ours[0][5] == b"\x00\x00\xff"
-    assert len(statements_run(sql, blobs)) == 10  # row by row: bytes have no JSON form
+    assert len(statements_run(sql, blobs)) == 2  # 8 + 2
 
     # A NaN is stored as NULL by executemany, and must not become something else here.
     odd = [(f"k{i}", v) for i, v in enumerate([math.nan, math.inf, -math.inf, 1.0, 2.0])]
@@ -135,11 +151,10 @@ def test_a_lone_surrogate_is_refused_as_executemany_refuses_it() -> None:
         assert "bad" not in [k for (k,) in db.execute("SELECT k FROM t")]  # and what is there reads back
 
 
-def test_text_with_a_nul_goes_row_by_row_and_is_kept_whole() -> None:
+def test_text_with_a_nul_is_kept_whole() -> None:
     rows = [(f"k{i}", 1.0, i, "before \x00 after" if i == 3 else "x", None) for i in range(6)]
     ours, theirs = both_ways(UPSERT, rows)
     assert ours == theirs and ours[3][4] == "before \x00 after"
-    assert len(statements_run(UPSERT, rows)) == 6
 
 
 def test_a_row_of_the_wrong_length_is_refused_as_executemany_refuses_it() -> None:
@@ -162,9 +177,9 @@ def batch_of_logs(key_id: str, count: int):
             for i in range(count)]
 
 
-async def test_a_request_log_batch_is_one_trip_and_one_insert_per_table(database):
+async def test_a_request_log_batch_is_one_trip_and_a_few_inserts_per_table(database):
     """The API's request-log batch (``Store.record``) on both backends: every row and counter lands; on
-    SQLite the batch is one plan and each table's rows are one statement."""
+    SQLite the batch is one plan and each table's rows a few statements of many rows."""
     from api.key_admin import KeyAdmin
     from api.key_fields import KeySpec
     from api.store import open_store
@@ -186,7 +201,15 @@ async def test_a_request_log_batch_is_one_trip_and_one_insert_per_table(database
         assert usage == 120
         if store.db.dialect == "sqlite":
             inserts = [s for s in run if s.startswith("INSERT INTO request_logs")]
-            assert len(inserts) == 2 and all("json_each" in s for s in inserts)
-            assert len([s for s in run if s.startswith("INSERT INTO miner_logs")]) == 2
+            assert len(inserts) == 6  # 70 = 64 + 4 + 2, then 50 = 32 + 16 + 2
+            assert len([s for s in run if s.startswith("INSERT INTO miner_logs")]) == 6  # 140 = 128+8+4; 100 = 64+32+4
     finally:
         await store.close()
+
+
+def test_an_integer_beyond_64_bits_is_refused_as_executemany_refuses_it() -> None:
+    rows = [(f"k{i}", 1.0, i, "x", None) for i in range(5)] + [("big", 1.0, 2**70, "x", None)]
+    for write in (execute_many, lambda db, sql, rows: db.executemany(sql, rows)):
+        db = database()
+        with pytest.raises(OverflowError):
+            write(db, UPSERT, rows)

@@ -59,8 +59,18 @@ def placeholders(start: int, count: int) -> str:
     return ", ".join(f"${i}" for i in range(start, start + count))
 
 
+_days: dict[int, str] = {}
+
+
 def day_of(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, timezone.utc).strftime("%Y-%m-%d")
+    """The UTC day of ``timestamp`` as ``YYYY-MM-DD`` (remembered: every request log of a day asks for it)."""
+    number = int(timestamp // 86400)
+    day = _days.get(number)
+    if day is None:
+        if len(_days) > 4096:
+            _days.clear()
+        day = _days[number] = datetime.fromtimestamp(number * 86400, timezone.utc).strftime("%Y-%m-%d")
+    return day
 
 
 
@@ -117,8 +127,8 @@ def record_plan(logs: list[RequestLog]) -> Plan[None]:
     """A batch of request logs, their miners, the keys' counters, the daily usage and the roll-ups.
 
     A plan, not ``async with transaction()``: on SQLite the batch is one trip to the store's thread and each
-    table's rows one statement (``shared.sqlite.execute_many``), so that thread asks the event loop for the
-    GIL a handful of times per batch instead of once or twice per row, while the loop is serving requests.
+    table's rows a few statements of many rows (``shared.sqlite.execute_many``), so that thread asks the event
+    loop for the GIL a few times per batch instead of once or twice per row, while the loop is serving requests.
     """
     totals: dict[str, list] = {}
     daily: dict[tuple[str, str], list] = {}
