@@ -31,7 +31,37 @@ from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
 from shared.schemas import MinerRecord, MinerResponse
 from shared.signed_http import SignedClient
 
-END = object()  # sentinel on the relay queue: the stream is over
+END = object()  # sentinel on the relay: the stream is over
+
+
+class Relay:
+    """The winner's chunks on their way to the client: the call appends, the relay takes everything queued.
+
+    A stream's chunks are taken in batches anyway (what arrived together leaves in one write), so this is a
+    list and, while it is empty, one future to wait on: ``asyncio.Queue`` cost four or five Python calls per
+    chunk on each side, about a tenth of an API worker's CPU on a 20-chunk stream.
+    """
+
+    def __init__(self) -> None:
+        self._items: list = []
+        self._waiter: Optional[asyncio.Future] = None
+
+    def put(self, item: object) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def take(self) -> list:
+        """Everything queued, in order; waits while there is nothing."""
+        while not self._items:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items, self._items = self._items, []
+        return items
 
 
 class MinerCall:
@@ -41,7 +71,7 @@ class MinerCall:
         self.content_chunks = 0  # chunks with content so far
         self.shadow = False  # asked alongside the race, never answers the client (api.routing)
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self.relay: Optional[asyncio.Queue] = None  # set for the winner: chunks go to the client
+        self.relay: Optional[Relay] = None  # set for the winner: chunks go to the client
         self.backlog: list[dict] = []  # chunks before the winner was chosen
         self.record = StreamRecord()
         self.status = "ok"
@@ -57,15 +87,13 @@ class MinerCall:
         self.task = asyncio.create_task(
             run(client, body, connect_timeout, read_timeout, first_chunk_timeout), name=f"miner-{self.miner.uid}")
 
-    def become_winner(self) -> asyncio.Queue:
+    def become_winner(self) -> Relay:
         """Start relaying: what arrived so far first, then every new chunk, then END."""
-        self.relay = asyncio.Queue()
-        for chunk in self.backlog:
-            self.relay.put_nowait(chunk)
-        self.backlog.clear()
+        relay = self.relay = Relay()
+        relay._items, self.backlog = self.backlog, []
         if self.task is not None and self.task.done():
-            self.relay.put_nowait(END)
-        return self.relay
+            relay.put(END)
+        return relay
 
     def response_record(self) -> MinerResponse:
         return self.record.response(self.miner.uid, self.miner.hotkey, self.status, self.error)
@@ -92,7 +120,7 @@ class MinerCall:
     def _take(self, chunk: dict) -> None:
         has_content = self.record.take(chunk)
         if self.relay is not None:
-            self.relay.put_nowait(chunk)
+            self.relay.put(chunk)
         else:
             self.backlog.append(chunk)
         if has_content:
@@ -119,7 +147,7 @@ class MinerCall:
             self.elapsed = time.monotonic() - self.record.started
             self._settle_first(False)
             if self.relay is not None:
-                self.relay.put_nowait(END)
+                self.relay.put(END)
 
     async def _run_whole(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
                          first_chunk_timeout: float) -> None:
@@ -148,10 +176,12 @@ class MinerCall:
                 if response.status != 200:
                     detail = (await response.read())[:200].decode("utf-8", "replace")
                     raise StreamBroken(f"HTTP {response.status}: {detail}")
+                waiting_first = True
                 async for chunk in sse_chunks(response.content):
                     self._take(chunk)
-                    if self.first.done() and deadline.when() is not None:
+                    if waiting_first and self.first.done():
                         deadline.reschedule(None)  # the first-chunk deadline no longer applies
+                        waiting_first = False
                 if self.record.texts:
                     self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point
                 await finish(response)

@@ -43,15 +43,13 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
     Charged when the answer completes, or when the client leaves part-way (it
     had what it read); not when the miner broke mid-stream.
     """
-    queue = winner.become_winner()
+    chunks_of = winner.become_winner()
     shown: Optional[str] = None  # the model the client is shown: ours, else the miner's first chunk's
     completed = False
     try:
         ended = False
         while not ended:
-            chunks = [await queue.get()]
-            while not queue.empty():  # chunks that arrived together leave in one write
-                chunks.append(queue.get_nowait())
+            chunks = await chunks_of.take()  # chunks that arrived together leave in one write
             if chunks[-1] is END:  # END is always the last thing queued
                 ended = True
                 chunks.pop()
