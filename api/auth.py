@@ -17,6 +17,7 @@ from typing import Optional
 
 from fastapi import Request
 
+from .body_limit import CHECKED_KEY
 from .errors import ApiError
 from .gateway import gateway_of
 from .keys import KeyRecord, hash_key
@@ -35,7 +36,14 @@ def presented_key(request: Request) -> Optional[str]:
 
 async def authenticate(request: Request) -> KeyRecord:
     """The caller's key record, or 401: missing, unknown, disabled or expired (429 when its address has
-    failed too often, see ``api.throttle``)."""
+    failed too often, see ``api.throttle``).
+
+    A key that the body gate (``api.body_limit``) found valid for this request, an instant ago, through the same
+    cache and the same throttle check, is taken as it found it: the headers are not parsed nor the key hashed
+    and looked up twice."""
+    checked = request.scope.get("state", {}).get(CHECKED_KEY)
+    if checked is not None:
+        return checked
     throttle = gateway_of(request).throttle
     address = throttle.address(request.scope) if throttle is not None else ""
     if throttle is not None:

@@ -33,6 +33,7 @@ from .errors import error_response
 from .keys import hash_key
 
 KEYED_PREFIXES = ("/v1/", "/web_retrieval", "/miner_availabilities")
+CHECKED_KEY = "checked_key"  # in the request's state: the record of the key this gate found valid
 ADMIN_PREFIX = "/api_management"
 CHAT_PATHS = ("/v1/chat/completions", "/v1/completions")
 
@@ -160,4 +161,7 @@ async def credentials_known(app: Any, scope: Scope) -> bool:
     if throttle is not None and throttle.refused_here("api", throttle.address(scope)) is not None:
         return False
     record = await gateway.keys.get(hash_key(key))
-    return record is not None and record.enabled and not record.expired(time.time())
+    if record is None or not record.enabled or record.expired(time.time()):
+        return False
+    scope.setdefault("state", {})[CHECKED_KEY] = record  # admission takes it from here (api.auth.authenticate)
+    return True

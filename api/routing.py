@@ -56,21 +56,40 @@ class RoutingPolicy:
                    exploration=settings.routing_exploration)
 
 
+_last: tuple = (None, None)  # (the directory asked for last, its memo)
+
+
+def memo_of(directory: Directory) -> dict:
+    """Per-directory results (a directory is replaced, never changed, when the validator sends a new one).
+
+    Kept on the directory (a private attribute); the last directory asked for is also kept here, with its
+    memo, because reading a pydantic private attribute goes through ``BaseModel.__getattr__``: a few µs,
+    several times a request. Only the event loop's thread routes.
+    """
+    global _last
+    last, memo = _last
+    if last is directory:
+        return memo
+    memo = directory._routing
+    if memo is None:
+        memo = directory._routing = {"by_uid": {m.uid: m for m in directory.miners}}
+    _last = (directory, memo)
+    return memo
+
+
 def rating(directory: Directory, miner: MinerRecord) -> float:
     """What the routing ranks by: the validator's score when the directory carries scores, else incentive."""
-    memo = directory._routing
-    uses_scores = memo.get("uses_scores") if memo is not None else None
+    memo = memo_of(directory)
+    uses_scores = memo.get("uses_scores")
     if uses_scores is None:
-        uses_scores = any(m.score is not None for m in directory.miners)
-        if memo is not None:
-            memo["uses_scores"] = uses_scores
+        uses_scores = memo["uses_scores"] = any(m.score is not None for m in directory.miners)
     value = (miner.score or 0.0) if uses_scores else miner.incentive
     return value if value > 0 else 0.0
 
 
 def ranked(directory: Directory, pool: list[MinerRecord], key: tuple) -> list[tuple[float, MinerRecord]]:
     """``pool`` as (rating, miner), best first; memoised per directory under ``key``."""
-    memo = directory._routing
+    memo = memo_of(directory)
     found = memo.get(key)
     if found is None:
         found = memo[key] = sorted(((rating(directory, m), m) for m in pool), key=lambda rm: rm[0], reverse=True)
@@ -83,7 +102,7 @@ def rated_candidates(directory: Directory, pool: list[MinerRecord], key: tuple, 
     blocked = breakers.blocked() if breakers is not None else {}
     # what follows depends on the directory and on who is blocked: kept until either changes
     band_key = ("band", key, breakers.seen_generation if blocked else 0)
-    memo = directory._routing
+    memo = memo_of(directory)
     found = memo.get(band_key)
     if found is None:
         if len(memo) > 1000:  # breaker generations come and go: a backstop against growth

@@ -29,7 +29,7 @@ from shared.schemas import Directory, MinerRecord
 
 from .breaker import Breakers
 from .errors import ApiError
-from .routing import MAX_CANDIDATES, RoutingPolicy, ranked, rated_candidates
+from .routing import MAX_CANDIDATES, RoutingPolicy, memo_of, ranked, rated_candidates
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -44,10 +44,7 @@ def current_directory(gateway: Gateway) -> Directory:
 
 def routing_memo(directory: Directory) -> dict:
     """Per-directory results (a directory is replaced, never changed, when the validator sends a new one)."""
-    memo = directory._routing
-    if memo is None:
-        memo = directory._routing = {"by_uid": {m.uid: m for m in directory.miners}}
-    return memo
+    return memo_of(directory)
 
 
 def available_for(directory: Directory, task: str, model: Optional[str]) -> list[MinerRecord]:

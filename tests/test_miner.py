@@ -20,6 +20,7 @@ from miner.backends.builtin import canonical_key, count_tokens, generate_complet
 from miner.behaviours import broken_mode
 from miner.settings import MinerSettings
 from shared.auth import Signer
+from shared.builtin_generator import prompt_tokens as count_prompt
 from shared.chain import ChainError, Neuron, SubnetState
 from shared.chain.cache import MetagraphCache
 from shared.coalesced_writes import CoalescingHttpProtocol
@@ -389,6 +390,8 @@ async def test_upstream_stream_and_non_stream(http, miners, subnet, upstream):
     assert status == 200 and [c["message"]["content"] for c in answer["choices"]] == ["Hello from upstream"] * 2
     assert [c["finish_reason"] for c in answer["choices"]] == ["stop", "stop"]
     assert answer["usage"]["completion_tokens"] > 0
+    # this upstream says no usage for a whole answer: the prompt is counted here, once (n=2)
+    assert answer["usage"]["prompt_tokens"] == count_prompt(user()) > 0
     assert [r[1]["seed"] for r in upstream.requests[-2:]] == [4, 5]
     # a whole answer is asked of the upstream as a whole answer: one JSON object, no event per token
     assert [(r[1]["stream"], "stream_options" in r[1]) for r in upstream.requests[-2:]] == [(False, False)] * 2

@@ -125,7 +125,7 @@ class UpstreamBackend:
         self.path = address.path + (f"?{address.query}" if address.query else "")
 
     def open(self, request: Any, model: str, index: int) -> ChoiceStream:
-        outcome = Outcome(prompt_tokens=prompt_tokens([m.model_dump() for m in request.messages]))
+        outcome = Outcome()
         payload = upstream_payload(request, self.model or model, index)
         return ChoiceStream(self._batches(payload, outcome), outcome)
 
@@ -159,6 +159,9 @@ class UpstreamBackend:
                         break
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise MinerError(502, f"upstream unreachable: {type(exc).__name__}: {exc}"[:300]) from None
+        finally:
+            if not reading.reported_prompt:  # counted here only when the upstream did not say (most do)
+                outcome.prompt_tokens = prompt_tokens(payload["messages"])
         if not reading.reported_usage:
             outcome.completion_tokens = count_tokens("".join(text))
 
@@ -180,6 +183,7 @@ class _EventReader:
     def __init__(self, outcome: Outcome):
         self.outcome = outcome
         self.reported_usage = False
+        self.reported_prompt = False
         self.done = False
 
     def take(self, events: list[bytes]) -> tuple[list[str], Optional[MinerError]]:
@@ -205,7 +209,9 @@ class _EventReader:
         usage = event.get("usage")
         if usage:
             self.reported_usage = True
-            self.outcome.prompt_tokens = int(usage.get("prompt_tokens", self.outcome.prompt_tokens))
+            if "prompt_tokens" in usage:
+                self.reported_prompt = True
+                self.outcome.prompt_tokens = int(usage["prompt_tokens"])
             self.outcome.completion_tokens = int(usage.get("completion_tokens", 0))
         for choice in event.get("choices") or []:
             part = choice.get("delta") or choice.get("message") or {}
