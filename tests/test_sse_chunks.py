@@ -1,0 +1,80 @@
+"""``shared.chat_stream.sse_chunks``: a miner's SSE stream as its chunks, up to ``[DONE]``.
+
+Fed by a real server on 127.0.0.1 that writes exact bytes in separate writes (each a network read for
+the client, split mid-line where it matters), read through the pooled client the API uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.chat_stream import StreamBroken, sse_chunks
+from shared.http_pool import HttpPool
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def piece(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def event(text: str) -> bytes:
+    return b'data: {"choices": [{"index": 0, "delta": {"content": "' + text.encode() + b'"}}]}\n\n'
+
+
+async def serve(writes: list[bytes]) -> tuple[asyncio.AbstractServer, int]:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(2)  # the body: "{}"
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0.02)  # a separate read for the client
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def chunks_of(writes: list[bytes]) -> tuple[list, BaseException | None]:
+    server, port = await serve(writes)
+    pool = HttpPool()
+    got, failure = [], None
+    try:
+        async with pool.post("127.0.0.1", port, "/", {"Content-Type": "application/json"}, b"{}",
+                             connect_timeout=2, read_timeout=2) as response:
+            try:
+                async for item in sse_chunks(response.content):
+                    got.append(item)
+            except Exception as exc:  # StreamBroken, or the pool's BrokenAnswer for a cut connection
+                failure = exc
+    finally:
+        await pool.close()
+        server.close()
+    return got, failure
+
+
+def texts(chunks: list[dict]) -> list[str]:
+    return [chunk["choices"][0]["delta"]["content"] for chunk in chunks]
+
+
+async def test_chunks_in_order_across_reads_and_done_ends_them():
+    split = event("c")
+    writes = [HEAD + piece(event("a") + event("b")), piece(split[:20]), piece(split[20:] + b"data: [DONE]\n\n"),
+              piece(event("after done")), b"0\r\n\r\n"]
+    got, failure = await chunks_of(writes)
+    assert failure is None and texts(got) == ["a", "b", "c"]
+
+
+async def test_chunks_before_a_broken_one_are_given_then_the_break():
+    writes = [HEAD + piece(event("a") + event("b") + b"data: {not json\n\n" + event("lost")), b"0\r\n\r\n"]
+    got, failure = await chunks_of(writes)
+    assert texts(got) == ["a", "b"] and isinstance(failure, StreamBroken)
+
+
+@pytest.mark.parametrize("ending", [b"0\r\n\r\n", b""], ids=["body ends", "connection cut"])
+async def test_a_stream_without_done_is_broken(ending):
+    got, failure = await chunks_of([HEAD + piece(event("a")), ending] if ending else [HEAD + piece(event("a"))])
+    assert texts(got) == ["a"] and failure is not None
