@@ -42,8 +42,8 @@ class Relay:
     chunk on each side, about a tenth of an API worker's CPU on a 20-chunk stream.
     """
 
-    def __init__(self) -> None:
-        self._items: list = []
+    def __init__(self, items: Optional[list] = None) -> None:
+        self._items: list = items if items is not None else []  # ``items`` is the relay's from now on
         self._waiter: Optional[asyncio.Future] = None
 
     def put(self, item: object) -> None:
@@ -89,8 +89,8 @@ class MinerCall:
 
     def become_winner(self) -> Relay:
         """Start relaying: what arrived so far first, then every new chunk, then END."""
-        relay = self.relay = Relay()
-        relay._items, self.backlog = self.backlog, []
+        relay = self.relay = Relay(self.backlog)
+        self.backlog = []
         if self.task is not None and self.task.done():
             relay.put(END)
         return relay

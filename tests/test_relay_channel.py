@@ -38,3 +38,9 @@ async def test_a_cancelled_take_loses_nothing():
         await taken
     relay.put("kept")  # no waiter left to wake, and the chunk stays queued
     assert await asyncio.wait_for(relay.take(), 1) == ["kept"]
+
+
+async def test_what_came_before_the_win_comes_first():
+    relay = Relay(["early 1", "early 2"])
+    relay.put("later")
+    assert await relay.take() == ["early 1", "early 2", "later"]
