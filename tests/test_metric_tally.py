@@ -2,8 +2,8 @@
 
 The tally writes into ``prometheus_client``'s private bucket and sum values; these tests are what catches a
 release that changes them. Both registries get the same observations, one through the tally and one
-directly, and their exposition must match line for line (in-process registries, then multiprocess files in a
-subprocess, as several API workers write them).
+directly, and must expose the same series with the same values, sums up to the last bit of rounding
+(in-process registries, then multiprocess files in a subprocess, as several API workers write them).
 """
 
 from __future__ import annotations
