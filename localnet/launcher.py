@@ -40,6 +40,7 @@ from .web_pages import PageServer
 
 DEFAULT_BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
 MINER_TASKS = "InferenceTask,WebQuestionAnsweringTask,WebRetrievalTask"
+DIRECTORY_REFRESH_SECONDS = 1.0  # how often each API worker of the local subnet fetches the miner directory
 # The demo's validator: quick rounds and a weight step every 20 s, so scores visibly separate.
 DEMO_VALIDATOR_SETTINGS = {"synthetic_interval_seconds": 1.0, "weights_interval_seconds": 20.0}
 PR_SET_PDEATHSIG = 1
@@ -247,7 +248,8 @@ class LocalSubnet:
         processes = []
         for name, port in zip(self.api_names, self.api_ports):
             env = self._env(validator, api_port=port, api_workers=self.api_workers,
-                            validator_url=self.validator_url, admin_key=self.admin_key, directory_refresh_seconds=1,
+                            validator_url=self.validator_url, admin_key=self.admin_key,
+                            directory_refresh_seconds=DIRECTORY_REFRESH_SECONDS,
                             web_fetch_allow_private=True)
             env["DATA_DIR"] = str(self.directory / "data" / "api")
             env.update(self.extra_env)
@@ -267,15 +269,24 @@ class LocalSubnet:
         self.wait_ready(timeout)
 
     def wait_ready(self, timeout: float) -> None:
-        """Until the API routes to every miner: the validator answered and found them all available."""
+        """Until the API routes to every miner: the validator answered and found them all available.
+
+        Several workers share a port and ``/health`` is answered by one of them; the others fetch the same
+        directory within their refresh interval. So the condition must hold for longer than one refresh
+        (``DIRECTORY_REFRESH_SECONDS``, below) before every worker is known to route to every miner."""
         expected = sum(1 for m in self.members if m.role == "miner")
         deadline = time.monotonic() + timeout
+        ready_since: Optional[float] = None
         while time.monotonic() < deadline:
             for name, process in self.processes.items():
                 if process.poll() is not None and (name == "validator" or name in self.api_names):
                     raise RuntimeError(f"{name} exited with {process.returncode}; see {self.directory}/logs/{name}.log")
             if all(self._api_ready(url, expected) for url in self.api_urls):
-                return
+                ready_since = ready_since or time.monotonic()
+                if self.api_workers == 1 or time.monotonic() - ready_since > DIRECTORY_REFRESH_SECONDS + 0.5:
+                    return
+            else:
+                ready_since = None
             time.sleep(0.2)
         raise TimeoutError(f"local subnet not ready after {timeout:.0f}s; logs in {self.directory}/logs")
 
