@@ -23,8 +23,11 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional
+
+import httptools
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -34,8 +37,6 @@ class Upstream(asyncio.Protocol):
     """One kept connection to the next hop; one request at a time (the relay's client waits for its answer)."""
 
     def __init__(self) -> None:
-        import httptools
-
         self.parser = httptools.HttpResponseParser(self)
         self.answer: Optional[asyncio.Future] = None
         self.head: list[bytes] = []
@@ -71,8 +72,6 @@ class Relay(asyncio.Protocol):
     """A client connection: each request's body goes to the next hop, its answer back as one response."""
 
     def __init__(self, upstreams: asyncio.Queue) -> None:
-        import httptools
-
         self.upstreams = upstreams
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
@@ -164,8 +163,7 @@ def main() -> None:
 
 
 def wait_ready(log: Path, process) -> None:
-    import time
-
+    """Until the relay says it is ready, or raise (also when it exited)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
