@@ -53,7 +53,7 @@ _INSERT_VALUES = re.compile(r"^\s*(INSERT(?:\s+OR\s+\w+)?\s+INTO\s+[\w.\"]+\s*\(
                             re.IGNORECASE | re.DOTALL)
 _PLACEHOLDER = re.compile(r"^\?(\d*)$")
 _bulk_forms: dict[str, Optional[tuple[str, str, int]]] = {}
-_texts: dict[tuple[str, int], str] = {}
+_texts: dict[tuple[tuple[str, str, int], int], str] = {}
 
 
 def bulk_form(sql: str) -> Optional[tuple[str, str, int]]:
@@ -74,11 +74,11 @@ def bulk_form(sql: str) -> Optional[tuple[str, str, int]]:
 
 def statement_for(form: tuple[str, str, int], rows: int) -> str:
     """The INSERT of ``form`` with ``rows`` rows of anonymous placeholders (remembered per size)."""
-    head, tail, width = form
-    text = _texts.get((head + tail, rows))
+    text = _texts.get((form, rows))
     if text is None:
+        head, tail, width = form
         row = "(" + ", ".join(["?"] * width) + ")"
-        text = _texts[(head + tail, rows)] = f"{head} VALUES {', '.join([row] * rows)}{tail}"
+        text = _texts[(form, rows)] = f"{head} VALUES {', '.join([row] * rows)}{tail}"
     return text
 
 
