@@ -25,6 +25,7 @@ from test_dashboard_http import dashboard_session
 from test_incentive_loop import validator_get, wait_until
 
 from api.breaker import Breakers
+from api.metrics import FOLD_SECONDS
 
 BEHAVIOURS = ["good", "noisy", "slow", "broken", "copycat"]
 MESSAGES = [{"role": "user", "content": "Which miner answers this?"}]
@@ -121,6 +122,9 @@ def metric(subnet, name: str, **labels) -> float:
 
 
 def test_served_bands_and_quality_are_on_metrics_and_the_dashboard(subnet, settled):
+    # Two workers: each folds what its requests tallied every FOLD_SECONDS (shared.metric_tally), and the one
+    # that answers folds its own first; after that long, both workers' answers are in the sums.
+    time.sleep(2 * FOLD_SECONDS)
     top = metric(subnet, "gateway_served_answers_total", band="0.9-1")
     zero = metric(subnet, "gateway_served_answers_total", band="0")
     assert top > 0 and zero == 0
