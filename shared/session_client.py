@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional
 
 import orjson
@@ -30,6 +30,7 @@ from .sessions import (
     HEADER_SEQ,
     HEADER_TIMESTAMP,
     UNKNOWN,
+    KeyedMac,
     agree,
     mac,
     new_private_key,
@@ -67,12 +68,16 @@ class SenderSession:
     renew_at: float  # time.monotonic()
     expires: float
     seq: int = 0
+    keyed: KeyedMac = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.keyed = KeyedMac(self.key)
 
     def headers(self, method: str, target: str, body: bytes) -> dict[str, str]:
         self.seq += 1
         timestamp = time.time_ns() // 1_000_000
         return {HEADER_ID: self.id, HEADER_SEQ: str(self.seq), HEADER_TIMESTAMP: str(timestamp),
-                HEADER_MAC: mac(self.key, self.id, self.seq, timestamp, method, target, body)}
+                HEADER_MAC: mac(self.keyed, self.id, self.seq, timestamp, method, target, body)}
 
 
 @dataclass(eq=False)

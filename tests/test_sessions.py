@@ -7,6 +7,7 @@ gives; the sender's side (``SignedClient(sessions=True)``) is checked against th
 from __future__ import annotations
 
 import asyncio
+import hmac
 import http.client
 import json
 import socket
@@ -24,7 +25,7 @@ from shared import sessions
 from shared.auth import Signer
 from shared.chain.local import locked, read_subnet_file, write_subnet_file
 from shared.coalesced_writes import CoalescingHttpProtocol
-from shared.sessions import SessionTable, agree, derive_key, mac, new_private_key, public_bytes
+from shared.sessions import KeyedMac, SessionTable, agree, derive_key, mac, new_private_key, public_bytes
 from shared.signed_http import SignedClient
 from shared.wallet import ensure_wallet, load_hotkey
 
@@ -110,7 +111,21 @@ def session_headers(session, seq: int, method: str = "POST", path: str = CHAT, b
                     timestamp: int | None = None, key: bytes | None = None) -> dict:
     timestamp = time.time_ns() // 1_000_000 if timestamp is None else timestamp
     return {sessions.HEADER_ID: session.id, sessions.HEADER_SEQ: str(seq), sessions.HEADER_TIMESTAMP: str(timestamp),
-            sessions.HEADER_MAC: mac(key or session.key, session.id, seq, timestamp, method, path, body)}
+            sessions.HEADER_MAC: reference_mac(key or session.key, session.id, seq, timestamp, method, path, body)}
+
+
+def reference_mac(key: bytes, session_id: str, seq: int, timestamp: int, method: str, path: str, body: bytes) -> str:
+    """The MAC as docs/sessions.md defines it, computed by the standard library (not by ``shared.sessions``)."""
+    head = f"btsession/1\n{session_id}\n{seq}\n{timestamp}\n{method}\n{path}\n".encode("latin-1")
+    return hmac.digest(key, head + body, "sha256").hex()
+
+
+@pytest.mark.parametrize("key_length", [0, 1, 32, 63, 64, 65, 200])
+def test_the_keyed_mac_is_hmac_sha256(key_length):
+    key = bytes(range(256))[:key_length]
+    for body in (b"", b"x", BODY, bytes(range(256)) * 9):
+        assert mac(KeyedMac(key), "ab" * 16, 7, 1_700_000_000_000, "POST", CHAT, body) == \
+            reference_mac(key, "ab" * 16, 7, 1_700_000_000_000, "POST", CHAT, body)
 
 
 def counts(subnet, miner) -> dict:
