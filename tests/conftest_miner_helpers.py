@@ -85,7 +85,8 @@ class FakeUpstream:
     """A tiny OpenAI-compatible server (aiohttp) that records what it was sent.
 
     Model ``up-fail`` answers 503; ``up-midfail`` sends one piece, then an error event; ``up-ragged``
-    sends its events with CRLF line ends, one split over two ``data:`` lines, in 7-byte writes;
+    sends its events with CRLF line ends, one split over two ``data:`` lines, in 7-byte writes (``up-cr``: the
+    same with a lone CR ending each line, as the SSE format allows); ``up-text`` labels its answers ``text/plain``;
     ``up-slow`` sends 200 pieces 50 ms apart and notes in ``abandoned`` when its reader leaves; ``up-json``
     answers a whole ``chat.completion`` although a stream was asked for. ``peers`` holds the client address
     of every request, so kept connections show.
@@ -107,11 +108,15 @@ class FakeUpstream:
             return web.json_response({"error": {"message": "model overloaded", "type": "server_error"}}, status=503)
         if not payload.get("stream") or model == "up-json":
             message = {"role": "assistant", "content": "".join(self.PIECES)}
-            return web.json_response({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            whole = {"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}
+            if model == "up-text":  # a small server that labels everything text/plain
+                return web.Response(body=json.dumps(whole).encode(), content_type="text/plain")
+            return web.json_response(whole)
+        response = web.StreamResponse(headers={"Content-Type": "text/plain" if model == "up-text"
+                                               else "text/event-stream"})
         await response.prepare(request)
-        if model == "up-ragged":
-            await self.ragged(response)
+        if model in ("up-ragged", "up-cr"):
+            await self.ragged(response, line_end=b"\r\n" if model == "up-ragged" else b"\r")
             return response
         if model == "up-slow":
             await self.slow(response)
@@ -130,10 +135,10 @@ class FakeUpstream:
         await response.write(upstream_sse("[DONE]"))
         return response
 
-    async def ragged(self, response: web.StreamResponse) -> None:
-        events = [upstream_sse(content_chunk(piece)).replace(b"\n", b"\r\n") for piece in self.PIECES]
-        events[1] = events[1].replace(b', "finish_reason"', b'\r\ndata: , "finish_reason"', 1)
-        stream = b"".join(events) + b"data: [DONE]\r\n\r\n"
+    async def ragged(self, response: web.StreamResponse, line_end: bytes) -> None:
+        events = [upstream_sse(content_chunk(piece)).replace(b"\n", line_end) for piece in self.PIECES]
+        events[1] = events[1].replace(b', "finish_reason"', line_end + b'data: , "finish_reason"', 1)
+        stream = b"".join(events) + b"data: [DONE]" + line_end * 2
         for start in range(0, len(stream), 7):
             await response.write(stream[start:start + 7])
             await asyncio.sleep(0.001)

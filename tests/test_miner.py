@@ -91,7 +91,7 @@ def miners(subnet, upstream):
     extra = {
         "noisy": {"allowed_hotkeys": subnet.hotkeys["outsider"]},
         "upstream": {"miner_backend": "upstream", "upstream_url": f"{upstream.url}/v1", "upstream_api_key": "sk-up",
-                     "miner_models": "up-model,up-fail,up-midfail,up-ragged,up-slow,up-json"},
+                     "miner_models": "up-model,up-fail,up-midfail,up-ragged,up-slow,up-json,up-text,up-cr"},
     }
     with ExitStack() as stack:
         running = {}
@@ -410,6 +410,23 @@ async def test_a_plain_http_upstream_is_called_over_kept_connections(http, miner
 
 async def test_an_upstream_that_ignores_stream_is_read_as_a_whole_answer(http, miners, subnet):
     body = {"messages": user(), "model": "up-json", "stream": True}
+    status, _, text = await call(http, miners["upstream"], subnet.validator, body)
+    chunks, events = streamed(text)
+    assert status == 200 and content_of(chunks) == "Hello from upstream" and events[-1] == "[DONE]"
+
+
+async def test_an_upstream_that_labels_its_answers_text_plain_is_read_as_what_was_asked(http, miners, subnet):
+    """Whole answers and streams alike: a JSON body read as events would be an empty answer."""
+    body = {"messages": user(), "model": "up-text", "stream": False}
+    status, _, text = await call(http, miners["upstream"], subnet.validator, body)
+    assert status == 200 and json.loads(text)["choices"][0]["message"]["content"] == "Hello from upstream"
+    status, _, text = await call(http, miners["upstream"], subnet.validator, {**body, "stream": True})
+    chunks, events = streamed(text)
+    assert status == 200 and content_of(chunks) == "Hello from upstream" and events[-1] == "[DONE]"
+
+
+async def test_upstream_events_with_lone_cr_line_ends_are_read_whole(http, miners, subnet):
+    body = {"messages": user(), "model": "up-cr", "stream": True}
     status, _, text = await call(http, miners["upstream"], subnet.validator, body)
     chunks, events = streamed(text)
     assert status == 200 and content_of(chunks) == "Hello from upstream" and events[-1] == "[DONE]"

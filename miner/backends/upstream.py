@@ -59,6 +59,16 @@ def upstream_payload(request: Any, model: str, index: int) -> dict[str, Any]:
     return payload
 
 
+def is_event_stream(content_type: str, *, asked_for_stream: bool) -> bool:
+    """Whether an answer is read as server-sent events: so it says, or (saying neither this nor JSON, as a
+    small server's ``text/plain`` or no type at all) a stream is what was asked for."""
+    if content_type == "text/event-stream":
+        return True
+    if content_type == "application/json":
+        return False
+    return asked_for_stream
+
+
 async def sse_batches(body: Any) -> AsyncIterator[list[bytes]]:
     """The ``data`` of each server-sent event, in batches: the events that one read completed.
 
@@ -68,7 +78,14 @@ async def sse_batches(body: Any) -> AsyncIterator[list[bytes]]:
     data: list[bytes] = []
     partial = b""
     async for received in body.iter_any():
-        *lines, partial = (partial + received).split(b"\n")
+        received = partial + received
+        held = b""
+        if b"\r" in received:  # lines may end in CR LF, LF or a lone CR (the SSE format allows all three)
+            if received.endswith(b"\r"):  # perhaps the first half of a CR LF: decided by the next read
+                received, held = received[:-1], b"\r"
+            received = received.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, partial = received.split(b"\n")
+        partial += held
         events = _take_lines(lines, data)
         if events:
             yield events
@@ -139,10 +156,10 @@ class UpstreamBackend:
             async with self._post(json_bytes(payload)) as response:
                 if response.status != 200:
                     raise MinerError(502, upstream_error_message(response.status, await response.text()))
-                if response.content_type == "application/json":  # a server that ignores "stream"
-                    batches = all_at_once([await response.read()])
-                else:
+                if is_event_stream(response.content_type, asked_for_stream=payload["stream"]):
                     batches = sse_batches(response.content)
+                else:  # a whole answer, also from a server that ignores "stream"
+                    batches = all_at_once([await response.read()])
                 async for events in batches:
                     pieces, failure = reading.take(events)
                     if pieces:  # what came before a failure is sent before it
