@@ -141,7 +141,7 @@ def start_ours(directory: Path, upstream_url: str) -> LocalSubnet:
     net = LocalSubnet(directory, api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
                       behaviours=["good"], api_workers=1, web_port=free_port(),
                       miner_settings=[{"miner_backend": "upstream", "upstream_url": upstream_url,
-                                       "upstream_api_key": "unused",  # as LiteLLM gets: a key-checking upstream serves both
+                                       "upstream_api_key": "unused",  # as LiteLLM's: a key-checking upstream
                                        "upstream_model": MODEL}],
                       validator_settings={"synthetic_interval_seconds": 3600},
                       extra_env={"LOG_LEVEL": "WARNING"})
