@@ -167,7 +167,7 @@ def start_plain(protocol: Any) -> bool:
     previous = protocol.cycle
     if (protocol.expect_100_continue or not url.startswith(b"/") or b"?" in url or b"%" in url
             or parser.get_http_version() != "1.1" or parser.should_upgrade() or protocol.root_path
-            or protocol.limit_concurrency is not None or protocol.config.reset_contextvars
+            or protocol.limit_concurrency is not None or getattr(protocol.config, "reset_contextvars", False)
             or (previous is not None and not previous.response_complete)):
         return False
     scope = protocol.scope

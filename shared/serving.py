@@ -213,6 +213,7 @@ class ConnectionGuard:
             super().on_headers_complete()  # type: ignore[misc]
 
     def on_body(self, body: bytes) -> None:
+        self._expect_body()  # still arriving (also when the app answered without reading it)
         cycle = self.cycle  # type: ignore[attr-defined]
         if cycle.response_complete or (self.parser.should_upgrade() and self._should_upgrade()):  # type: ignore
             return
@@ -220,7 +221,6 @@ class ConnectionGuard:
         if len(cycle.body) > HIGH_WATER_LIMIT:
             self.flow.pause_reading()  # type: ignore[attr-defined]
         cycle.message_event.set()
-        self._expect_body()
 
     def on_message_complete(self) -> None:
         self._deadline = None
