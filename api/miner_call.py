@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from contextlib import asynccontextmanager
-from typing import AsyncIterator, Optional
+from typing import Optional
 
 import aiohttp
 import orjson
@@ -128,62 +127,79 @@ class MinerCall:
             if self.content_chunks >= self.commit_chunks:
                 self._settle_first(True)
 
-    @asynccontextmanager
-    async def _outcome(self) -> AsyncIterator[None]:
-        """Time the call and turn whatever ends it into ``status``/``error``; ``first`` always resolves."""
-        self.record.started = time.monotonic()
-        try:
-            yield
-        except asyncio.CancelledError:
+    # How a call ends, written out in ``_run_whole`` and ``_run`` rather than as a context manager: an
+    # ``asynccontextmanager`` is an async generator and four more Python calls on every miner call.
+    _ENDINGS = (asyncio.CancelledError, TimeoutError, StreamBroken, aiohttp.ClientError, OSError)
+
+    def _failed(self, exc: BaseException) -> bool:
+        """``status``/``error`` for what ended the call; True when the caller must re-raise it (a cancellation)."""
+        if isinstance(exc, asyncio.CancelledError):
             self.status, self.error = "cancelled", "cancelled"
-            raise
-        except TimeoutError:
+            return True
+        if isinstance(exc, TimeoutError):
             self.status, self.error = "timeout", "no answer in time"
-        except StreamBroken as exc:
+        elif isinstance(exc, StreamBroken):
             self.status, self.error = "error", str(exc)
-        except (aiohttp.ClientError, OSError) as exc:
+        else:
             self.status, self.error = "error", f"{type(exc).__name__}: {exc}"
-        finally:
-            self.elapsed = time.monotonic() - self.record.started
-            self._settle_first(False)
-            if self.relay is not None:
-                self.relay.put(END)
+        return False
+
+    def _ended(self) -> None:
+        """Timed, and ``first`` resolved, however the call ended."""
+        self.elapsed = time.monotonic() - self.record.started
+        self._settle_first(False)
+        if self.relay is not None:
+            self.relay.put(END)
 
     async def _run_whole(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
                          first_chunk_timeout: float) -> None:
         """A non-streamed answer: one JSON object, no per-chunk work on either side."""
-        async with self._outcome(), asyncio.timeout(first_chunk_timeout + read_timeout):
-            async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
-                                          receiver=self.miner.hotkey, connect_timeout=connect_timeout,
-                                          read_timeout=read_timeout) as response:
-                payload = await response.read()
-                if response.status != 200:
-                    raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
-            try:
-                completion = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                raise StreamBroken("unparsable answer") from None
-            if not self.record.take_completion(completion):
-                raise StreamBroken("empty answer")
-            self._settle_first(True)
+        self.record.started = time.monotonic()
+        try:
+            async with asyncio.timeout(first_chunk_timeout + read_timeout):
+                async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
+                                              receiver=self.miner.hotkey, connect_timeout=connect_timeout,
+                                              read_timeout=read_timeout) as response:
+                    payload = await response.read()
+                    if response.status != 200:
+                        raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
+                try:
+                    completion = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    raise StreamBroken("unparsable answer") from None
+                if not self.record.take_completion(completion):
+                    raise StreamBroken("empty answer")
+                self._settle_first(True)
+        except self._ENDINGS as exc:
+            if self._failed(exc):
+                raise
+        finally:
+            self._ended()
 
     async def _run(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
                    first_chunk_timeout: float) -> None:
-        async with self._outcome(), asyncio.timeout(first_chunk_timeout) as deadline:
-            async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
-                                          receiver=self.miner.hotkey, connect_timeout=connect_timeout,
-                                          read_timeout=read_timeout) as response:
-                if response.status != 200:
-                    detail = (await response.read())[:200].decode("utf-8", "replace")
-                    raise StreamBroken(f"HTTP {response.status}: {detail}")
-                waiting_first = True
-                async for chunk in sse_chunks(response.content):
-                    self._take(chunk)
-                    if waiting_first and self.first.done():
-                        deadline.reschedule(None)  # the first-chunk deadline no longer applies
-                        waiting_first = False
-                if self.record.texts:
-                    self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point
-                await finish(response)
-            if not self.record.texts:
-                raise StreamBroken("empty answer")
+        self.record.started = time.monotonic()
+        try:
+            async with asyncio.timeout(first_chunk_timeout) as deadline:
+                async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
+                                              receiver=self.miner.hotkey, connect_timeout=connect_timeout,
+                                              read_timeout=read_timeout) as response:
+                    if response.status != 200:
+                        detail = (await response.read())[:200].decode("utf-8", "replace")
+                        raise StreamBroken(f"HTTP {response.status}: {detail}")
+                    waiting_first = True
+                    async for chunk in sse_chunks(response.content):
+                        self._take(chunk)
+                        if waiting_first and self.first.done():
+                            deadline.reschedule(None)  # the first-chunk deadline no longer applies
+                            waiting_first = False
+                    if self.record.texts:
+                        self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point
+                    await finish(response)
+                if not self.record.texts:
+                    raise StreamBroken("empty answer")
+        except self._ENDINGS as exc:
+            if self._failed(exc):
+                raise
+        finally:
+            self._ended()

@@ -13,8 +13,7 @@ that offers ``btsession/1`` carries a session MAC instead (docs/sessions.md).
 from __future__ import annotations
 
 import json
-from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Optional
+from typing import Any, Optional
 
 import aiohttp
 import orjson
@@ -163,11 +162,11 @@ class SignedClient:
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         return await self.request_json("POST", address, path, receiver=receiver, body=body, timeout=timeout)
 
-    @asynccontextmanager
-    async def post_stream(
-        self, address: str, path: str, body: bytes, *, receiver: str, connect_timeout: float, read_timeout: float
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
+    def post_stream(self, address: str, path: str, body: bytes, *, receiver: str, connect_timeout: float,
+                    read_timeout: float) -> "SignedPost":
         """Open a POST whose answer the caller reads as it comes (``response.content.iter_any()``) or whole.
+
+            async with client.post_stream(address, path, body, receiver=…, connect_timeout=…, read_timeout=…) as r:
 
         Plain ``http://`` peers (every miner on a local subnet, most on a real one) go through the pooled
         client of ``shared.http_pool``; ``https://`` ones through aiohttp.
@@ -175,27 +174,56 @@ class SignedClient:
         A session request that the receiver refuses unprocessed (``Btsession-Error``: it restarted, or the
         session expired) goes once more, signed; the caller sees only that second answer.
         """
-        url = base_url(address)
-        headers, session_id = self._headers("POST", path, body, receiver, address)
+        return SignedPost(self, address, path, body, receiver, connect_timeout, read_timeout)
+
+
+class SignedPost:
+    """``SignedClient.post_stream``'s context manager: a class, not an ``asynccontextmanager`` (an async
+    generator and four more Python calls on every call to a miner)."""
+
+    __slots__ = ("_client", "_address", "_path", "_body", "_receiver", "_connect_timeout", "_read_timeout",
+                 "_opened")
+
+    def __init__(self, client: SignedClient, address: str, path: str, body: bytes, receiver: str,
+                 connect_timeout: float, read_timeout: float):
+        self._client = client
+        self._address = address
+        self._path = path
+        self._body = body
+        self._receiver = receiver
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._opened: Any = None  # the inner context manager whose answer the caller holds
+
+    async def __aenter__(self) -> Any:
+        client, path, body, receiver = self._client, self._path, self._body, self._receiver
+        url = base_url(self._address)
+        headers, session_id = client._headers("POST", path, body, receiver, self._address)
         target = plain_http_target(url)
-        if target is not None:
-            if session_id is not None:
-                async with self.pool.post(*target, path, headers, body, connect_timeout=connect_timeout,
-                                          read_timeout=read_timeout) as response:
-                    if not self._refused(response, receiver, session_id):
-                        yield response
-                        return
-                headers = self._signed("POST", path, body, receiver)
-            async with self.pool.post(*target, path, headers, body, connect_timeout=connect_timeout,
-                                      read_timeout=read_timeout) as response:
-                yield response
-            return
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout, sock_read=read_timeout)
         if session_id is not None:
-            async with self.session.post(url + path, data=body, headers=headers, timeout=timeout) as response:
-                if not self._refused(response, receiver, session_id):
-                    yield response
-                    return
-            headers = self._signed("POST", path, body, receiver)
-        async with self.session.post(url + path, data=body, headers=headers, timeout=timeout) as response:
-            yield response
+            response = await self._open(url, target, headers)
+            if not client._refused(response, receiver, session_id):
+                return response
+            await self._close()
+            headers = client._signed("POST", path, body, receiver)
+        return await self._open(url, target, headers)
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self._close(*exc_info)
+
+    async def _open(self, url: str, target: Optional[tuple[str, int]], headers: dict[str, str]) -> Any:
+        if target is not None:
+            opened = self._client.pool.post(*target, self._path, headers, self._body,
+                                            connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+        else:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout,
+                                            sock_read=self._read_timeout)
+            opened = self._client.session.post(url + self._path, data=self._body, headers=headers, timeout=timeout)
+        response = await opened.__aenter__()
+        self._opened = opened
+        return response
+
+    async def _close(self, *exc_info: Any) -> None:
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            await opened.__aexit__(*(exc_info or (None, None, None)))

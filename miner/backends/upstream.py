@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Optional
 from urllib.parse import urlsplit
 
@@ -182,16 +181,13 @@ class UpstreamBackend:
         if not reading.reported_usage:
             outcome.completion_tokens = count_tokens("".join(text))
 
-    @asynccontextmanager
-    async def _post(self, body: bytes) -> AsyncIterator[Any]:
-        """The upstream's answer: ``status``, ``content_type``, ``read()``, ``text()``, ``content.iter_any()``."""
+    def _post(self, body: bytes) -> Any:
+        """``async with`` it for the upstream's answer: ``status``, ``content_type``, ``read()``, ``text()``,
+        ``content.iter_any()`` (the pooled client's, or aiohttp's for ``https://``)."""
         if self.pool is not None:
-            async with self.pool.post(self.host, self.port, self.path, self.headers, body,
-                                      connect_timeout=CONNECT_SECONDS, read_timeout=READ_SECONDS) as response:
-                yield response
-        else:
-            async with self.session.post(self.url, data=body, headers=self.headers) as response:
-                yield response
+            return self.pool.post(self.host, self.port, self.path, self.headers, body,
+                                  connect_timeout=CONNECT_SECONDS, read_timeout=READ_SECONDS)
+        return self.session.post(self.url, data=body, headers=self.headers)
 
 
 class _EventReader:
