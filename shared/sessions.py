@@ -68,6 +68,19 @@ def _field(headers: Mapping[str, str], name: str) -> Optional[str]:
     return value if value is not None else headers.get(name)
 
 
+_SESSION_HEADERS = (HEADER_ID, HEADER_SEQ, HEADER_TIMESTAMP, HEADER_MAC)
+_SESSION_HEADERS_LOWER = tuple(name.lower() for name in _SESSION_HEADERS)
+
+
+def _session_fields(headers: Mapping[str, str]) -> list[Optional[str]]:
+    """The id, sequence number, timestamp and MAC headers (``_field``'s look-up, the four in one call)."""
+    get = headers.get
+    values = [get(name) for name in _SESSION_HEADERS_LOWER]
+    if None in values:
+        values = [get(name) if value is None else value for value, name in zip(values, _SESSION_HEADERS)]
+    return values
+
+
 def _number(value: Optional[str]) -> Optional[int]:
     return int(value) if value is not None and value.isascii() and value.isdigit() else None
 
@@ -246,30 +259,31 @@ class SessionTable:
 
     def check_headers(self, headers: Mapping[str, str], *, now_ms: Optional[int] = None) -> Session:
         """What can be checked before the body: the session exists, the fields are well formed, the time is fresh."""
-        session_id, seq = _field(headers, HEADER_ID), _field(headers, HEADER_SEQ)
-        timestamp = _field(headers, HEADER_TIMESTAMP)
-        if not session_id or seq is None or timestamp is None or not _field(headers, HEADER_MAC):
+        return self._checked(headers, now_ms)[0]
+
+    def _checked(self, headers: Mapping[str, str], now_ms: Optional[int]) -> tuple[Session, int, int, str]:
+        """``check_headers``, and the sequence number, timestamp and MAC it read."""
+        session_id, seq, timestamp, given = _session_fields(headers)
+        if not session_id or seq is None or timestamp is None or not given:
             raise MalformedAuth(f"a session request needs {HEADER_ID}, {HEADER_SEQ}, {HEADER_TIMESTAMP} and "
                                 f"{HEADER_MAC}")
         if not _number(seq) or not _number(timestamp):
             raise MalformedAuth(f"{HEADER_SEQ} and {HEADER_TIMESTAMP} must be positive decimal integers")
         session = self._live(session_id)
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-        timestamp = int(timestamp)
-        if now - timestamp > MAX_AGE_MS:
+        sent_at = int(timestamp)
+        if now - sent_at > MAX_AGE_MS:
             raise StaleRequest(f"{HEADER_TIMESTAMP} is older than the {MAX_AGE_MS / 1000:g}s freshness window")
-        if timestamp - now > ALLOWED_SKEW_MS:
+        if sent_at - now > ALLOWED_SKEW_MS:
             raise StaleRequest(f"{HEADER_TIMESTAMP} is more than {ALLOWED_SKEW_MS / 1000:g}s in the future")
-        return session
+        return session, int(seq), sent_at, given
 
     def authenticate(self, method: str, target: str, headers: Mapping[str, str], body: bytes, *,
                      now_ms: Optional[int] = None) -> Caller:
         """The session's sender, or an ``AuthError``; the sequence number is marked only once the MAC verifies."""
-        session = self.check_headers(headers, now_ms=now_ms)
-        seq, timestamp = int(_field(headers, HEADER_SEQ)), int(_field(headers, HEADER_TIMESTAMP))
+        session, seq, timestamp, given = self._checked(headers, now_ms)
         expected = mac(session.keyed, session.id, seq, timestamp, method, target, body)
-        given = _field(headers, HEADER_MAC).lower().encode("latin-1")
-        if not hmac.compare_digest(expected.encode(), given):
+        if not hmac.compare_digest(expected.encode(), given.lower().encode("latin-1")):
             raise BadSignature("session MAC does not verify")
         session.accept(seq)
         return Caller(hotkey_ss58=session.hotkey, nonce_ns=timestamp * 1_000_000, crypto_type=session.crypto_type)
