@@ -30,8 +30,13 @@ KEY_PREFIX = "sk-sn-"
 ID_PREFIX = "key_"
 
 
+_SHA256 = hashlib.sha256()  # copied per key: a new hash object asks OpenSSL for the algorithm every time
+
+
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    digest = _SHA256.copy()
+    digest.update(key.encode())
+    return digest.hexdigest()
 
 
 def mask(key: str) -> str:

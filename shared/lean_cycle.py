@@ -8,17 +8,19 @@
 uvicorn's httptools protocol is general: every request gets an ``asyncio.Event``, a cycle built from eleven
 keyword arguments, a ``receive`` that copies the body out of a ``bytearray``, and a ``send`` that runs two
 regular expressions over every response header. Measured with callgrind on a trivial ASGI app (one POST
-with a small body, one JSON answer), uvicorn spent about 120,000 instructions per request where a bare
-httptools protocol with one task per request spends 20,000; on the chat path that was a tenth of the API
-worker's instructions and a quarter of the miner's.
+with a small body, one JSON answer) served as our processes served it (uvicorn, the connection limits,
+coalesced writes): about 157,000 instructions per request, where a bare httptools protocol with one task
+per request spends 20,000. Sampled by CPU time on the chat path, uvicorn's protocol and the limits were
+a tenth of the API worker and a fifth of the miner (docs/performance.md, round 7).
 
 A *plain* request here (HTTP/1.1, an origin-form target with no query or escapes, no ``Expect`` or
 upgrade, not pipelined behind an unfinished one) gets a :class:`LeanCycle` instead: the same attributes
-(the protocol's callbacks and uvicorn's shutdown read them), a one-waiter :class:`Signal` for the event,
-the body kept as ``bytes``, and a ``send`` that checks every header name and value with one search each
-over all of them together. What a client sees is what uvicorn sends: the same status line, default
-headers (``server``, ``date``), ``content-length`` or chunked framing, ``connection: close`` when the
-connection closes, 500 when the app fails before answering. Any other request takes uvicorn's own cycle.
+(the protocol's callbacks and uvicorn's shutdown read them), a :class:`Signal` for the event, the body
+kept as ``bytes``, and a ``send`` that builds the head in one pass and checks all header names, then all
+values, at once. What a client sees is what uvicorn sends (tests/test_lean_cycle.py compares the bytes):
+the same status line, default headers (``server``, ``date``), ``content-length`` or chunked framing,
+``connection: close`` when the connection closes, 500 when the app fails before answering. Any other
+request takes uvicorn's own cycle.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ _FRAMING = {b"content-length", b"transfer-encoding", b"connection"}  # names who
 
 
 class Signal:
-    """``asyncio.Event``'s ``set``/``clear``/``is_set``/``wait`` for a cycle, without its waiter deque."""
+    """``asyncio.Event``'s ``set``/``clear``/``is_set``/``wait`` for a cycle: no deque, no loop binding, no
+    Python-level ``__init__`` chain (a cycle's event rarely has a waiter: the body is usually all there)."""
 
     __slots__ = ("_set", "_waiters")
 
@@ -75,7 +78,7 @@ class Signal:
 class LeanCycle(RequestResponseCycle):
     """uvicorn's cycle for a plain request; see the module's docstring for what differs (nothing visible)."""
 
-    def __init__(self, scope: Any, protocol: HttpToolsProtocol, keep_alive: bool):  # noqa: D107 (no super: same fields)
+    def __init__(self, scope: Any, protocol: HttpToolsProtocol, keep_alive: bool):  # uvicorn's fields, set directly
         self.scope = scope
         self.transport = protocol.transport
         self.flow = protocol.flow

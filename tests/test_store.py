@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sqlite3
 import time
@@ -83,6 +84,13 @@ async def test_logs_usage_and_retention(database):
         assert [log.request_id for log in await store.query_logs(uid=9)] == ["r3", "r2"]
     finally:
         await store.close()
+
+
+def test_a_key_is_stored_as_its_sha256_hex_digest():
+    """What earlier releases stored (and a subnet's imported keys hold): the same digest, every time."""
+    for key in ("", "sk-sn-abc", "x" * 1000, "ключ"):
+        assert hash_key(key) == hashlib.sha256(key.encode()).hexdigest()
+    assert hash_key("a") != hash_key("b") and hash_key("a") == hash_key("a")
 
 
 async def test_keys_are_stored_hashed_and_found_by_id_or_key(database):
