@@ -22,7 +22,7 @@ from typing import Callable, Optional
 
 from loguru import logger
 
-from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem
+from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem, assembled
 from shared.signed_http import SignedCallError, SignedClient
 
 from .batching import BatchBuffer
@@ -39,9 +39,10 @@ def organic_item(request_id: str, request: MinerChatRequest, responses: list[Min
     validates the item it receives: no second validation on the hot path (tests/test_unvalidated_builds.py
     checks the item against a validated one).
     """
-    return ScoringItem.model_construct(request_id=request_id, source="organic", task=task or request.task,
-                                       created_at=time.time(), request=request, responses=responses, key_id=key_id,
-                                       search_query=search_query, n_results=n_results)
+    return assembled(ScoringItem, {"request_id": request_id, "source": "organic", "task": task or request.task,
+                                   "created_at": time.time(), "request": request, "responses": responses,
+                                   "search_query": search_query, "n_results": n_results, "requests_by_uid": None,
+                                   "key_id": key_id})
 
 
 REFUSED = (400, 413, 422)  # the validator read the batch and will never take it as it is

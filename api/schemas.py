@@ -13,11 +13,12 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters
+from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters, assembled
 
 DEFAULT_MODEL_NAMES = {None, "", "default", "Default"}
 REASONING_FAST_TASK = "MultiStepReasoningTask"
 INFERENCE_MODES = {"Reasoning-Fast", "Chain-of-Thought", "Mixture-of-Agents"}
+DEFAULT_SAMPLING = SamplingParameters()  # only ever copied (``ChatCompletionRequest.sampling``)
 
 
 class StreamOptions(BaseModel):
@@ -100,29 +101,28 @@ class ChatCompletionRequest(BaseModel):
         limit = self.max_completion_tokens or self.max_tokens
         if limit is not None:
             update["max_new_tokens"] = limit
-        base = self.sampling_parameters or SamplingParameters()
-        return base.model_copy(update=update) if update else base
+        if not update:
+            return self.sampling_parameters or SamplingParameters()
+        # a copy never changes what it copies: the defaults can be one object, not one built per request
+        return (self.sampling_parameters or DEFAULT_SAMPLING).model_copy(update=update)
 
     def to_miner_request(self, stream: bool = True) -> MinerChatRequest:
         """The body every miner of this request receives (one seed, so their answers compare).
 
-        Built with ``model_construct``: every field was validated with this request under the same
-        constraints as ``MinerChatRequest``'s (messages, n, task; extra fields pass through unvalidated
-        either way), so a second validation would only cost time (tests/test_hot_path.py compares the
-        two). The seed is not a secret: ``random`` (reseeded in a forked worker), no system call.
+        Built without validation (``shared.schemas.assembled``): every field was validated with this request
+        under the same constraints as ``MinerChatRequest``'s (messages, n, task; extra fields pass through
+        unvalidated either way), so a second validation would only cost time (tests/test_unvalidated_builds.py
+        compares the two). The seed is not a secret: ``random`` (reseeded in a forked worker), no system call.
         """
         known = type(self).model_fields
         extra = self.model_extra
         passthrough = {k: v for k, v in extra.items() if k not in known} if extra else {}
-        return MinerChatRequest.model_construct(
-            messages=list(self.messages),
-            model=self.requested_model,
-            task=self.task,
-            seed=self.seed if self.seed is not None else random.getrandbits(32),
-            n=self.n,
-            stream=stream,
-            sampling_parameters=self.sampling(),
-            stream_options={"include_usage": True},
-            json_format=self.json_format,
-            **passthrough,
-        )
+        return assembled(MinerChatRequest, {
+            "messages": list(self.messages),
+            "model": self.requested_model,
+            "task": self.task,
+            "seed": self.seed if self.seed is not None else random.getrandbits(32),
+            "n": self.n,
+            "stream": stream,
+            "sampling_parameters": self.sampling(),
+        }, {"stream_options": {"include_usage": True}, "json_format": self.json_format, **passthrough})

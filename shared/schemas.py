@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -164,3 +164,23 @@ def key_id(api_key: str) -> str:
 
 class ScoringBatch(BaseModel):
     items: list[ScoringItem] = Field(min_length=1, max_length=1000)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def assembled(cls: type[Model], fields: dict[str, Any], extra: Optional[dict[str, Any]] = None) -> Model:
+    """``cls.model_construct(**fields, **extra)`` for ``fields`` that name every one of the model's fields.
+
+    For the hot path's models whose parts were all validated where they were made (the API's miner request
+    and scoring item): ``model_construct`` walks every field for aliases and defaults, a Python loop on every
+    request. The instance is the same (tests/test_unvalidated_builds.py compares it with a validated one,
+    which a missing field would fail); ``extra`` is kept only by a model that allows extra fields.
+    """
+    model = cls.__new__(cls)
+    _set = object.__setattr__
+    _set(model, "__dict__", fields)
+    _set(model, "__pydantic_fields_set__", set(fields))
+    _set(model, "__pydantic_extra__", (extra or {}) if cls.model_config.get("extra") == "allow" else None)
+    _set(model, "__pydantic_private__", None)
+    return model

@@ -9,7 +9,7 @@ import orjson
 
 from api.miner_call import MinerCall
 from api.responses import ChunkEvents
-from api.schemas import ChatCompletionRequest
+from api.schemas import DEFAULT_SAMPLING, ChatCompletionRequest
 from shared.schemas import MinerRecord, SamplingParameters
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -28,6 +28,16 @@ def test_openai_fields_override_sampling_parameters_and_extras_survive():
         (0.0, False, 0.5, 5, 9)  # max_completion_tokens wins over max_tokens
     assert sampling.model_extra == {"repetition_penalty": 1.1}
     assert request.sampling_parameters.temperature == 1.2  # the client's object is left as it was
+
+
+def test_requests_share_no_sampling_object():
+    """The defaults are one object that is only copied: one request's values never reach another's."""
+    first = ChatCompletionRequest(messages=MESSAGES, max_tokens=5).sampling()
+    second = ChatCompletionRequest(messages=MESSAGES, temperature=1.5).sampling()
+    assert first is not second and first is not DEFAULT_SAMPLING and second is not DEFAULT_SAMPLING
+    assert (first.max_new_tokens, first.temperature) == (5, SamplingParameters().temperature)
+    assert (second.max_new_tokens, second.temperature) == (SamplingParameters().max_new_tokens, 1.5)
+    assert DEFAULT_SAMPLING == SamplingParameters()
 
 
 def test_the_miner_request_carries_them_and_the_stream_choice():

@@ -1,4 +1,4 @@
-"""Models the hot path builds with ``model_construct`` (no second validation) equal validated ones.
+"""Models the hot path builds without a second validation (``shared.schemas.assembled``) equal validated ones.
 
 ``ChatCompletionRequest.to_miner_request`` and the forwarder's organic ``ScoringItem`` skip pydantic's
 validation because every part was validated already; these tests hold them to what a validated model
@@ -16,7 +16,16 @@ import pytest
 from api.forwarder import ScoringForwarder
 from api.miner_call import MinerCall
 from api.schemas import ChatCompletionRequest
-from shared.schemas import MinerChatRequest, MinerRecord, ScoringItem, key_id
+from shared.schemas import (
+    ChatMessage,
+    MinerChatRequest,
+    MinerRecord,
+    MinerResponse,
+    SamplingParameters,
+    ScoringItem,
+    assembled,
+    key_id,
+)
 
 BODIES = [
     {"messages": [{"role": "user", "content": "hi"}]},
@@ -71,3 +80,32 @@ async def test_the_forwarded_item_equals_a_validated_one():
     assert [r.uid for r in item.responses] == [3, 5] and item.responses[1].error == "boom"
     assert item.key_id == key_id("k1") and item.source == "organic" and item.request_id == "chatcmpl-1"
     await asyncio.sleep(0)
+
+
+def test_assembled_is_model_construct_when_every_field_is_named():
+    fields = {"messages": [ChatMessage(role="user", content="hi")], "model": None, "task": "InferenceTask",
+              "seed": 3, "n": 1, "stream": False, "sampling_parameters": SamplingParameters(temperature=0.2)}
+    extra = {"stream_options": {"include_usage": True}, "foo": [1]}
+    built = assembled(MinerChatRequest, dict(fields), dict(extra))
+    constructed = MinerChatRequest.model_construct(**fields, **extra)
+    assert built == constructed and built.model_extra == constructed.model_extra == extra
+    assert built.model_fields_set == constructed.model_fields_set
+    assert built.model_dump_json(exclude_none=True) == constructed.model_dump_json(exclude_none=True)
+    response = MinerResponse(uid=1, hotkey="h", status="ok")
+    item = assembled(ScoringItem, {"request_id": "r", "source": "organic", "task": "InferenceTask",
+                                   "created_at": 1.0, "request": built, "responses": [response],
+                                   "search_query": None, "n_results": None, "requests_by_uid": None,
+                                   "key_id": None}, {"ignored": 1})
+    assert item.model_extra is None  # a model that ignores extra fields keeps none
+    assert item == ScoringItem.model_construct(request_id="r", created_at=1.0, request=built, responses=[response])
+
+
+def test_a_field_left_out_is_caught_by_the_comparison_with_a_validated_model():
+    """What guards ``assembled``'s callers: leaving a field out does not pass for the validated model."""
+    response = MinerResponse(uid=1, hotkey="h", status="ok")
+    request = ChatCompletionRequest.model_validate(BODIES[0]).to_miner_request(stream=False)
+    partial = assembled(ScoringItem, {"request_id": "r", "source": "organic", "task": "InferenceTask",
+                                      "created_at": 1.0, "request": request, "responses": [response]})
+    assert partial != ScoringItem.model_validate_json(
+        ScoringItem.model_construct(request_id="r", created_at=1.0, request=request,
+                                    responses=[response]).model_dump_json())
