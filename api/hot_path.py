@@ -22,6 +22,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Optional
 
+import orjson
 from loguru import logger
 from pydantic import ValidationError
 from starlette.requests import Request
@@ -30,7 +31,7 @@ from starlette.responses import Response, StreamingResponse
 from shared.asgi import BodyTooLarge, ClientGone, DisconnectWatch, read_body
 
 from .access import admit
-from .chat import answer, chat_response
+from .chat import Outcome, answer, chat_response
 from .errors import ApiError, describe_validation_errors, error_response
 from .meter import Meter, metered, settle
 from .responses import SSE_DONE
@@ -73,6 +74,16 @@ async def stream_until_disconnect(response: StreamingResponse, receive: Any, sen
         await iterator.aclose()
 
 
+async def send_completion(outcome: Outcome, send: Any) -> None:
+    """A whole chat completion: the bytes and headers ``chat_response`` gives (``FastJSONResponse``: the
+    request id, then content-length and content-type, as Starlette orders them), in two messages."""
+    body = orjson.dumps(outcome.completion)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"x-request-id", outcome.request_id.encode("latin-1")),
+                            (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
     gateway = app.state.gateway
     meter = Meter(ROUTE)
@@ -94,7 +105,11 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
                 body = ChatCompletionRequest.model_validate_json(raw)
             except ValidationError as exc:
                 raise ApiError(422, describe_validation_errors(exc.errors()), "invalid_request") from None
-            response = chat_response(await answer(gateway, key, body, meter))
+            outcome = await answer(gateway, key, body, meter)
+            if outcome.completion is not None:  # a whole answer: sent as chat_response would, without its object
+                await send_completion(outcome, metered_send)
+                return
+            response = chat_response(outcome)
         except BodyTooLarge:
             error_code = "request_too_large"
             response = error_response(413, f"request body larger than {max_body} bytes", error_code)

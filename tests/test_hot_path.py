@@ -7,8 +7,11 @@ the body is looked at.
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import gateway_client as gw
+import orjson
 
 
 async def new_key(net, credits: int) -> str:
@@ -53,3 +56,25 @@ async def test_an_oversized_body_is_413_and_the_worker_keeps_serving(local_subne
     answer = await gw.chat(local_subnet.api_url, api_key)
     assert answer.status == 200 and answer.headers["X-Request-Id"].startswith("chatcmpl-")
     assert answer.body["choices"][0]["message"]["content"]
+
+
+async def test_a_whole_answer_has_the_head_a_json_response_has(local_subnet, api_key):
+    """The fast path writes a whole answer itself: the head is what ``FastJSONResponse`` gave (the request id,
+    then the length and type as Starlette orders them), with the rate-limit headers after, and the body is
+    the completion with that id."""
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    host, port = local_subnet.api_url.split("//")[1].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (api_key.encode(), len(body), body))
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
+    names = [line.split(":", 1)[0] for line in head[1:] if line]
+    assert head[0] == "HTTP/1.1 200 OK"
+    mine = [name for name in names if name not in ("date", "server") and not name.startswith("x-ratelimit")]
+    assert mine == ["x-request-id", "content-length", "content-type"], head
+    fields = dict(line.split(": ", 1) for line in head[1:] if line)
+    assert fields["content-type"] == "application/json" and fields["x-request-id"].startswith("chatcmpl-")
+    answer = orjson.loads(await asyncio.wait_for(reader.readexactly(int(fields["content-length"])), 30))
+    writer.close()
+    assert answer["id"] == fields["x-request-id"] and answer["choices"][0]["message"]["content"]
