@@ -30,6 +30,24 @@ def bound_socket() -> socket.socket:
 
 
 @contextmanager
+def config_thread(config: uvicorn.Config) -> Iterator[int]:
+    """Serve ``config`` in a thread on a free 127.0.0.1 port; yield the port once the server has started."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(5)
+        sock.close()
+
+
+@contextmanager
 def uvicorn_thread(app: Any, sock: socket.socket, timeout: float = 10.0, http: Any = "auto") -> Iterator[str]:
     """Run ``app`` with uvicorn on ``sock``; yield its base URL once ``/health`` answers."""
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", http=http))

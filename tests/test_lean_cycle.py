@@ -15,15 +15,15 @@ import asyncio
 import logging
 import re
 import socket
-import threading
 import time
-from contextlib import contextmanager
-from typing import Iterator
+from typing import ContextManager, Iterator
 
 import pytest
 import uvicorn
+from conftest_miner_helpers import config_thread
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from shared.asgi import read_body
 from shared.lean_cycle import LeanCycle, Signal
 from shared.serving import server_config
 from shared.settings import CommonSettings
@@ -34,12 +34,7 @@ DATE = re.compile(rb"date: [^\r]*\r\n")
 async def app(scope, receive, send) -> None:
     if scope["type"] != "http":
         return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
+    body = await read_body(receive)
     path = scope["path"]
     if path == "/stream":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
@@ -77,26 +72,11 @@ async def app(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": payload})
 
 
-@contextmanager
-def server(ours: bool) -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
+def server(ours: bool) -> ContextManager[int]:
     options = dict(log_level="critical", lifespan="off", proxy_headers=False, access_log=False)  # as our processes run
     if ours:
-        config = server_config(app, CommonSettings(), coalesce=True, **options)
-    else:
-        config = uvicorn.Config(app, http=HttpToolsProtocol, **options)
-    running = uvicorn.Server(config)
-    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not running.started:
-        time.sleep(0.01)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        running.should_exit = True
-        thread.join(5)
-        sock.close()
+        return config_thread(server_config(app, CommonSettings(), coalesce=True, **options))
+    return config_thread(uvicorn.Config(app, http=HttpToolsProtocol, **options))
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,13 @@ import resource
 import select
 import socket
 import struct
-import threading
 import time
 import urllib.request
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import ContextManager, Iterator, Optional
 
 import pytest
-import uvicorn
+from conftest_miner_helpers import config_thread
 from process_tree import process_tree
 
 from shared.serving import server_config
@@ -271,22 +270,8 @@ async def hello(scope, receive, send) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-@contextmanager
-def guarded_server(**settings) -> Iterator[int]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    config = server_config(hello, CommonSettings(**settings), log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    try:
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(5)
-        sock.close()
+def guarded_server(**settings) -> ContextManager[int]:
+    return config_thread(server_config(hello, CommonSettings(**settings), log_level="warning", lifespan="off"))
 
 
 def answer(sock: socket.socket) -> bytes:
