@@ -84,6 +84,9 @@ class _Connection(asyncio.Protocol):
             self._fail(BrokenAnswer("the server tried to upgrade the connection"))
         except httptools.HttpParserError as exc:
             self._fail(BrokenAnswer(f"malformed HTTP answer: {exc}"))
+        else:
+            if self.pieces:  # the body pieces of this read (one wake for all: a stream's read holds many)
+                self._wake()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
@@ -114,7 +117,6 @@ class _Connection(asyncio.Protocol):
         if self.buffered > HIGH_WATER and not self.paused:
             self.paused = True
             self.transport.pause_reading()
-        self._wake()
 
     def on_message_complete(self) -> None:
         self.complete = True

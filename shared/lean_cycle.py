@@ -17,7 +17,7 @@ A *plain* request here (HTTP/1.1, an origin-form target with no query or escapes
 upgrade, not pipelined behind an unfinished one) gets a :class:`LeanCycle` instead: the same attributes
 (the protocol's callbacks and uvicorn's shutdown read them), a :class:`Signal` for the event, the body
 kept as ``bytes``, and a ``send`` that builds the head in one pass and checks all header names, then all
-values, at once. What a client sees is what uvicorn sends (tests/test_lean_cycle.py compares the bytes):
+values, at once, and writes each body piece (with its chunk framing) in one step of its own. What a client sees is what uvicorn sends (tests/test_lean_cycle.py compares the bytes):
 the same status line, default headers (``server``, ``date``), ``content-length`` or chunked framing,
 ``connection: close`` when the connection closes, 500 when the app fails before answering. Any other
 request takes uvicorn's own cycle.
@@ -112,8 +112,38 @@ class LeanCycle(RequestResponseCycle):
         return {"type": "http.request", "body": body, "more_body": self.more_body}
 
     async def send(self, message: Any) -> None:
-        if self.response_started or self.access_log or message["type"] != "http.response.start":
-            await super().send(message)  # the body, and anything unusual: uvicorn's own steps
+        if self.response_started:
+            if self.response_complete or message["type"] != "http.response.body" or self.scope["method"] == "HEAD":
+                await super().send(message)  # anything unusual: uvicorn's own steps (and errors)
+                return
+            if self.flow.write_paused and not self.disconnected:
+                await self.flow.drain()
+            if self.disconnected:
+                return
+            body = message.get("body", b"")
+            more_body = message.get("more_body", False)
+            if self.chunked_encoding:
+                if body:
+                    self.transport.write(b"%x\r\n%b\r\n0\r\n\r\n" % (len(body), body) if not more_body
+                                         else b"%x\r\n%b\r\n" % (len(body), body))
+                elif not more_body:
+                    self.transport.write(b"0\r\n\r\n")
+            else:
+                if len(body) > self.expected_content_length:
+                    raise RuntimeError("Response content longer than Content-Length")
+                self.expected_content_length -= len(body)
+                self.transport.write(body)
+            if not more_body:
+                if self.expected_content_length != 0:
+                    raise RuntimeError("Response content shorter than Content-Length")
+                self.response_complete = True
+                self.message_event.set()
+                if not self.keep_alive:
+                    self.transport.close()
+                self.on_response()
+            return
+        if self.access_log or message["type"] != "http.response.start":
+            await super().send(message)  # anything unusual: uvicorn's own steps
             return
         if self.flow.write_paused and not self.disconnected:
             await self.flow.drain()

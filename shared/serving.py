@@ -115,6 +115,7 @@ class ConnectionGuard:
         # deadline. Arming and cancelling a loop timer at each of a request's four steps cost more.
         self._deadline: Optional[float] = None  # loop time by which the current phase must progress
         self._waiting_for_body = False  # the phase the deadline is for: headers (False) or the body (True)
+        self._idle = False  # the deadline is the keep-alive wait between an answer and the next request
         self._watchdog: Any = None
         self._header_bytes: Optional[int] = 0  # bytes of the request line and headers so far; None: in a body
         self._events = 0  # headers and messages completed on this connection
@@ -204,7 +205,7 @@ class ConnectionGuard:
             "headers": self.headers,
             "state": self.app_state.copy(),  # type: ignore[attr-defined]
         }
-        if self._deadline is None:
+        if self._deadline is None or self._idle:
             self._expect_headers()
 
     def on_headers_complete(self) -> None:
@@ -234,14 +235,37 @@ class ConnectionGuard:
         cycle.more_body = False
         cycle.message_event.set()
 
+    def on_response_complete(self) -> None:
+        """uvicorn's steps at the end of an answer (count it, resume reading, start a pipelined request), with
+        the keep-alive wait on this connection's lazy timer instead of a loop timer armed here and cancelled
+        by the next request, at every answer."""
+        keep_alive = self.timeout_keep_alive  # type: ignore[attr-defined]
+        if keep_alive <= 0:
+            super().on_response_complete()  # type: ignore[misc]  # closes at once: uvicorn's own way
+            return
+        self.server_state.total_requests += 1  # type: ignore[attr-defined]
+        if self.transport.is_closing():  # type: ignore[attr-defined]
+            return
+        self._unset_keepalive_if_required()  # type: ignore[attr-defined]
+        self.flow.resume_reading()  # type: ignore[attr-defined]
+        if self.pipeline:  # type: ignore[attr-defined]
+            cycle, app = self.pipeline.pop()  # type: ignore[attr-defined]
+            self._start_asgi_task(cycle, app)  # type: ignore[attr-defined]
+        elif self._deadline is None:  # nothing of a next request has arrived yet
+            self._idle = True
+            self._waiting_for_body = False
+            self._set_deadline(keep_alive)
+
     def _expect_headers(self) -> None:
         timeout = self.limits.header_timeout
         self._waiting_for_body = False
+        self._idle = False
         self._set_deadline(timeout if timeout > 0 else None)
 
     def _expect_body(self) -> None:
         timeout = self.limits.body_timeout
         self._waiting_for_body = True
+        self._idle = False
         self._set_deadline(timeout if timeout > 0 else None)
 
     def _set_deadline(self, timeout: Optional[float]) -> None:

@@ -42,6 +42,20 @@ async def app(scope, receive, send) -> None:
             await send({"type": "http.response.body", "body": piece, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
+    if path == "/stream-ends-with-data":  # the last piece carries data: body and terminator in one write
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"one", "more_body": True})
+        await send({"type": "http.response.body", "body": b"two"})
+        return
+    if path == "/in-parts":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"10")]})
+        await send({"type": "http.response.body", "body": b"12345", "more_body": True})
+        await send({"type": "http.response.body", "body": b"67890"})
+        return
+    if path == "/long":
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"3")]})
+        await send({"type": "http.response.body", "body": b"12345"})
+        return
     if path == "/inject":
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"x-echo", b"ok\r\nset-cookie: stolen=1"), (b"content-length", b"0")]})
@@ -132,6 +146,9 @@ CASES = {
     "the app asks to close": [b"GET /close HTTP/1.1\r\nHost: x\r\n\r\n"],
     "HEAD": [b"HEAD /echo HTTP/1.1\r\nHost: x\r\n\r\n"],
     "a chunked answer": [b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"],
+    "a chunked answer whose last piece has data": [b"GET /stream-ends-with-data HTTP/1.1\r\nHost: x\r\n\r\n"] * 2,
+    "an answer in parts": [b"GET /in-parts HTTP/1.1\r\nHost: x\r\n\r\n"] * 2,
+    "an answer longer than its length": [b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n"],
     "CR/LF in a header value": [b"GET /inject HTTP/1.1\r\nHost: x\r\n\r\n"],
     "a bad header name": [b"GET /bad-name HTTP/1.1\r\nHost: x\r\n\r\n"],
     "the app fails first": [b"GET /fails-first HTTP/1.1\r\nHost: x\r\n\r\n"],
