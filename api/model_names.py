@@ -26,6 +26,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING, Optional
 
+from shared.schemas import updated
+
 from .access import require_allowed
 from .errors import ApiError
 from .keys import KeyRecord
@@ -100,4 +102,4 @@ def resolve_model(body: ChatCompletionRequest, gateway: Gateway,
         name = None  # nobody serves it: any miner, and the answer says which model served it
     if name != body.model:
         update["model"] = name
-    return body.model_copy(update=update) if update else body
+    return updated(body, update) if update else body

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters, assembled
+from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters, assembled, updated
 
 DEFAULT_MODEL_NAMES = {None, "", "default", "Default"}
 REASONING_FAST_TASK = "MultiStepReasoningTask"
@@ -104,7 +104,7 @@ class ChatCompletionRequest(BaseModel):
         if not update:
             return self.sampling_parameters or SamplingParameters()
         # a copy never changes what it copies: the defaults can be one object, not one built per request
-        return (self.sampling_parameters or DEFAULT_SAMPLING).model_copy(update=update)
+        return updated(self.sampling_parameters or DEFAULT_SAMPLING, update)
 
     def to_miner_request(self, stream: bool = True) -> MinerChatRequest:
         """The body every miner of this request receives (one seed, so their answers compare).

@@ -17,10 +17,11 @@ A *plain* request here (HTTP/1.1, an origin-form target with no query or escapes
 upgrade, not pipelined behind an unfinished one) gets a :class:`LeanCycle` instead: the same attributes
 (the protocol's callbacks and uvicorn's shutdown read them), a :class:`Signal` for the event, the body
 kept as ``bytes``, and a ``send`` that builds the head in one pass and checks all header names, then all
-values, at once, and writes each body piece (with its chunk framing) in one step of its own. What a client sees is what uvicorn sends (tests/test_lean_cycle.py compares the bytes):
-the same status line, default headers (``server``, ``date``), ``content-length`` or chunked framing,
-``connection: close`` when the connection closes, 500 when the app fails before answering. Any other
-request takes uvicorn's own cycle.
+values, at once, and writes each body piece (with its chunk framing) in one step of its own. What a
+client sees is what uvicorn sends (tests/test_lean_cycle.py compares the bytes): the same status line,
+default headers (``server``, ``date``), ``content-length`` or chunked framing, ``connection: close`` when
+the connection closes, 500 when the app fails before answering. Any other request takes uvicorn's own
+cycle.
 """
 
 from __future__ import annotations

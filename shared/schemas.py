@@ -13,6 +13,7 @@ import hashlib
 from typing import Any, Literal, Optional, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic_core import PydanticUndefined
 
 from .tasks import TASKS, Task  # noqa: F401 (TASKS is re-exported: both processes read it from here)
 
@@ -184,3 +185,23 @@ def assembled(cls: type[Model], fields: dict[str, Any], extra: Optional[dict[str
     _set(model, "__pydantic_extra__", (extra or {}) if cls.model_config.get("extra") == "allow" else None)
     _set(model, "__pydantic_private__", None)
     return model
+
+
+def updated(model: Model, changes: dict[str, Any]) -> Model:
+    """``model.model_copy(update=changes)`` for ``changes`` that name only the model's own fields.
+
+    ``model_copy`` goes through ``__copy__``: three ``copy()`` calls, a ``hasattr`` and a walk over private
+    attributes, twice on every chat request (its model resolved, its sampling parameters). The copy is the
+    same and, as with ``model_copy``, not validated (tests/test_unvalidated_builds.py compares the two).
+    """
+    cls = type(model)
+    copied = cls.__new__(cls)
+    _set = object.__setattr__
+    _set(copied, "__dict__", {**model.__dict__, **changes})
+    _set(copied, "__pydantic_fields_set__", model.__pydantic_fields_set__ | changes.keys())
+    extra = model.__pydantic_extra__
+    _set(copied, "__pydantic_extra__", None if extra is None else dict(extra))
+    private = model.__pydantic_private__
+    _set(copied, "__pydantic_private__", None if private is None else
+         {name: value for name, value in private.items() if value is not PydanticUndefined})
+    return copied

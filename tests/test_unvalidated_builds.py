@@ -25,6 +25,7 @@ from shared.schemas import (
     ScoringItem,
     assembled,
     key_id,
+    updated,
 )
 
 BODIES = [
@@ -109,3 +110,21 @@ def test_a_field_left_out_is_caught_by_the_comparison_with_a_validated_model():
     assert partial != ScoringItem.model_validate_json(
         ScoringItem.model_construct(request_id="r", created_at=1.0, request=request,
                                     responses=[response]).model_dump_json())
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("changes", [{"model": None}, {"uids": [3], "model": "m2"}, {"stream": True, "n": 3}])
+def test_updated_is_model_copy(body, changes):
+    request = ChatCompletionRequest.model_validate_json(json.dumps(body))
+    request._routing = {"memo": 1}  # a private attribute travels with the copy, as with model_copy
+    before = request.model_dump()
+    copied, expected = updated(request, changes), request.model_copy(update=changes)
+    assert copied == expected and copied.__dict__ == expected.__dict__
+    assert copied.model_fields_set == expected.model_fields_set
+    assert copied.model_extra == expected.model_extra and copied.__pydantic_private__ == expected.__pydantic_private__
+    assert request.model_dump() == before  # the original is left as it was
+    copied.model_extra["added"] = 1
+    assert "added" not in (request.model_extra or {})  # the extra fields are the copy's own
+    sampling = SamplingParameters(temperature=0.3)
+    assert updated(sampling, {"top_p": 0.5}) == sampling.model_copy(update={"top_p": 0.5})
+    assert updated(sampling, {"top_p": 0.5}).model_fields_set == {"temperature", "top_p"}
