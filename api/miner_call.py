@@ -26,7 +26,7 @@ from typing import Optional
 import aiohttp
 import orjson
 
-from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
+from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, finish
 from shared.schemas import MinerRecord, MinerResponse
 from shared.signed_http import SignedClient
 
@@ -188,8 +188,9 @@ class MinerCall:
                         detail = (await response.read())[:200].decode("utf-8", "replace")
                         raise StreamBroken(f"HTTP {response.status}: {detail}")
                     waiting_first = True
-                    async for chunk in sse_chunks(response.content):
-                        self._take(chunk)
+                    async for chunks in SseBatches(response.content):  # the chunks of a read, in one step
+                        for chunk in chunks:
+                            self._take(chunk)
                         if waiting_first and self.first.done():
                             deadline.reschedule(None)  # the first-chunk deadline no longer applies
                             waiting_first = False

@@ -26,25 +26,73 @@ class StreamBroken(Exception):
 
 
 async def sse_chunks(content: Any) -> AsyncIterator[dict]:
-    """The JSON objects of ``data:`` lines up to ``[DONE]``.
+    """The JSON objects of ``data:`` lines up to ``[DONE]``, one at a time (``SseBatches``: a read's at once).
 
-    ``content`` is an aiohttp ``StreamReader``: it is read in whatever pieces
-    arrive (``iter_any``) and split into lines here, which costs one await per
-    network read instead of one per line.
+    ``content`` is an aiohttp ``StreamReader`` (or the pooled client's body): it is read in whatever pieces
+    arrive (``iter_any``) and split into lines here, which costs one await per network read instead of one
+    per line.
     """
-    pending = b""
-    async for piece in content.iter_any():
-        lines = (pending + piece).split(b"\n")
-        pending = lines.pop()
+    async for chunks in SseBatches(content):
+        for chunk in chunks:
+            yield chunk
+
+
+class SseBatches:
+    """``async for chunks in SseBatches(response.content)``: the chunks that each network read completes, as
+    a list, up to ``[DONE]``; ``StreamBroken`` for garbage, an error event, or a stream that ends without
+    ``[DONE]``, after the chunks that came before it.
+
+    The API's streamed miner call takes a read's chunks in one step: an async generator that yields each
+    chunk costs a generator step per chunk, twenty for a twenty-token answer that arrived in one read. A
+    class, not a generator, for the same reason as ``shared.http_pool.BodyPieces``.
+    """
+
+    __slots__ = ("_pieces", "_pending", "_failure", "done")
+
+    def __init__(self, content: Any) -> None:
+        self._pieces = content.iter_any()
+        self._pending = b""  # a line begun in an earlier read
+        self._failure: Optional[StreamBroken] = None  # found after chunks that were given first
+        self.done = False  # [DONE] was read (whatever followed it in its read is not)
+
+    def __aiter__(self) -> "SseBatches":
+        return self
+
+    async def __anext__(self) -> list[dict]:
+        if self._failure is not None:
+            raise self._failure
+        while not self.done:
+            try:
+                piece = await anext(self._pieces)
+            except StopAsyncIteration:
+                raise StreamBroken("stream ended without [DONE]") from None
+            chunks = self._feed(piece)
+            if chunks:
+                return chunks
+            if self._failure is not None:
+                raise self._failure
+        raise StopAsyncIteration
+
+    def _feed(self, piece: bytes) -> list[dict]:
+        if self._pending:
+            piece = self._pending + piece
+        lines = piece.split(b"\n")
+        self._pending = lines.pop()
+        chunks: list[dict] = []
         for raw in lines:
             line = raw.strip()
             if not line.startswith(b"data:"):
                 continue
             data = line[5:].strip()
             if data == b"[DONE]":
-                return
-            yield parse_event(data)
-    raise StreamBroken("stream ended without [DONE]")
+                self.done = True
+                break
+            try:
+                chunks.append(parse_event(data))
+            except StreamBroken as failure:
+                self._failure = failure
+                break
+        return chunks
 
 
 def parse_event(data: bytes) -> dict:

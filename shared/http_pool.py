@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import AsyncIterator, Optional
+from typing import Optional
 
 import httptools
 
@@ -174,17 +174,9 @@ class PooledResponse:
         self.headers = connection.headers  # lower-case names; only ``btsession-error`` is kept
         self.content = self  # aiohttp's shape: ``response.content.iter_any()``
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        while True:
-            if connection.pieces:
-                yield connection.take()
-            elif connection.complete:
-                return
-            elif connection.error is not None:
-                raise connection.error
-            else:
-                await connection.wait(self._read_timeout)
+    def iter_any(self) -> "BodyPieces":
+        """The body as it arrives, a piece per read: ``async for piece in response.content.iter_any()``."""
+        return BodyPieces(self._connection, self._read_timeout)
 
     async def read(self) -> bytes:
         """The whole body (``iter_any``'s steps, without an async generator for the common case)."""
@@ -209,6 +201,32 @@ class PooledResponse:
         if not connection.complete and not connection.closed:
             connection.closed = True
             connection.transport.close()
+
+
+class BodyPieces:
+    """``PooledResponse.iter_any``'s iterator: a class, not an async generator. A generator is registered
+    with the loop (a ``WeakSet`` entry) when first iterated and, when its reader stops before the body's end
+    (a stream read up to ``[DONE]``), closed later by a task of its own; a stream paid for both."""
+
+    __slots__ = ("_connection", "_read_timeout")
+
+    def __init__(self, connection: _Connection, read_timeout: float):
+        self._connection = connection
+        self._read_timeout = read_timeout
+
+    def __aiter__(self) -> "BodyPieces":
+        return self
+
+    async def __anext__(self) -> bytes:
+        connection = self._connection
+        while True:
+            if connection.pieces:
+                return connection.take()
+            if connection.complete:
+                raise StopAsyncIteration
+            if connection.error is not None:
+                raise connection.error
+            await connection.wait(self._read_timeout)
 
 
 class HttpPool:

@@ -1,4 +1,4 @@
-"""``shared.chat_stream.sse_chunks``: a miner's SSE stream as its chunks, up to ``[DONE]``.
+"""``shared.chat_stream.sse_chunks`` and ``SseBatches``: a miner's SSE stream as its chunks, up to ``[DONE]``.
 
 Fed by a real server on 127.0.0.1 that writes exact bytes in separate writes (each a network read for
 the client, split mid-line where it matters), read through the pooled client the API uses.
@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from shared.chat_stream import StreamBroken, sse_chunks
+from shared.chat_stream import SseBatches, StreamBroken, sse_chunks
 from shared.http_pool import HttpPool
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -38,7 +38,8 @@ async def serve(writes: list[bytes]) -> tuple[asyncio.AbstractServer, int]:
     return server, server.sockets[0].getsockname()[1]
 
 
-async def chunks_of(writes: list[bytes]) -> tuple[list, BaseException | None]:
+async def chunks_of(writes: list[bytes], batches: bool = False) -> tuple[list, BaseException | None]:
+    """What ``sse_chunks`` gives (or, with ``batches``, ``SseBatches``: a list per read), and how it ended."""
     server, port = await serve(writes)
     pool = HttpPool()
     got, failure = [], None
@@ -46,7 +47,7 @@ async def chunks_of(writes: list[bytes]) -> tuple[list, BaseException | None]:
         async with pool.post("127.0.0.1", port, "/", {"Content-Type": "application/json"}, b"{}",
                              connect_timeout=2, read_timeout=2) as response:
             try:
-                async for item in sse_chunks(response.content):
+                async for item in (SseBatches if batches else sse_chunks)(response.content):
                     got.append(item)
             except Exception as exc:  # StreamBroken, or the pool's BrokenAnswer for a cut connection
                 failure = exc
@@ -78,3 +79,20 @@ async def test_chunks_before_a_broken_one_are_given_then_the_break():
 async def test_a_stream_without_done_is_broken(ending):
     got, failure = await chunks_of([HEAD + piece(event("a")), ending] if ending else [HEAD + piece(event("a"))])
     assert texts(got) == ["a"] and failure is not None
+
+
+async def test_batches_are_what_each_read_completed():
+    split = event("c")
+    writes = [HEAD + piece(event("a") + event("b")), piece(b": a comment\n\n"), piece(split[:20]),
+              piece(split[20:] + event("d") + b"data: [DONE]\n\n" + event("after done")), b"0\r\n\r\n"]
+    got, failure = await chunks_of(writes, batches=True)
+    assert failure is None and [texts(batch) for batch in got] == [["a", "b"], ["c", "d"]]
+
+
+async def test_a_batch_before_a_broken_chunk_is_given_then_the_break():
+    writes = [HEAD + piece(event("a")), piece(event("b") + b"data: {not json\n\n" + event("lost")), b"0\r\n\r\n"]
+    got, failure = await chunks_of(writes, batches=True)
+    assert [texts(batch) for batch in got] == [["a"], ["b"]] and isinstance(failure, StreamBroken)
+    got, failure = await chunks_of([HEAD + piece(b'data: {"error": {"message": "GPU fell over"}}\n\n'),
+                                    b"0\r\n\r\n"], batches=True)
+    assert got == [] and "GPU fell over" in str(failure)
