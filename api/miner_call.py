@@ -66,7 +66,7 @@ class Relay:
 class MinerCall:
     def __init__(self, miner: MinerRecord, commit_chunks: int = 1):
         self.miner = miner
-        self.commit_chunks = commit_chunks
+        self.commit_chunks = max(commit_chunks, 1)
         self.content_chunks = 0  # chunks with content so far
         self.shadow = False  # asked alongside the race, never answers the client (api.routing)
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -124,7 +124,7 @@ class MinerCall:
             self.backlog.append(chunk)
         if has_content:
             self.content_chunks += 1
-            if self.content_chunks >= self.commit_chunks:
+            if self.content_chunks == self.commit_chunks:  # once: ``first`` is settled from then on
                 self._settle_first(True)
 
     # How a call ends, written out in ``_run_whole`` and ``_run`` rather than as a context manager: an

@@ -133,37 +133,89 @@ class StreamRecord:
         self.model: Optional[str] = None
 
     def take(self, chunk: dict[str, Any]) -> bool:
-        self.model = self.model or chunk.get("model")
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
+        """Keep what a ``chat.completion.chunk`` adds; True when it carried content.
+
+        ``StreamBroken`` for a chunk whose parts are not what OpenAI's have (a list of choices, each an object
+        with an integer ``index``, an object ``delta`` whose ``content`` is text, a text ``finish_reason``;
+        ``model`` text, ``usage`` an object): a miner's garbage fails its answer here instead of as an error
+        in whatever reads the record later. This runs for every chunk of every miner, so it is written out.
+        """
+        model = chunk.get("model")
+        if model is not None:
+            if type(model) is not str:
+                raise StreamBroken("malformed chunk: model is not text")
+            if self.model is None:
+                self.model = model or None
+        usage = chunk.get("usage")
+        if usage:
+            if type(usage) is not dict:
+                raise StreamBroken("malformed chunk: usage is not an object")
+            self.usage = usage
+        choices = chunk.get("choices")
+        if not choices:
+            return False
+        if type(choices) is not list:
+            raise StreamBroken("malformed chunk: choices is not a list")
         has_content = False
-        for choice in chunk.get("choices") or ():
-            index = int(choice.get("index", 0))
-            content = (choice.get("delta") or {}).get("content")
-            if content:
-                self.texts.setdefault(index, []).append(content)
-                if index == 0:
-                    self.timings.append(time.monotonic() - self.started)
-                has_content = True
-            if choice.get("finish_reason"):
-                self.finish_reasons[index] = choice["finish_reason"]
+        for choice in choices:
+            if type(choice) is not dict:
+                raise StreamBroken("malformed chunk: a choice is not an object")
+            index = choice.get("index", 0)
+            if type(index) is not int:
+                raise StreamBroken("malformed chunk: a choice's index is not an integer")
+            delta = choice.get("delta")
+            if delta:
+                if type(delta) is not dict:
+                    raise StreamBroken("malformed chunk: a delta is not an object")
+                content = delta.get("content")
+                if content:
+                    if type(content) is not str:
+                        raise StreamBroken("malformed chunk: content is not text")
+                    texts = self.texts.get(index)
+                    if texts is None:
+                        self.texts[index] = [content]
+                    else:
+                        texts.append(content)
+                    if index == 0:
+                        self.timings.append(time.monotonic() - self.started)
+                    has_content = True
+            reason = choice.get("finish_reason")
+            if reason:
+                if type(reason) is not str:
+                    raise StreamBroken("malformed chunk: finish_reason is not text")
+                self.finish_reasons[index] = reason
         return has_content
 
     def take_completion(self, completion: dict[str, Any]) -> bool:
-        """A whole ``chat.completion`` (a non-streamed answer): one chunk per choice, arriving now."""
+        """A whole ``chat.completion`` (a non-streamed answer): one chunk per choice, arriving now.
+
+        ``StreamBroken`` for parts that are not what OpenAI's completion has (as ``take``)."""
         if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
             raise StreamBroken("not a chat.completion object")
-        self.model = completion.get("model")
+        model = completion.get("model")
+        if model is not None and type(model) is not str:
+            raise StreamBroken("malformed answer: model is not text")
+        self.model = model or None
         self.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
         has_content = False
         for choice in completion["choices"]:
-            index = int(choice.get("index", 0))
-            content = (choice.get("message") or {}).get("content")
+            if type(choice) is not dict:
+                raise StreamBroken("malformed answer: a choice is not an object")
+            index = choice.get("index", 0)
+            if type(index) is not int:
+                raise StreamBroken("malformed answer: a choice's index is not an integer")
+            message = choice.get("message")
+            if message is not None and type(message) is not dict:
+                raise StreamBroken("malformed answer: a message is not an object")
+            content = (message or {}).get("content")
             if isinstance(content, str) and content:
                 self.texts[index] = [content]
                 has_content = True
-            if choice.get("finish_reason"):
-                self.finish_reasons[index] = choice["finish_reason"]
+            reason = choice.get("finish_reason")
+            if reason:
+                if type(reason) is not str:
+                    raise StreamBroken("malformed answer: finish_reason is not text")
+                self.finish_reasons[index] = reason
         if 0 in self.texts:
             self.timings.append(time.monotonic() - self.started)
         return has_content

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from shared.chat_stream import SseBatches, StreamBroken, sse_chunks
+from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, sse_chunks
 from shared.http_pool import HttpPool
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -96,3 +96,64 @@ async def test_a_batch_before_a_broken_chunk_is_given_then_the_break():
     got, failure = await chunks_of([HEAD + piece(b'data: {"error": {"message": "GPU fell over"}}\n\n'),
                                     b"0\r\n\r\n"], batches=True)
     assert got == [] and "GPU fell over" in str(failure)
+
+
+# --- StreamRecord: what a chunk may hold ---------------------------------------------------------------------
+
+GOOD_CHUNKS = [
+    {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
+    {"model": "m", "choices": [{"index": 0, "delta": {"content": "Hel"}, "logprobs": None}]},
+    {"choices": [{"delta": {"content": "lo"}}]},  # no index: choice 0
+    {"choices": [{"index": 1, "delta": {"content": "other"}}]},
+    {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2}},
+]
+
+
+def test_a_well_formed_stream_is_recorded():
+    record = StreamRecord()
+    contents = [record.take(chunk) for chunk in GOOD_CHUNKS]
+    assert contents == [False, True, True, True, False, False]
+    assert record.text == "Hello" and record.texts[1] == ["other"] and len(record.timings) == 2
+    assert record.finish_reasons == {0: "stop"} and record.model == "m" and record.usage["completion_tokens"] == 2
+
+
+MALFORMED_CHUNKS = {
+    "choices not a list": {"choices": {"index": 0}},
+    "a choice not an object": {"choices": ["hello"]},
+    "an index as text": {"choices": [{"index": "0", "delta": {"content": "a"}}]},
+    "a delta as text": {"choices": [{"index": 0, "delta": "hello"}]},
+    "content not text": {"choices": [{"index": 0, "delta": {"content": ["hello"]}}]},
+    "finish_reason not text": {"choices": [{"index": 0, "delta": {}, "finish_reason": {"why": 1}}]},
+    "model not text": {"model": {"name": "m"}, "choices": []},
+    "usage not an object": {"usage": [1, 2], "choices": []},
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_CHUNKS))
+def test_a_malformed_chunk_breaks_the_stream_and_keeps_what_came_before(case):
+    """A miner's garbage is its stream breaking (the call fails and is replaced), not an error elsewhere later."""
+    record = StreamRecord()
+    record.take(GOOD_CHUNKS[1])
+    with pytest.raises(StreamBroken, match="malformed"):
+        record.take(MALFORMED_CHUNKS[case])
+    assert record.text == "Hel"
+
+
+MALFORMED_ANSWERS = {
+    "a choice not an object": {"choices": ["hello"]},
+    "an index as text": {"choices": [{"index": "0", "message": {"content": "a"}}]},
+    "a message as text": {"choices": [{"index": 0, "message": "hello"}]},
+    "finish_reason not text": {"choices": [{"index": 0, "message": {"content": "a"}, "finish_reason": 1}]},
+    "model not text": {"model": ["m"], "choices": []},
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_ANSWERS))
+def test_a_malformed_whole_answer_is_broken(case):
+    with pytest.raises(StreamBroken, match="malformed"):
+        StreamRecord().take_completion(MALFORMED_ANSWERS[case])
+    record = StreamRecord()
+    assert record.take_completion({"model": "m", "choices": [{"index": 0, "message": {"role": "assistant",
+                                   "content": "hi"}, "finish_reason": "stop"}], "usage": {"completion_tokens": 1}})
+    assert record.text == "hi" and record.finish_reasons == {0: "stop"} and record.model == "m"
