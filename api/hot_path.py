@@ -26,12 +26,12 @@ import orjson
 from loguru import logger
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from shared.asgi import BodyTooLarge, ClientGone, DisconnectWatch, read_body
 
 from .access import admit
-from .chat import Outcome, answer, chat_response
+from .chat import Outcome, answer, chat_response, chat_sse
 from .errors import ApiError, describe_validation_errors, error_response
 from .meter import Meter, metered, settle
 from .responses import SSE_DONE
@@ -49,15 +49,14 @@ def takes_hot_path(scope: dict, cors: bool) -> bool:
     return not cors or not any(name == b"origin" for name, _ in scope["headers"])
 
 
-async def stream_until_disconnect(response: StreamingResponse, receive: Any, send: Any) -> None:
-    """Send a stream's chunks; if the client goes away, close the stream (its miners stop too).
+async def stream_until_disconnect(status: int, headers: list, iterator: Any, receive: Any, send: Any) -> None:
+    """Send a stream's head and chunks; if the client goes away, close the stream (its miners stop too).
 
-    One watcher task per stream (``shared.asgi.DisconnectWatch``) instead of Starlette's task group.
+    A disconnect watch (``shared.asgi.DisconnectWatch``) instead of Starlette's task group per response.
     The piece that ends with ``[DONE]`` ends the body too: one write, not two.
     """
-    iterator = response.body_iterator
     try:
-        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         with DisconnectWatch(receive) as watch:
             try:
                 ended = False
@@ -72,6 +71,13 @@ async def stream_until_disconnect(response: StreamingResponse, receive: Any, sen
                 asyncio.current_task().uncancel()  # the cancellation was the watch's, and it has done its job
     finally:
         await iterator.aclose()
+
+
+def stream_head(outcome: Outcome) -> list[tuple[bytes, bytes]]:
+    """The head ``chat_response`` gives a stream (Starlette's ``StreamingResponse``: its headers in the order
+    given, then the media type with its charset), without building the response object."""
+    return [(b"cache-control", b"no-cache"), (b"x-request-id", outcome.request_id.encode("latin-1")),
+            (b"content-type", b"text/event-stream; charset=utf-8")]
 
 
 async def send_completion(outcome: Outcome, send: Any) -> None:
@@ -94,6 +100,7 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
 
     request = Request(scope, receive)
     response: Optional[Response] = None
+    streamed: Optional[Outcome] = None
     try:
         try:
             try:
@@ -109,15 +116,18 @@ async def serve_chat(app: Any, scope: dict, receive: Any, send: Any) -> None:
             if outcome.completion is not None:  # a whole answer: sent as chat_response would, without its object
                 await send_completion(outcome, metered_send)
                 return
-            response = chat_response(outcome)
+            if outcome.events is not None:  # a stream: likewise (sent below, outside these error answers)
+                streamed = outcome
+            else:
+                response = chat_response(outcome)
         except BodyTooLarge:
             error_code = "request_too_large"
             response = error_response(413, f"request body larger than {max_body} bytes", error_code)
         except ApiError as exc:
             error_code = exc.code
             response = error_response(exc.status, exc.message, exc.code, exc.headers)
-        if isinstance(response, StreamingResponse):
-            await stream_until_disconnect(response, receive, metered_send)
+        if streamed is not None:
+            await stream_until_disconnect(200, stream_head(streamed), chat_sse(streamed), receive, metered_send)
         else:
             await response(scope, receive, metered_send)
     except Exception:

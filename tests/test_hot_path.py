@@ -78,3 +78,36 @@ async def test_a_whole_answer_has_the_head_a_json_response_has(local_subnet, api
     answer = orjson.loads(await asyncio.wait_for(reader.readexactly(int(fields["content-length"])), 30))
     writer.close()
     assert answer["id"] == fields["x-request-id"] and answer["choices"][0]["message"]["content"]
+
+
+async def test_a_stream_has_the_head_a_streaming_response_has(local_subnet, api_key):
+    """The fast path writes a stream's head itself: the same headers, in the same order, as the
+    ``StreamingResponse`` that ``chat_response`` builds for it (rate-limit headers after), then the events."""
+    from api.chat import Outcome, chat_response
+    from api.hot_path import stream_head
+
+    async def no_events():
+        yield []
+
+    built = chat_response(Outcome("chatcmpl-x", created=0, events=no_events()))
+    assert stream_head(Outcome("chatcmpl-x", created=0, events=no_events())) == built.raw_headers
+
+    body = b'{"messages": [{"role": "user", "content": "hi"}], "stream": true}'
+    host, port = local_subnet.api_url.split("//")[1].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                 % (api_key.encode(), len(body), body))
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
+    names = [line.split(":", 1)[0] for line in head[1:] if line]
+    assert head[0] == "HTTP/1.1 200 OK"
+    mine = [name for name in names if name not in ("date", "server") and not name.startswith("x-ratelimit")]
+    assert mine == ["cache-control", "x-request-id", "content-type", "transfer-encoding"], head
+    fields = dict(line.split(": ", 1) for line in head[1:] if line)
+    assert fields["content-type"] == "text/event-stream; charset=utf-8" and fields["cache-control"] == "no-cache"
+    text = b""
+    while not text.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n"):
+        text += await asyncio.wait_for(reader.read(65536), 30)
+    writer.close()
+    first = orjson.loads(text.split(b"data: ", 1)[1].split(b"\n\n", 1)[0])
+    assert first["id"] == fields["x-request-id"] and first["object"] == "chat.completion.chunk"
