@@ -56,6 +56,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.deadline: Optional[float] = None  # loop time by which the awaited event must come (None: no wait)
+        self._watchdog: Optional[asyncio.TimerHandle] = None
         self._reset()
 
     def _reset(self) -> None:
@@ -90,6 +92,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
+        self._stop_watchdog()
         if self.headers_done and not self.framed and self.error is None:
             self.complete = True  # an answer without a length ends with its connection
         if not self.complete:
@@ -138,20 +141,44 @@ class _Connection(asyncio.Protocol):
             waiter.set_result(None)
 
     async def wait(self, read_timeout: float) -> None:
-        """Until something happens (headers, a body piece, the end, a failure), or ``TimeoutError``."""
-        loop = asyncio.get_running_loop()
-        self.waiter = loop.create_future()
-        timer = loop.call_later(read_timeout, self._timed_out, self.waiter)
-        try:
-            await self.waiter
-        finally:
-            timer.cancel()
-            self.waiter = None
+        """Until something happens (headers, a body piece, the end, a failure), or ``TimeoutError`` after
+        ``read_timeout`` seconds of nothing.
 
-    @staticmethod
-    def _timed_out(waiter: asyncio.Future) -> None:
-        if not waiter.done():
+        The timeout is one lazy loop timer per connection (``_watchdog``): a wait sets the deadline, and the
+        timer, when it fires, either fails the wait or re-arms itself for the deadline in force, instead of
+        a timer armed and cancelled at every wait (two or three a request, each a loop timer's set-up).
+        """
+        loop = asyncio.get_running_loop()
+        self.waiter = waiter = loop.create_future()
+        self.deadline = deadline = loop.time() + read_timeout
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+            self.deadline = None
+
+    def _check_deadline(self) -> None:
+        self._watchdog = None
+        deadline = self.deadline
+        if deadline is None:
+            return  # nobody waits now: the next wait arms it again
+        loop = asyncio.get_running_loop()
+        if loop.time() < deadline:
+            self._watchdog = loop.call_at(deadline, self._check_deadline)
+            return
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
     def take(self) -> bytes:
         data = b"".join(self.pieces) if len(self.pieces) != 1 else self.pieces[0]

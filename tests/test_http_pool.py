@@ -97,6 +97,23 @@ async def test_silence_is_a_timeout_and_the_connection_is_not_reused():
         await pool.close()
 
 
+async def test_the_silence_is_timed_per_wait_not_per_answer():
+    """Each wait gets the whole ``read_timeout``: pieces 0.15 s apart pass a 0.25 s timeout though the answer takes
+    0.6 s; a connection whose last request had a long timeout still times out a later request's short one."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    slow = [(0, head)] + [(0.15, b"1\r\nx\r\n")] * 4 + [(0, b"0\r\n\r\n")]
+    async with Scripted([slow, OK, [(1.0, OK)]]) as server:
+        pool = HttpPool()
+        assert await post(pool, server.port, read_timeout=0.25) == (200, b"xxxx")
+        await asyncio.sleep(0.4)  # the connection's timer has fired and is no longer armed
+        assert await post(pool, server.port, read_timeout=30) == (200, b'{"ok": true}')  # a long timer armed
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(TimeoutError):
+            await post(pool, server.port, read_timeout=0.2)
+        assert asyncio.get_running_loop().time() - started < 0.6 and server.connections == 1
+        await pool.close()
+
+
 async def test_a_close_mid_body_is_an_oserror():
     cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
     async with Scripted([[(0, cut), (0.05, "close")]]) as server:
