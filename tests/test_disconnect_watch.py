@@ -2,7 +2,8 @@
 
 The watch steps the pending ``receive()`` by hand instead of running it in a task; these tests drive it with
 the receives it meets (uvicorn's cycle waits on an ``asyncio.Event``, the lean cycle on a ``Signal``) and with
-the odd ones (a receive that yields to the loop without a future, one that fails), on uvloop as served.
+the odd ones (a receive that yields to the loop without a future, one that fails, a client already gone),
+on uvloop (as served) and on asyncio's own loop.
 """
 
 from __future__ import annotations
