@@ -121,6 +121,25 @@ async def finish(response: Any, seconds: float = 1.0) -> None:
         response.close()
 
 
+def choice_index(choice: Any, what: str) -> int:
+    """The ``index`` of one of a miner's choices (0 when not given); ``StreamBroken`` when the choice is not
+    an object or its index not an integer (``what``: "chunk" or "answer", for the message)."""
+    if type(choice) is not dict:
+        raise StreamBroken(f"malformed {what}: a choice is not an object")
+    index = choice.get("index", 0)
+    if type(index) is not int:
+        raise StreamBroken(f"malformed {what}: a choice's index is not an integer")
+    return index
+
+
+def finish_reason(choice: dict, what: str) -> Optional[str]:
+    """A choice's ``finish_reason`` when it gives one; ``StreamBroken`` when it is not text."""
+    reason = choice.get("finish_reason")
+    if reason and type(reason) is not str:
+        raise StreamBroken(f"malformed {what}: finish_reason is not text")
+    return reason or None
+
+
 class StreamRecord:
     """Text per choice, arrival times, finish reasons and usage of one miner's answer."""
 
@@ -158,11 +177,7 @@ class StreamRecord:
             raise StreamBroken("malformed chunk: choices is not a list")
         has_content = False
         for choice in choices:
-            if type(choice) is not dict:
-                raise StreamBroken("malformed chunk: a choice is not an object")
-            index = choice.get("index", 0)
-            if type(index) is not int:
-                raise StreamBroken("malformed chunk: a choice's index is not an integer")
+            index = choice_index(choice, "chunk")
             delta = choice.get("delta")
             if delta:
                 if type(delta) is not dict:
@@ -179,10 +194,8 @@ class StreamRecord:
                     if index == 0:
                         self.timings.append(time.monotonic() - self.started)
                     has_content = True
-            reason = choice.get("finish_reason")
+            reason = finish_reason(choice, "chunk")
             if reason:
-                if type(reason) is not str:
-                    raise StreamBroken("malformed chunk: finish_reason is not text")
                 self.finish_reasons[index] = reason
         return has_content
 
@@ -199,11 +212,7 @@ class StreamRecord:
         self.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
         has_content = False
         for choice in completion["choices"]:
-            if type(choice) is not dict:
-                raise StreamBroken("malformed answer: a choice is not an object")
-            index = choice.get("index", 0)
-            if type(index) is not int:
-                raise StreamBroken("malformed answer: a choice's index is not an integer")
+            index = choice_index(choice, "answer")
             message = choice.get("message")
             if message is not None and type(message) is not dict:
                 raise StreamBroken("malformed answer: a message is not an object")
@@ -211,10 +220,8 @@ class StreamRecord:
             if isinstance(content, str) and content:
                 self.texts[index] = [content]
                 has_content = True
-            reason = choice.get("finish_reason")
+            reason = finish_reason(choice, "answer")
             if reason:
-                if type(reason) is not str:
-                    raise StreamBroken("malformed answer: finish_reason is not text")
                 self.finish_reasons[index] = reason
         if 0 in self.texts:
             self.timings.append(time.monotonic() - self.started)

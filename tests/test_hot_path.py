@@ -58,21 +58,29 @@ async def test_an_oversized_body_is_413_and_the_worker_keeps_serving(local_subne
     assert answer.body["choices"][0]["message"]["content"]
 
 
+async def raw_chat(net, key: str, body: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, list[str]]:
+    """A chat request sent on a raw socket; the reader, the writer and the answer's head, line by line."""
+    host, port = net.api_url.split("//")[1].split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (key.encode(), len(body), body))
+    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
+    return reader, writer, head
+
+
+def own_header_names(head: list[str]) -> list[str]:
+    """The head's header names, in order, without the server's own and the rate-limit headers."""
+    names = [line.split(":", 1)[0] for line in head[1:] if line]
+    return [name for name in names if name not in ("date", "server") and not name.startswith("x-ratelimit")]
+
+
 async def test_a_whole_answer_has_the_head_a_json_response_has(local_subnet, api_key):
     """The fast path writes a whole answer itself: the head is what ``FastJSONResponse`` gave (the request id,
     then the length and type as Starlette orders them), with the rate-limit headers after, and the body is
     the completion with that id."""
-    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
-    host, port = local_subnet.api_url.split("//")[1].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (api_key.encode(), len(body), body))
-    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
-    names = [line.split(":", 1)[0] for line in head[1:] if line]
+    reader, writer, head = await raw_chat(local_subnet, api_key, b'{"messages": [{"role": "user", "content": "hi"}]}')
     assert head[0] == "HTTP/1.1 200 OK"
-    mine = [name for name in names if name not in ("date", "server") and not name.startswith("x-ratelimit")]
-    assert mine == ["x-request-id", "content-length", "content-type"], head
+    assert own_header_names(head) == ["x-request-id", "content-length", "content-type"], head
     fields = dict(line.split(": ", 1) for line in head[1:] if line)
     assert fields["content-type"] == "application/json" and fields["x-request-id"].startswith("chatcmpl-")
     answer = orjson.loads(await asyncio.wait_for(reader.readexactly(int(fields["content-length"])), 30))
@@ -92,17 +100,10 @@ async def test_a_stream_has_the_head_a_streaming_response_has(local_subnet, api_
     built = chat_response(Outcome("chatcmpl-x", created=0, events=no_events()))
     assert stream_head(Outcome("chatcmpl-x", created=0, events=no_events())) == built.raw_headers
 
-    body = b'{"messages": [{"role": "user", "content": "hi"}], "stream": true}'
-    host, port = local_subnet.api_url.split("//")[1].split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                 % (api_key.encode(), len(body), body))
-    head = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)).decode("latin-1").split("\r\n")
-    names = [line.split(":", 1)[0] for line in head[1:] if line]
+    reader, writer, head = await raw_chat(local_subnet, api_key,
+                                          b'{"messages": [{"role": "user", "content": "hi"}], "stream": true}')
     assert head[0] == "HTTP/1.1 200 OK"
-    mine = [name for name in names if name not in ("date", "server") and not name.startswith("x-ratelimit")]
-    assert mine == ["cache-control", "x-request-id", "content-type", "transfer-encoding"], head
+    assert own_header_names(head) == ["cache-control", "x-request-id", "content-type", "transfer-encoding"], head
     fields = dict(line.split(": ", 1) for line in head[1:] if line)
     assert fields["content-type"] == "text/event-stream; charset=utf-8" and fields["cache-control"] == "no-cache"
     text = b""
