@@ -208,6 +208,8 @@ async def test_a_stream_cut_by_the_client_is_metered(hosts):
     log = found[0]
     assert log["outcome"] == "client_closed" and log["stream"] and log["charged"] == 1
     assert 1 <= log["completion_tokens"] < 400
+    winner = next(m for m in log["miners"] if m["winner"])
+    assert winner["outcome"] == "cancelled", winner  # the disconnect stopped its miner mid-answer
     usage = await eventually(lambda: requests_logged(hosts, key, 1), timeout=2)
     assert usage["completion_tokens"] == log["completion_tokens"] and usage["remaining"] == 4
 
