@@ -47,13 +47,13 @@ class SseBatches:
     class, not a generator, for the same reason as ``shared.http_pool.BodyPieces``.
     """
 
-    __slots__ = ("_pieces", "_pending", "_failure", "done")
+    __slots__ = ("_pieces", "_pending", "_failure", "_done")
 
     def __init__(self, content: Any) -> None:
         self._pieces = content.iter_any()
         self._pending = b""  # a line begun in an earlier read
         self._failure: Optional[StreamBroken] = None  # found after chunks that were given first
-        self.done = False  # [DONE] was read (whatever followed it in its read is not)
+        self._done = False  # [DONE] was read (whatever followed it in its read is not)
 
     def __aiter__(self) -> "SseBatches":
         return self
@@ -61,7 +61,7 @@ class SseBatches:
     async def __anext__(self) -> list[dict]:
         if self._failure is not None:
             raise self._failure
-        while not self.done:
+        while not self._done:
             try:
                 piece = await anext(self._pieces)
             except StopAsyncIteration:
@@ -85,7 +85,7 @@ class SseBatches:
                 continue
             data = line[5:].strip()
             if data == b"[DONE]":
-                self.done = True
+                self._done = True
                 break
             try:
                 chunks.append(parse_event(data))

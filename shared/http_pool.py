@@ -39,6 +39,8 @@ from typing import Optional
 
 import httptools
 
+from .lazy_deadline import LazyDeadline
+
 IDLE_SECONDS = 3.0  # below uvicorn's 5 s keep-alive, so the server never closes one we are about to use
 MAX_IDLE_PER_HOST = 256
 HIGH_WATER = 1 << 20  # unread bytes at which the socket stops being read, until the reader catches up
@@ -56,8 +58,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self.deadline: Optional[float] = None  # loop time by which the awaited event must come (None: no wait)
-        self._watchdog: Optional[asyncio.TimerHandle] = None
+        self._deadline = LazyDeadline(asyncio.get_running_loop(), self._timed_out)  # the read timeout
         self._reset()
 
     def _reset(self) -> None:
@@ -92,7 +93,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
-        self._stop_watchdog()
+        self._deadline.stop()
         if self.headers_done and not self.framed and self.error is None:
             self.complete = True  # an answer without a length ends with its connection
         if not self.complete:
@@ -142,43 +143,19 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self, read_timeout: float) -> None:
         """Until something happens (headers, a body piece, the end, a failure), or ``TimeoutError`` after
-        ``read_timeout`` seconds of nothing.
-
-        The timeout is one lazy loop timer per connection (``_watchdog``): a wait sets the deadline, and the
-        timer, when it fires, either fails the wait or re-arms itself for the deadline in force, instead of
-        a timer armed and cancelled at every wait (two or three a request, each a loop timer's set-up).
-        """
-        loop = asyncio.get_running_loop()
-        self.waiter = waiter = loop.create_future()
-        self.deadline = deadline = loop.time() + read_timeout
-        watchdog = self._watchdog
-        if watchdog is None or watchdog.when() > deadline:
-            if watchdog is not None:
-                watchdog.cancel()
-            self._watchdog = loop.call_at(deadline, self._check_deadline)
+        ``read_timeout`` seconds of nothing (on the connection's one lazy timer: ``shared.lazy_deadline``)."""
+        self.waiter = waiter = asyncio.get_running_loop().create_future()
+        self._deadline.set(read_timeout)
         try:
             await waiter
         finally:
             self.waiter = None
-            self.deadline = None
+            self._deadline.clear()
 
-    def _check_deadline(self) -> None:
-        self._watchdog = None
-        deadline = self.deadline
-        if deadline is None:
-            return  # nobody waits now: the next wait arms it again
-        loop = asyncio.get_running_loop()
-        if loop.time() < deadline:
-            self._watchdog = loop.call_at(deadline, self._check_deadline)
-            return
+    def _timed_out(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(TimeoutError())
-
-    def _stop_watchdog(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
 
     def take(self) -> bytes:
         data = b"".join(self.pieces) if len(self.pieces) != 1 else self.pieces[0]

@@ -61,6 +61,7 @@ from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .coalesced_writes import CoalescingHttpProtocol
+from .lazy_deadline import LazyDeadline
 from .lean_cycle import start_plain
 
 FD_RESERVE = 512  # descriptors kept back for the process's own files and outgoing connections
@@ -110,13 +111,10 @@ class ConnectionGuard:
         self.limits: ConnectionLimits = getattr(config, "limits", None) or ConnectionLimits()
         self._address: Optional[str] = None  # set while this connection is counted
         self._refused = False
-        # One lazy timer per connection for both the header and the body timeouts: a request moves the
-        # deadline (a float), and the timer, when it fires, either acts or re-arms itself for the current
-        # deadline. Arming and cancelling a loop timer at each of a request's four steps cost more.
-        self._deadline: Optional[float] = None  # loop time by which the current phase must progress
+        # One lazy timer per connection for the header, body and keep-alive timeouts (shared.lazy_deadline).
+        self._deadline = LazyDeadline(self.loop, self._deadline_passed)  # type: ignore[attr-defined]
         self._waiting_for_body = False  # the phase the deadline is for: headers (False) or the body (True)
         self._idle = False  # the deadline is the keep-alive wait between an answer and the next request
-        self._watchdog: Any = None
         self._header_bytes: Optional[int] = 0  # bytes of the request line and headers so far; None: in a body
         self._events = 0  # headers and messages completed on this connection
 
@@ -149,7 +147,7 @@ class ConnectionGuard:
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if self._refused:
             return
-        self._stop_watchdog()
+        self._deadline.stop()
         if self._address is not None:
             by_address: Counter = self.server_state.__dict__["connections_by_address"]  # type: ignore[attr-defined]
             by_address[self._address] -= 1
@@ -205,7 +203,7 @@ class ConnectionGuard:
             "headers": self.headers,
             "state": self.app_state.copy(),  # type: ignore[attr-defined]
         }
-        if self._deadline is None or self._idle:
+        if self._deadline.when is None or self._idle:
             self._expect_headers()
 
     def on_headers_complete(self) -> None:
@@ -226,7 +224,7 @@ class ConnectionGuard:
         cycle.message_event.set()
 
     def on_message_complete(self) -> None:
-        self._deadline = None
+        self._deadline.clear()
         self._header_bytes = 0  # what comes next on this connection is the next request's headers
         self._events += 1
         cycle = self.cycle  # type: ignore[attr-defined]
@@ -251,7 +249,7 @@ class ConnectionGuard:
         if self.pipeline:  # type: ignore[attr-defined]
             cycle, app = self.pipeline.pop()  # type: ignore[attr-defined]
             self._start_asgi_task(cycle, app)  # type: ignore[attr-defined]
-        elif self._deadline is None:  # nothing of a next request has arrived yet
+        elif self._deadline.when is None:  # nothing of a next request has arrived yet
             self._idle = True
             self._waiting_for_body = False
             self._set_deadline(keep_alive)
@@ -270,40 +268,18 @@ class ConnectionGuard:
 
     def _set_deadline(self, timeout: Optional[float]) -> None:
         if timeout is None:
-            self._deadline = None
-            return
-        loop = self.loop  # type: ignore[attr-defined]
-        self._deadline = deadline = loop.time() + timeout
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog.when() > deadline:  # a shorter timeout than the one it waits for
-            watchdog.cancel()
-            watchdog = None
-        if watchdog is None:
-            self._watchdog = loop.call_at(deadline, self._check_deadline)
+            self._deadline.clear()
+        else:
+            self._deadline.set(timeout)
 
-    def _check_deadline(self) -> None:
-        self._watchdog = None
-        deadline = self._deadline
-        if deadline is None:
-            return  # nothing pending: the next request arms it again
-        loop = self.loop  # type: ignore[attr-defined]
-        if loop.time() < deadline:
-            self._watchdog = loop.call_at(deadline, self._check_deadline)
-            return
+    def _deadline_passed(self) -> None:
         flow = self.flow  # type: ignore[attr-defined]
         if self._waiting_for_body and flow is not None and flow.read_paused:
             self._expect_body()  # we stopped reading (the app is behind), not the client
             return
-        self._deadline = None
         transport = self.transport  # type: ignore[attr-defined]
         if transport is not None and not transport.is_closing():
             transport.close()
-
-    def _stop_watchdog(self) -> None:
-        self._deadline = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
 
 
 class GuardedHttpProtocol(ConnectionGuard, HttpToolsProtocol):

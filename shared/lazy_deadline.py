@@ -1,0 +1,57 @@
+"""A deadline that moves at every step of a connection, on one loop timer re-armed only when it fires.
+
+    deadline = LazyDeadline(loop, on_expiry)   # per connection
+    deadline.set(10.0)                         # at a step: ``on_expiry()`` unless the next step comes in 10 s
+    deadline.clear()                           # nothing to time now (a set timer finds nothing when it fires)
+    deadline.stop()                            # the connection is gone: the timer too
+
+Arming and cancelling a loop timer at each step (a request's headers, its body, the keep-alive wait after its
+answer, each wait of our HTTP client for the answer) costs a timer's set-up every time. Here ``set`` only moves
+a float, and the timer, when it fires, either calls ``on_expiry`` or re-arms itself for the deadline then in
+force; it is re-armed early only when the new deadline is earlier than the one it waits for. The server's
+connections (``shared.serving``) and our client's (``shared.http_pool``) both use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Optional
+
+
+class LazyDeadline:
+    __slots__ = ("_loop", "_on_expiry", "when", "_timer")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]):
+        self._loop = loop
+        self._on_expiry = on_expiry
+        self.when: Optional[float] = None  # the loop time of the deadline in force (None: nothing timed)
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def set(self, timeout: float) -> None:
+        self.when = when = self._loop.time() + timeout
+        timer = self._timer
+        if timer is not None and timer.when() > when:  # a shorter timeout than the one it waits for
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self._loop.call_at(when, self._fire)
+
+    def clear(self) -> None:
+        self.when = None
+
+    def stop(self) -> None:
+        self.when = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fire(self) -> None:
+        self._timer = None
+        when = self.when
+        if when is None:
+            return  # nothing timed now: the next ``set`` arms it again
+        if self._loop.time() < when:
+            self._timer = self._loop.call_at(when, self._fire)
+            return
+        self.when = None
+        self._on_expiry()
