@@ -35,6 +35,7 @@ from shared.signed_http import SignedClient
 from shared.wallet import load_hotkey
 from shared.web_check import PageFetcher
 
+from .backlog import Backlog
 from .directory_client import DirectoryClient
 from .forwarder import ScoringForwarder
 from .key_admin import KeyAdmin
@@ -95,6 +96,7 @@ class Gateway:
     forwarder: ScoringForwarder
     admin_key_digest: bytes
     rng: random.Random = field(default_factory=random.Random)
+    backlog: Backlog = field(default_factory=Backlog)  # responses' books, kept for when the worker waits
     unrecorded: set = field(default_factory=set)  # meters settled but not yet recorded (see api.meter)
     background: set = field(default_factory=set)  # tasks the worker waits for at shutdown
     tasks: list = field(default_factory=list)  # the worker's loops: directory, forwarder, retention, metrics
@@ -164,6 +166,7 @@ class Gateway:
         await stop(self.tasks)
         if self.background:
             await asyncio.wait(self.background, timeout=5.0)
+        self.backlog.run()
         await self.forwarder.settle_waiting(timeout=5.0)
         record_unfinished(self)
         self.recorder.stop()

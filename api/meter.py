@@ -243,6 +243,12 @@ def settle(meter: Meter, gateway: Gateway) -> None:
         gateway.keep(refund(gateway, meter.key.id, meter.reserved))
     if meter.logged:
         gateway.unrecorded.add(meter)
+    gateway.backlog.add(keep_books, meter, gateway)
+
+
+def keep_books(meter: Meter, gateway: Gateway) -> None:
+    """A settled request's rounds go to the forwarder and, once its miners have finished, its log is
+    recorded: work the next request need not wait for, so ``settle`` leaves it to ``gateway.backlog``."""
     forward_rounds(meter, gateway)
     if meter.logged:
         record_if_ready(meter, gateway)

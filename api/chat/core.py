@@ -88,6 +88,7 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
         call.start(gateway.client, payload, connect_timeout=settings.miner_connect_timeout,
                    read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout,
                    stream=miner_request.stream)
+        gateway.backlog.run_soon()  # earlier responses' books, while this miner works (``api.backlog``)
         return routing.watch(call)
 
     def launch_shadow(miner: MinerRecord) -> MinerCall:
