@@ -30,6 +30,9 @@ class Backlog:
     def __init__(self, max_delay: float = 0.02):
         self.max_delay = max_delay
         self._jobs: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
+        # One timer for the delay bound, armed by the first job after it fired and left armed when the
+        # backlog runs sooner: one request after another, a timer armed and cancelled for every response
+        # cost the worker more than the books it was there for.
         self._timer: Optional[asyncio.TimerHandle] = None
         self._soon: Optional[asyncio.Handle] = None
         self._running = False
@@ -40,22 +43,16 @@ class Backlog:
     def add(self, job: Callable[..., None], *args: Any) -> None:
         """``job(*args)`` at the next ``run_soon``, or in ``max_delay`` seconds at the latest."""
         self._jobs.append((job, args))
-        if self._timer is None and self._soon is None and not self._running:
-            self._timer = asyncio.get_running_loop().call_later(self.max_delay, self.run)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._on_timer)
 
     def run_soon(self) -> None:
         """Run the backlog on the loop's next turn: after what this turn has scheduled (a miner call's send)."""
-        if self._jobs and self._soon is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+        if self._jobs and self._soon is None and not self._running:
             self._soon = asyncio.get_running_loop().call_soon(self.run)
 
     def run(self) -> None:
         """Every job queued, in order; jobs they add run too."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if self._soon is not None:
             self._soon.cancel()  # a no-op when this is the call it scheduled
             self._soon = None
@@ -70,3 +67,14 @@ class Backlog:
                         logger.exception("bookkeeping after a response failed")
         finally:
             self._running = False
+
+    def close(self) -> None:
+        """At shutdown: run what is left and disarm the timer."""
+        self.run()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.run()

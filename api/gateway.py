@@ -166,7 +166,7 @@ class Gateway:
         await stop(self.tasks)
         if self.background:
             await asyncio.wait(self.background, timeout=5.0)
-        self.backlog.run()
+        self.backlog.close()
         await self.forwarder.settle_waiting(timeout=5.0)
         record_unfinished(self)
         self.recorder.stop()

@@ -41,6 +41,40 @@ async def test_run_soon_with_nothing_queued_schedules_nothing() -> None:
     assert backlog._soon is None and backlog._timer is None
 
 
+async def test_a_job_added_after_an_early_run_still_waits_no_longer_than_max_delay() -> None:
+    """The timer stays armed when the backlog runs early; whatever comes after is covered by it."""
+    ran: list[str] = []
+    backlog = Backlog(max_delay=0.05)
+    backlog.add(ran.append, "first")
+    backlog.run_soon()
+    await asyncio.sleep(0)
+    assert ran == ["first"]
+    backlog.add(ran.append, "second")  # no run_soon follows: nobody starts a miner call
+    await asyncio.sleep(0.2)
+    assert ran == ["first", "second"]
+
+
+async def test_timers_armed_one_per_delay_not_one_per_response() -> None:
+    backlog = Backlog(max_delay=0.05)
+    loop = asyncio.get_running_loop()
+    armed = []
+    real_call_later = loop.call_later
+
+    def counting_call_later(*args, **kwargs):
+        armed.append(args[0])
+        return real_call_later(*args, **kwargs)
+
+    loop.call_later = counting_call_later  # type: ignore[method-assign]
+    try:
+        for n in range(100):  # one request after another: a response's books, then the next miner call
+            backlog.add(lambda: None)
+            backlog.run_soon()
+            await asyncio.sleep(0)
+    finally:
+        del loop.call_later
+    assert len(armed) == 1
+
+
 async def test_a_failing_job_does_not_stop_the_rest() -> None:
     done: list[int] = []
 
@@ -55,7 +89,7 @@ async def test_a_failing_job_does_not_stop_the_rest() -> None:
     assert done == [1, 2] and len(backlog) == 0
 
 
-async def test_jobs_added_by_jobs_run_in_the_same_run_and_leave_no_timer() -> None:
+async def test_jobs_added_by_jobs_run_in_the_same_run() -> None:
     """A settled request's books may queue more books (a round forwarded, then its log)."""
     done: list[str] = []
     backlog = Backlog(max_delay=0.02)
@@ -67,18 +101,17 @@ async def test_jobs_added_by_jobs_run_in_the_same_run_and_leave_no_timer() -> No
     backlog.add(first)
     backlog.run_soon()
     await asyncio.sleep(0)
-    assert done == ["first", "second"]
-    assert backlog._timer is None and backlog._soon is None
+    assert done == ["first", "second"] and backlog._soon is None
     await asyncio.sleep(0.05)
     assert done == ["first", "second"]
 
 
-async def test_run_at_shutdown_takes_everything_and_cancels_the_timer() -> None:
+async def test_close_at_shutdown_takes_everything_and_cancels_the_timer() -> None:
     done: list[int] = []
     backlog = Backlog(max_delay=0.02)
     for n in range(3):
         backlog.add(done.append, n)
-    backlog.run()
-    assert done == [0, 1, 2]
+    backlog.close()
+    assert done == [0, 1, 2] and backlog._timer is None
     await asyncio.sleep(0.05)
     assert done == [0, 1, 2]  # the timer armed by the first add was cancelled, nothing ran twice
