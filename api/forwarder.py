@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 from loguru import logger
 
@@ -48,7 +48,14 @@ def organic_item(request_id: str, request: MinerChatRequest, responses: list[Min
 REFUSED = (400, 413, 422)  # the validator read the batch and will never take it as it is
 
 
-class ScoringForwarder(BatchBuffer[ScoringItem]):
+class Forwarded(NamedTuple):
+    """An item in the buffer with its JSON, written when it was submitted (see ``ScoringForwarder.submit``)."""
+
+    item: ScoringItem
+    data: bytes
+
+
+class ScoringForwarder(BatchBuffer[Forwarded]):
     what = "scoring items"
 
     def __init__(self, client: SignedClient, validator_url: str, validator_hotkey: str, *, batch_size: int,
@@ -60,6 +67,12 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
         self.validator_url = validator_url
         self.validator_hotkey = validator_hotkey
         self.waiting: set[asyncio.Task] = set()  # rounds whose miners are still answering
+
+    def submit(self, item: ScoringItem) -> None:  # type: ignore[override]
+        """Queue ``item``, written as JSON now: a batch of 256 items written at once held the event loop for
+        milliseconds, one request at a time; item by item it is done with the rest of a response's books
+        (``api.backlog``), while the worker waits for a miner."""
+        super().submit(Forwarded(item, item.model_dump_json().encode()))
 
     def submit_when_done(self, calls: list[MinerCall], request_id: str, request: MinerChatRequest, *,
                          key_id: Optional[str] = None, then: Optional[Callable[[], None]] = None) -> None:
@@ -92,7 +105,7 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
         if self.waiting:
             await asyncio.wait(self.waiting, timeout=timeout)
 
-    async def send(self, batch: list[ScoringItem]) -> int:
+    async def send(self, batch: list[Forwarded]) -> int:
         """POST the batch in parts of at most ``max_bytes``; returns how many items the validator refused.
 
         A part the validator refuses as it is (malformed, or too large: ``REFUSED``) is halved and each half
@@ -101,7 +114,8 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
         overflowed). Any other failure (the validator down, busy, or refusing our signature) raises, and the
         whole batch stays for a retry: parts already taken come back as duplicates, stored once.
         """
-        encoded = [item.model_dump_json().encode() for item in batch]
+        items = [forwarded.item for forwarded in batch]
+        encoded = [forwarded.data for forwarded in batch]
         refused: list[str] = []
         start = 0
         while start < len(batch):
@@ -109,7 +123,7 @@ class ScoringForwarder(BatchBuffer[ScoringItem]):
             while end < len(batch) and size + 1 + len(encoded[end]) <= self.max_bytes:
                 size += 1 + len(encoded[end])
                 end += 1
-            await self._post(batch[start:end], encoded[start:end], refused)
+            await self._post(items[start:end], encoded[start:end], refused)
             start = end
         if refused:
             logger.error("the validator refused {} scoring item(s) as malformed or too large; dropped, "

@@ -75,7 +75,8 @@ async def test_the_forwarded_item_equals_a_validated_one():
     done = []
     forwarder.submit_when_done(calls, "chatcmpl-1", request, key_id=key_id("k1"), then=lambda: done.append(1))
     assert done == [1] and len(forwarder.buffer) == 1
-    item = forwarder.buffer[0]
+    item = forwarder.buffer[0].item
+    assert forwarder.buffer[0].data == item.model_dump_json().encode()
     validated = ScoringItem.model_validate_json(item.model_dump_json())
     assert item == validated
     assert [r.uid for r in item.responses] == [3, 5] and item.responses[1].error == "boom"
