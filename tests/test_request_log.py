@@ -95,3 +95,25 @@ async def test_a_completion_of_several_prompts_logs_every_prompts_miners(local_s
     assert len([m for m in log["miners"] if m["winner"]]) == 3  # one answer per prompt
     assert len(log["miners"]) >= 3
     assert log["completion_tokens"] == answer.body["usage"]["completion_tokens"]
+
+
+async def test_back_to_back_requests_are_each_logged_once_the_last_one_too(local_subnet):
+    """A response's log waits in the worker's backlog for the next request's miner call (``api.backlog``):
+    one request after another, every log still arrives once, under its own id, and the last one, which no
+    request follows, arrives after the backlog's time limit instead of waiting for company."""
+    key, key_id = await new_key(local_subnet)
+    good = uid_of(local_subnet, "good")
+    ids = []
+    for _ in range(12):
+        answer = await post(local_subnet, key, "/v1/chat/completions",
+                            {"model": "default", "messages": MESSAGES, "max_tokens": 4, "uids": [good]})
+        ids.append(answer.body["id"])
+
+    async def all_logged():
+        logs = (await admin(local_subnet, "GET", f"/logs?key={key_id}&limit=100")).body["logs"]
+        return logs if len(logs) >= len(ids) else None
+
+    logs = await eventually(all_logged, timeout=15)
+    assert logs is not None, "not every request was logged"
+    assert sorted(log["request_id"] for log in logs) == sorted(ids)
+    assert all(log["status"] == 200 and log["miner_uid"] == good for log in logs)
