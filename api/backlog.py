@@ -3,7 +3,7 @@
     backlog = Backlog(max_delay=0.02)
     backlog.add(job, *args)       # after a response: its log and scoring item (api.meter.settle)
     backlog.run_soon()            # the chat core, having just sent a request to a miner
-    backlog.run()                 # at shutdown: what is left runs now
+    backlog.close()               # at shutdown: what is left runs now
 
 A response's bookkeeping (the request's log, its metrics, the scoring item for the validator) is work
 the client does not wait for, but at one request at a time the next request does: it arrives while the
@@ -11,7 +11,7 @@ worker is still busy with the last one's books. The same worker is idle a little
 sent a request to a miner and waits for the answer (a few hundred µs at least). So the chat core asks for
 the backlog to run right after it has started a miner call; the call's first step (the request written
 to the miner's socket) was scheduled before, so the books are done while the miner works. Side by side
-at one request at a time, that served 3-10% more whole answers per second (docs/performance.md,
+at one request at a time, that served 5-10% more whole answers per second (docs/performance.md,
 "Round 9").
 
 When no chat request comes to make room, the backlog runs after ``max_delay`` seconds, so a log never

@@ -12,7 +12,7 @@ Every function of the API that needs a service takes the ``Gateway`` (or the one
 Starlette's untyped ``app.state``: what a route can reach is written here, and nowhere else. Opening
 order matters only where one service is built from another (keys from the store, the throttle from the
 limiter, routing from the metrics); closing runs in reverse of what depends on what: background tasks,
-unrecorded requests, the recorder, the forwarder, then the connections.
+the backlog of responses' books, unrecorded requests, the recorder, the forwarder, then the connections.
 """
 
 from __future__ import annotations

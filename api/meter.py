@@ -4,7 +4,8 @@
     admission (access.Admit)          # fills in the key, the rate-limit headers, the credits it reserved
     route (the chat core)             # task, strategy; each round of miners (``query``), who won (``won_by``)
     meter.answered() | miner_failed() | client_left()     # how the answer went, told by whoever saw it
-    middleware, after the last byte   # ``settle``: X-RateLimit-*, refund if not charged, rounds forwarded, record
+    middleware, after the last byte   # ``settle``: X-RateLimit-*, refund if not charged; then, from the
+                                      # worker's backlog (``api.backlog``), rounds forwarded and the record
 
 A request is recorded when both its response is over (sent, failed or the
 client went away) and every miner it queried has finished, whichever comes
