@@ -25,15 +25,17 @@ from typing import Any, Callable, Optional
 
 from loguru import logger
 
+from shared.lazy_deadline import LazyDeadline
+
 
 class Backlog:
     def __init__(self, max_delay: float = 0.02):
         self.max_delay = max_delay
         self._jobs: list[tuple[Callable[..., None], tuple[Any, ...]]] = []
-        # One timer for the delay bound, armed by the first job after it fired and left armed when the
-        # backlog runs sooner: one request after another, a timer armed and cancelled for every response
-        # cost the worker more than the books it was there for.
-        self._timer: Optional[asyncio.TimerHandle] = None
+        # The delay bound, set by the first job after a run, on one lazy loop timer that stays armed when the
+        # backlog runs sooner: one request after another, a timer armed and cancelled for every response cost
+        # the worker more than the books it was there for.
+        self._deadline: Optional[LazyDeadline] = None
         self._soon: Optional[asyncio.Handle] = None
         self._running = False
 
@@ -43,8 +45,11 @@ class Backlog:
     def add(self, job: Callable[..., None], *args: Any) -> None:
         """``job(*args)`` at the next ``run_soon``, or in ``max_delay`` seconds at the latest."""
         self._jobs.append((job, args))
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.max_delay, self._on_timer)
+        deadline = self._deadline
+        if deadline is None:
+            deadline = self._deadline = LazyDeadline(asyncio.get_running_loop(), self.run)
+        if deadline.when is None:
+            deadline.set(self.max_delay)
 
     def run_soon(self) -> None:
         """Run the backlog on the loop's next turn: after what this turn has scheduled (a miner call's send)."""
@@ -67,14 +72,11 @@ class Backlog:
                         logger.exception("bookkeeping after a response failed")
         finally:
             self._running = False
+            if self._deadline is not None:
+                self._deadline.clear()  # nothing waits now; the timer, if armed, finds that when it fires
 
     def close(self) -> None:
         """At shutdown: run what is left and disarm the timer."""
         self.run()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.run()
+        if self._deadline is not None:
+            self._deadline.stop()

@@ -9,7 +9,8 @@ Arming and cancelling a loop timer at each step (a request's headers, its body, 
 answer, each wait of our HTTP client for the answer) costs a timer's set-up every time. Here ``set`` only moves
 a float, and the timer, when it fires, either calls ``on_expiry`` or re-arms itself for the deadline then in
 force; it is re-armed early only when the new deadline is earlier than the one it waits for. The server's
-connections (``shared.serving``) and our client's (``shared.http_pool``) both use it.
+connections (``shared.serving``) and our client's (``shared.http_pool``) use it, and so does the API
+worker's backlog of responses' books (``api.backlog``) for its delay bound.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ async def test_books_wait_no_longer_than_max_delay() -> None:
 async def test_run_soon_with_nothing_queued_schedules_nothing() -> None:
     backlog = Backlog(max_delay=0.01)
     backlog.run_soon()
-    assert backlog._soon is None and backlog._timer is None
+    assert backlog._soon is None and backlog._deadline is None
 
 
 async def test_a_job_added_after_an_early_run_still_waits_no_longer_than_max_delay() -> None:
@@ -58,20 +58,20 @@ async def test_timers_armed_one_per_delay_not_one_per_response() -> None:
     backlog = Backlog(max_delay=0.05)
     loop = asyncio.get_running_loop()
     armed = []
-    real_call_later = loop.call_later
+    real_call_at = loop.call_at
 
-    def counting_call_later(*args, **kwargs):
+    def counting_call_at(*args, **kwargs):
         armed.append(args[0])
-        return real_call_later(*args, **kwargs)
+        return real_call_at(*args, **kwargs)
 
-    loop.call_later = counting_call_later  # type: ignore[method-assign]
+    loop.call_at = counting_call_at  # type: ignore[method-assign]
     try:
         for n in range(100):  # one request after another: a response's books, then the next miner call
             backlog.add(lambda: None)
             backlog.run_soon()
             await asyncio.sleep(0)
     finally:
-        del loop.call_later
+        del loop.call_at
     assert len(armed) == 1
 
 
@@ -112,6 +112,6 @@ async def test_close_at_shutdown_takes_everything_and_cancels_the_timer() -> Non
     for n in range(3):
         backlog.add(done.append, n)
     backlog.close()
-    assert done == [0, 1, 2] and backlog._timer is None
+    assert done == [0, 1, 2] and backlog._deadline._timer is None
     await asyncio.sleep(0.05)
     assert done == [0, 1, 2]  # the timer armed by the first add was cancelled, nothing ran twice
