@@ -11,7 +11,9 @@ batch resent after a lost reply is stored once.
 ``organic_item`` is the one place an organic ``ScoringItem`` is built (chat rounds; web retrieval, with its
 query). ``submit_when_done`` builds it from miner calls once every call has ended (at once, when they all
 have; else in a task the forwarder keeps and ``drain`` waits for), then runs ``then()`` (the meter's
-``miners_finished``: the request can be logged).
+``miners_finished``: the request can be logged). A round goes only while its miners are within the
+worker's forward budget (``wants``, ``api.forward_budget``): many times what the validator counts, not
+every round of a busy worker.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shared.schemas import MinerChatRequest, MinerResponse, ScoringItem, assembl
 from shared.signed_http import SignedCallError, SignedClient
 
 from .batching import BatchBuffer
+from .forward_budget import ForwardBudget
 from .miner_call import MinerCall
 
 
@@ -59,14 +62,25 @@ class ScoringForwarder(BatchBuffer[Forwarded]):
     what = "scoring items"
 
     def __init__(self, client: SignedClient, validator_url: str, validator_hotkey: str, *, batch_size: int,
-                 interval: float, max_buffer: int, max_bytes: int = 8 * 1024 * 1024):
+                 interval: float, max_buffer: int, max_bytes: int = 8 * 1024 * 1024,
+                 budget: Optional[ForwardBudget] = None):
         super().__init__(batch_size=batch_size, interval=interval, max_buffer=max_buffer)
         self.max_bytes = max_bytes  # per POST: a batch of big items goes as several
+        self.budget = budget  # None: every round goes
         self.posts = 0  # POSTs sent (for the record: batches, their parts, and the halves of refused ones)
         self.client = client
         self.validator_url = validator_url
         self.validator_hotkey = validator_hotkey
         self.waiting: set[asyncio.Task] = set()  # rounds whose miners are still answering
+
+    def wants(self, uids: list[int], key_id: Optional[str]) -> bool:
+        """Whether a round with these miners' answers goes to the validator (``api.forward_budget``)."""
+        return self.budget is None or self.budget.admit(uids, key_id, time.monotonic())
+
+    @property
+    def over_budget(self) -> int:
+        """Rounds not forwarded since start: over the worker's forward budget."""
+        return 0 if self.budget is None else self.budget.refused
 
     def submit(self, item: ScoringItem) -> None:  # type: ignore[override]
         """Queue ``item``, written as JSON now: a batch of 256 items written at once held the event loop for
@@ -93,7 +107,7 @@ class ScoringForwarder(BatchBuffer[Forwarded]):
     def _submit_round(self, calls: list[MinerCall], request_id: str, request: MinerChatRequest,
                       key_id: Optional[str], then: Optional[Callable[[], None]]) -> None:
         try:
-            if calls:
+            if calls and self.wants([c.miner.uid for c in calls], key_id):
                 self.submit(organic_item(request_id, request, [c.response_record() for c in calls],
                                          key_id=key_id))
         finally:

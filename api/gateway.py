@@ -37,6 +37,7 @@ from shared.web_check import PageFetcher
 
 from .backlog import Backlog
 from .directory_client import DirectoryClient
+from .forward_budget import ForwardBudget
 from .forwarder import ScoringForwarder
 from .key_admin import KeyAdmin
 from .keys import KeyCache
@@ -136,7 +137,10 @@ class Gateway:
                                        batch_size=settings.forward_batch_size,
                                        interval=settings.forward_interval_seconds,
                                        max_buffer=settings.forward_buffer_max,
-                                       max_bytes=settings.forward_batch_bytes),
+                                       max_bytes=settings.forward_batch_bytes,
+                                       budget=ForwardBudget(per_key=settings.forward_budget_per_key,
+                                                            per_miner=settings.forward_budget_per_miner,
+                                                            window=settings.forward_budget_window_seconds)),
             admin_key_digest=settings.admin_key_digest(),
         )
         gateway.directory.load_cached()

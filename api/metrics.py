@@ -82,6 +82,8 @@ class ApiMetrics:
                                  registry=r)
         self.forward_dropped = Counter("gateway_scoring_forward_dropped", "Scoring items dropped: buffer full",
                                        registry=r)
+        self.forward_over_budget = Counter("gateway_scoring_over_budget", "Rounds not forwarded: over the worker's"
+                                           " forward budget per miner and key", registry=r)
         self.forward_buffer = Gauge("gateway_scoring_forward_buffer", "Scoring items waiting for the validator",
                                     multiprocess_mode="livesum", registry=r)
         self.logs_written = Counter("gateway_request_logs_written", "Request logs written to the store", registry=r)
@@ -217,6 +219,7 @@ class ApiMetrics:
         self.forward_buffer.set(len(forwarder.buffer))
         self._advance(self.forwarded, "forwarded", forwarder.sent)
         self._advance(self.forward_dropped, "forward_dropped", forwarder.dropped)
+        self._advance(self.forward_over_budget, "forward_over_budget", forwarder.over_budget)
         self.log_buffer.set(len(recorder.buffer))
         self._advance(self.logs_written, "logs_written", recorder.written)
         self._advance(self.logs_dropped, "logs_dropped", recorder.dropped)

@@ -107,8 +107,10 @@ async def ask_miners(gateway: Gateway, candidates: list[MinerRecord], width: int
 
 def forward(gateway: Gateway, request_id: str, request: MinerWebRetrievalRequest,
             responses: list[MinerResponse]) -> None:
-    gateway.forwarder.submit(organic_item(request_id, as_chat_request(request), responses, task=WEB_RETRIEVAL_TASK,
-                                          search_query=request.search_query, n_results=request.n_results))
+    if gateway.forwarder.wants([response.uid for response in responses], None):
+        gateway.forwarder.submit(organic_item(request_id, as_chat_request(request), responses,
+                                              task=WEB_RETRIEVAL_TASK, search_query=request.search_query,
+                                              n_results=request.n_results))
 
 
 async def what_holds_up(gateway: Gateway, answered: list[MinerResponse], n_results: int) -> list[tuple[int, WebResult]]:

@@ -35,6 +35,7 @@ async def health(request: Request) -> dict:
         "scoring_buffer": len(gateway.forwarder.buffer),
         "scoring_forwarded": gateway.forwarder.sent,
         "scoring_dropped": gateway.forwarder.dropped,
+        "scoring_over_budget": gateway.forwarder.over_budget,
     }
 
 
