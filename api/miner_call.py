@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Optional
+from typing import Any, Coroutine, Optional
 
 import aiohttp
 import orjson
@@ -82,9 +82,15 @@ class MinerCall:
     def start(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
               first_chunk_timeout: float, stream: bool = True) -> None:
         """``stream=False`` when ``body`` asks for a whole answer: ``first`` then means "answered"."""
-        run = self._run if stream else self._run_whole
         self.task = asyncio.create_task(
-            run(client, body, connect_timeout, read_timeout, first_chunk_timeout), name=f"miner-{self.miner.uid}")
+            self.run(client, body, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                     first_chunk_timeout=first_chunk_timeout, stream=stream), name=f"miner-{self.miner.uid}")
+
+    def run(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
+            first_chunk_timeout: float, stream: bool = True) -> Coroutine[Any, Any, None]:
+        """The call, for the caller's own task to await (``start`` gives it a task of its own)."""
+        run = self._run if stream else self._run_whole
+        return run(client, body, connect_timeout, read_timeout, first_chunk_timeout)
 
     def become_winner(self) -> Relay:
         """Start relaying: what arrived so far first, then every new chunk, then END."""

@@ -18,6 +18,12 @@ worse miner then wins only against better miners that are slow or late.
 ``shadows`` (calls already started: a breaker's probe, exploration; see
 ``api.routing``) are recorded in ``calls``, but never answer the client and do not
 count as attempts.
+
+With ``run_alone`` (a whole answer) and a single candidate beside no shadow, there is
+nobody to race and nobody to replace it with: the call runs in the request's own task
+(``run_alone(miner)`` appends it to ``calls`` and returns it ended), which is the same
+outcome as a race of one, a task, a wake-up and two turns of the loop cheaper (5% more
+whole answers per second at c=1; docs/performance.md, round 10).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Awaitable, Callable, Optional, Sequence
 
 from shared.schemas import MinerRecord
 
@@ -54,8 +60,14 @@ async def race(
     calls: list[MinerCall],
     shadows: Sequence[MinerCall] = (),
     prefer: Optional[Preference] = None,
+    run_alone: Optional[Callable[[MinerRecord], Awaitable[MinerCall]]] = None,
 ) -> MinerCall:
     """Return the winning call; every call started, shadows first, is appended to ``calls``."""
+    if run_alone is not None and len(candidates) == 1 and not shadows:
+        call = await run_alone(candidates[0])
+        if call.first.result():
+            return call
+        raise ApiError(502, f"no miner could answer: {describe_failures(calls)}", "miners_failed")
     calls.extend(shadows)
     fan = FanOut(candidates, start=launch, signal=first_commit, width=fanout, max_attempts=max_attempts + len(shadows),
                  started=calls)

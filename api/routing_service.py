@@ -64,6 +64,12 @@ class Routing:
                 call.first.add_done_callback(lambda first: self.latency.observe(call) if first.result() else None)
         return call
 
+    def observe_ended(self, call: MinerCall) -> None:
+        """What ``watch`` observes, for a call that ran in its caller's task (``api.race``'s lone racer)."""
+        self.observe(call)
+        if self.rated and call.first.done() and call.first.result() and call.elapsed is not None:
+            self.latency.observe(call, call.elapsed)
+
     def preference(self, directory: Directory) -> Optional[Preference]:
         """How the race prefers better-rated miners (None: the first to commit wins, as in ``uniform``)."""
         if not self.rated or self.patience <= 0:
@@ -108,10 +114,12 @@ class CommitLatency:
     def __init__(self) -> None:
         self.smoothed: dict[int, tuple[float, float]] = {}
 
-    def observe(self, call: MinerCall) -> None:
+    def observe(self, call: MinerCall, sample: Optional[float] = None) -> None:
+        """``sample``: the commit latency, when it is not the time from the call's start to now."""
         if not call.record.started:
             return
-        sample = time.monotonic() - call.record.started
+        if sample is None:
+            sample = time.monotonic() - call.record.started
         known = self.smoothed.get(call.miner.uid)
         if known is None:
             self.smoothed[call.miner.uid] = (sample, sample / 2)

@@ -93,3 +93,51 @@ async def test_a_preference_with_a_single_racer_left_still_replaces_and_wins():
     winner = await race([miner(1), miner(2)], fanout=1, max_attempts=2,
                         launch=launcher({1: False, 2: True}, []), calls=calls, prefer=prefer)
     assert winner.miner.uid == 2 and [c.miner.uid for c in calls] == [1, 2]
+
+
+def alone_runner(outcome: bool, calls: list[MinerCall], ran: list[int]):
+    """``run_alone`` as the chat core's: the call appended to ``calls`` and run here, to its end."""
+
+    async def run_alone(record: MinerRecord) -> MinerCall:
+        call = MinerCall(record)
+        calls.append(call)
+        ran.append(record.uid)
+        await asyncio.sleep(0.001)  # the miner answers on a later turn of the loop
+        if not outcome:
+            call.status, call.error = "error", "HTTP 500: broken"
+        call._settle_first(outcome)
+        return call
+
+    return run_alone
+
+
+async def test_a_lone_candidate_runs_in_the_callers_task_and_wins():
+    calls: list[MinerCall] = []
+    ran: list[int] = []
+    launched: list[MinerCall] = []
+    winner = await race([miner(4)], fanout=3, max_attempts=6, launch=launcher({4: True}, launched), calls=calls,
+                        run_alone=alone_runner(True, calls, ran))
+    assert winner.miner.uid == 4 and winner.task is None and ran == [4] and launched == []
+    assert calls == [winner]
+
+
+async def test_a_lone_candidate_that_fails_is_a_502_naming_its_failure():
+    calls: list[MinerCall] = []
+    with pytest.raises(ApiError) as raised:
+        await race([miner(4)], fanout=3, max_attempts=6, launch=launcher({4: True}, []), calls=calls,
+                   run_alone=alone_runner(False, calls, []))
+    assert raised.value.status == 502 and "uid 4: HTTP 500: broken" in raised.value.message
+    assert len(calls) == 1
+
+
+async def test_with_a_shadow_or_a_second_candidate_the_race_runs_as_before():
+    ran: list[int] = []
+    for candidates, shadows in (([miner(1), miner(2)], []), ([miner(1)], [MinerCall(miner(9))])):
+        calls: list[MinerCall] = []
+        launched: list[MinerCall] = []
+        for shadow in shadows:
+            shadow._settle_first(False)
+        winner = await race(candidates, fanout=2, max_attempts=2, launch=launcher({1: True, 2: True}, launched),
+                            calls=calls, shadows=shadows, run_alone=alone_runner(True, calls, ran))
+        assert winner in launched and len(launched) == len(candidates)
+    assert ran == []

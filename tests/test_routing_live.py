@@ -198,3 +198,26 @@ def test_a_failing_miner_leaves_routing_and_comes_back(subnet, sdk, settled):
     assert errors == [], errors[:5]
     assert breakers.state(good.uid, good.hotkey) == "closed"
     breakers.close()
+
+
+def test_a_lone_pinned_miner_that_fails_opens_its_breaker_too(subnet, sdk, settled):
+    """A whole answer pinned to one miner runs in the request's own task (``api.race``'s lone racer), not a task
+    of its own: its failures still reach the miner's breaker, as a racing call's do. (Last in the module: the
+    miner stays stopped.)"""
+    copycat = subnet.member("miner", "copycat")
+    breakers = Breakers(subnet.directory / "data" / "api" / "miner-breakers.bin")
+    assert breakers.state(copycat.uid, copycat.hotkey) == "closed"
+    subnet.stop_process(f"miner-{copycat.uid}-copycat")
+    statuses = []
+
+    def opened():
+        try:
+            sdk.chat.completions.create(model="default", messages=MESSAGES, extra_body={"uids": [copycat.uid]})
+            statuses.append(200)
+        except openai.APIStatusError as exc:
+            statuses.append(exc.status_code)
+        return breakers.state(copycat.uid, copycat.hotkey) != "closed"
+
+    wait_until(opened, 20, "the stopped miner's breaker to open")
+    assert statuses and set(statuses) <= {502, 503}, statuses
+    breakers.close()

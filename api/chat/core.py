@@ -91,6 +91,20 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
         gateway.backlog.run_soon()  # earlier responses' books, while this miner works (``api.backlog``)
         return routing.watch(call)
 
+    async def run_alone(miner: MinerRecord) -> MinerCall:
+        """A whole answer's lone racer, in this task (``api.race``); its outcome is observed with the books."""
+        call = MinerCall(miner)
+        calls.append(call)
+        running = call.run(gateway.client, payload, connect_timeout=settings.miner_connect_timeout,
+                           read_timeout=settings.miner_read_timeout,
+                           first_chunk_timeout=settings.first_chunk_timeout, stream=False)
+        gateway.backlog.run_soon()  # as in ``launch``: it runs once the request is on its way
+        try:
+            await running
+        finally:
+            gateway.backlog.add(routing.observe_ended, call)
+        return call
+
     def launch_shadow(miner: MinerRecord) -> MinerCall:
         call = launch(miner)
         call.shadow = True
@@ -104,7 +118,8 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
     query(gateway, meter, calls, request_id, miner_request, with_key=True)  # logged and forwarded, won or not
     winner = await race(candidates, fanout=fanout, max_attempts=max(settings.max_attempts, width),
                         launch=launch, calls=calls, shadows=[launch_shadow(m) for m in shadows],
-                        prefer=routing.preference(directory) if plain else None)
+                        prefer=routing.preference(directory) if plain else None,
+                        run_alone=None if miner_request.stream else run_alone)
 
     if body.stream:
         meter.won_by(winner)

@@ -22,7 +22,7 @@ from .events import DONE, Delta, Event, Failed, Usage
 
 async def complete(winner: MinerCall, calls: list[MinerCall]) -> MinerCall:
     """The winner's whole answer; if it broke mid-way, another miner's complete one."""
-    if not winner.task.done():
+    if winner.task is not None and not winner.task.done():  # no task: it ran in the request's (``api.race``)
         await asyncio.wait([winner.task])
     if winner.status == "ok":
         return winner
