@@ -162,20 +162,22 @@ class MinerCall:
         """A non-streamed answer: one JSON object, no per-chunk work on either side."""
         self.record.started = time.monotonic()
         try:
-            async with asyncio.timeout(first_chunk_timeout + read_timeout):
-                async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
-                                              receiver=self.miner.hotkey, connect_timeout=connect_timeout,
-                                              read_timeout=read_timeout) as response:
-                    payload = await response.read()
-                    if response.status != 200:
-                        raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
-                try:
-                    completion = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    raise StreamBroken("unparsable answer") from None
-                if not self.record.take_completion(completion):
-                    raise StreamBroken("empty answer")
-                self._settle_first(True)
+            # The time limit is the client connection's own lazy timer (``total_timeout``), not ``asyncio.timeout``:
+            # a loop timer armed and cancelled on every call (docs/performance.md, round 10).
+            async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
+                                          receiver=self.miner.hotkey, connect_timeout=connect_timeout,
+                                          read_timeout=read_timeout,
+                                          total_timeout=first_chunk_timeout + read_timeout) as response:
+                payload = await response.read()
+                if response.status != 200:
+                    raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
+            try:
+                completion = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                raise StreamBroken("unparsable answer") from None
+            if not self.record.take_completion(completion):
+                raise StreamBroken("empty answer")
+            self._settle_first(True)
         except self._ENDINGS as exc:
             if self._failed(exc):
                 raise

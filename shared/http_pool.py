@@ -58,7 +58,8 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self._deadline = LazyDeadline(asyncio.get_running_loop(), self._timed_out)  # the read timeout
+        self._loop = asyncio.get_running_loop()
+        self._deadline = LazyDeadline(self._loop, self._timed_out)  # the read timeout (and the total, if any)
         self._reset()
 
     def _reset(self) -> None:
@@ -74,6 +75,7 @@ class _Connection(asyncio.Protocol):
         self.buffered = 0
         self.paused = False
         self.waiter: Optional[asyncio.Future] = None
+        self.until: Optional[float] = None  # the loop time by which the whole answer must be in (``total_timeout``)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -143,9 +145,16 @@ class _Connection(asyncio.Protocol):
 
     async def wait(self, read_timeout: float) -> None:
         """Until something happens (headers, a body piece, the end, a failure), or ``TimeoutError`` after
-        ``read_timeout`` seconds of nothing (on the connection's one lazy timer: ``shared.lazy_deadline``)."""
-        self.waiter = waiter = asyncio.get_running_loop().create_future()
-        self._deadline.set(read_timeout)
+        ``read_timeout`` seconds of nothing or once the request's total time is up (``until``), on the
+        connection's one lazy timer (``shared.lazy_deadline``)."""
+        timeout = read_timeout
+        if self.until is not None:
+            timeout = self.until - self._loop.time()
+            if timeout <= 0:
+                raise TimeoutError()
+            timeout = min(timeout, read_timeout)
+        self.waiter = waiter = self._loop.create_future()
+        self._deadline.set(timeout)
         try:
             await waiter
         finally:
@@ -270,8 +279,12 @@ class HttpPool:
         idle.append(connection)
 
     def post(self, host: str, port: int, path: str, headers: dict[str, str], body: bytes, *,
-             connect_timeout: float, read_timeout: float) -> "PooledPost":
-        """``async with pool.post(…) as response``: sent on entry; the connection goes back (or closes) on exit."""
+             connect_timeout: float, read_timeout: float, total_timeout: Optional[float] = None) -> "PooledPost":
+        """``async with pool.post(…) as response``: sent on entry; the connection goes back (or closes) on exit.
+
+        ``total_timeout``: ``TimeoutError`` once that many seconds have passed since entry without the whole
+        answer read, however steadily it trickles in (the connection's lazy timer, not a loop timer per call).
+        """
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         head = [f"POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: {len(body)}\r\n"]
         for name, value in headers.items():
@@ -279,13 +292,15 @@ class HttpPool:
                 raise ValueError(f"header {name} holds a line break")
             head.append(f"{name}: {value}\r\n")
         head.append("\r\n")
-        return PooledPost(self, host, port, "".join(head).encode("latin-1") + body, connect_timeout, read_timeout)
+        return PooledPost(self, host, port, "".join(head).encode("latin-1") + body, connect_timeout, read_timeout,
+                          total_timeout)
 
     async def _open(self, host: str, port: int, request: bytes, connect_timeout: float,
-                    read_timeout: float) -> _Connection:
-        """A connection with ``request`` sent on it and its answer's headers read."""
+                    read_timeout: float, until: Optional[float] = None) -> _Connection:
+        """A connection with ``request`` sent on it and its answer's headers read (all of it by ``until``)."""
         connection = self._reusable(host, port)
         if connection is not None:
+            connection.until = until
             try:
                 await self._send(connection, request, read_timeout)
                 return connection
@@ -295,6 +310,7 @@ class HttpPool:
                 if connection.answered:
                     raise
         connection = await self._connect(host, port, connect_timeout)
+        connection.until = until
         await self._send(connection, request, read_timeout)
         return connection
 
@@ -323,21 +339,25 @@ class PooledPost:
     """What ``HttpPool.post`` returns: an async context manager, a class rather than an ``asynccontextmanager``
     (an async generator, and four more Python calls on every request of the hottest hops)."""
 
-    __slots__ = ("_pool", "_host", "_port", "_request", "_connect_timeout", "_read_timeout", "_connection")
+    __slots__ = ("_pool", "_host", "_port", "_request", "_connect_timeout", "_read_timeout", "_total_timeout",
+                 "_connection")
 
     def __init__(self, pool: HttpPool, host: str, port: int, request: bytes, connect_timeout: float,
-                 read_timeout: float):
+                 read_timeout: float, total_timeout: Optional[float] = None):
         self._pool = pool
         self._host = host
         self._port = port
         self._request = request
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
         self._connection: Optional[_Connection] = None
 
     async def __aenter__(self) -> PooledResponse:
+        total = self._total_timeout
+        until = None if total is None else asyncio.get_running_loop().time() + total
         self._connection = connection = await self._pool._open(self._host, self._port, self._request,
-                                                                self._connect_timeout, self._read_timeout)
+                                                                self._connect_timeout, self._read_timeout, until)
         return PooledResponse(connection, self._read_timeout)
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -163,7 +163,7 @@ class SignedClient:
         return await self.request_json("POST", address, path, receiver=receiver, body=body, timeout=timeout)
 
     def post_stream(self, address: str, path: str, body: bytes, *, receiver: str, connect_timeout: float,
-                    read_timeout: float) -> "SignedPost":
+                    read_timeout: float, total_timeout: Optional[float] = None) -> "SignedPost":
         """Open a POST whose answer the caller reads as it comes (``response.content.iter_any()``) or whole.
 
             async with client.post_stream(address, path, body, receiver=…, connect_timeout=…, read_timeout=…) as r:
@@ -173,8 +173,11 @@ class SignedClient:
 
         A session request that the receiver refuses unprocessed (``Btsession-Error``: it restarted, or the
         session expired) goes once more, signed; the caller sees only that second answer.
+
+        ``total_timeout``: ``TimeoutError`` once the whole answer has taken longer than that (a time limit
+        on the connection's own timer; no loop timer armed and cancelled per call).
         """
-        return SignedPost(self, address, path, body, receiver, connect_timeout, read_timeout)
+        return SignedPost(self, address, path, body, receiver, connect_timeout, read_timeout, total_timeout)
 
 
 class SignedPost:
@@ -182,10 +185,10 @@ class SignedPost:
     generator and four more Python calls on every call to a miner)."""
 
     __slots__ = ("_client", "_address", "_path", "_body", "_receiver", "_connect_timeout", "_read_timeout",
-                 "_opened")
+                 "_total_timeout", "_opened")
 
     def __init__(self, client: SignedClient, address: str, path: str, body: bytes, receiver: str,
-                 connect_timeout: float, read_timeout: float):
+                 connect_timeout: float, read_timeout: float, total_timeout: Optional[float] = None):
         self._client = client
         self._address = address
         self._path = path
@@ -193,6 +196,7 @@ class SignedPost:
         self._receiver = receiver
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._total_timeout = total_timeout
         self._opened: Any = None  # the inner context manager whose answer the caller holds
 
     async def __aenter__(self) -> Any:
@@ -214,9 +218,10 @@ class SignedPost:
     async def _open(self, url: str, target: Optional[tuple[str, int]], headers: dict[str, str]) -> Any:
         if target is not None:
             opened = self._client.pool.post(*target, self._path, headers, self._body,
-                                            connect_timeout=self._connect_timeout, read_timeout=self._read_timeout)
+                                            connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
+                                            total_timeout=self._total_timeout)
         else:
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout,
+            timeout = aiohttp.ClientTimeout(total=self._total_timeout, sock_connect=self._connect_timeout,
                                             sock_read=self._read_timeout)
             opened = self._client.session.post(url + self._path, data=self._body, headers=headers, timeout=timeout)
         response = await opened.__aenter__()

@@ -114,6 +114,26 @@ async def test_the_silence_is_timed_per_wait_not_per_answer():
         await pool.close()
 
 
+async def test_a_total_timeout_ends_an_answer_that_trickles_in():
+    """With ``total_timeout``, an answer whose pieces each come within ``read_timeout`` still ends with a
+    ``TimeoutError`` once the total has passed (a miner dripping a byte at a time cannot hold a call); the next
+    request on the pool, without a total, is not limited by the last one's."""
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    drip = [(0, head)] + [(0.1, b"1\r\nx\r\n")] * 30 + [(0, b"0\r\n\r\n")]
+    slow_ok = [(0, head)] + [(0.1, b"1\r\nx\r\n")] * 6 + [(0, b"0\r\n\r\n")]
+    async with Scripted([drip, slow_ok]) as server:
+        pool = HttpPool()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            async with pool.post("127.0.0.1", server.port, "/v1/chat/completions", {}, b'{"q": 1}',
+                                 connect_timeout=2, read_timeout=1.0, total_timeout=0.5) as response:
+                await response.read()
+        assert 0.45 <= loop.time() - started < 1.0
+        assert await post(pool, server.port, read_timeout=1.0) == (200, b"xxxxxx")  # 0.6 s, no total: passes
+        await pool.close()
+
+
 async def test_a_close_mid_body_is_an_oserror():
     cut = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial"
     async with Scripted([[(0, cut), (0.05, "close")]]) as server:

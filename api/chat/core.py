@@ -123,12 +123,13 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
 
     if body.stream:
         meter.won_by(winner)
-        routing.served(directory, body.task, body.requested_model, winner.miner)
+        gateway.backlog.add(routing.served, directory, body.task, body.requested_model, winner.miner)
         return Outcome(request_id, created=created, events=relay(
             winner, meter, model=body.model, include_usage=body.include_usage, prompt_tokens=prompt_tokens))
     whole = await complete(winner, calls)
     meter.won_by(whole)
     meter.answered()
-    routing.served(directory, body.task, body.requested_model, whole.miner)
+    # the served band is a metric: counted with the books, not before the answer's bytes (``api.backlog``)
+    gateway.backlog.add(routing.served, directory, body.task, body.requested_model, whole.miner)
     return Outcome(request_id, completion=completion_object(whole, request_id=request_id, created=created,
                                                             model=body.model, prompt_tokens=prompt_tokens))
