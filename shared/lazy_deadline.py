@@ -18,24 +18,36 @@ from __future__ import annotations
 import asyncio
 from typing import Callable, Optional
 
+RESOLUTION = 0.001  # uvloop's clock and timers count whole milliseconds: a deadline closer than this is due
+
 
 class LazyDeadline:
-    __slots__ = ("_loop", "_on_expiry", "when", "_timer")
+    """See the module's docstring. The time the timer was armed for is kept here, not asked of the timer:
+    uvloop answers ``call_at`` less than a millisecond ahead with a plain ``Handle`` (run on the next turn,
+    no ``when()``), and ``_fire`` treats a deadline less than a millisecond ahead as reached, rather than
+    re-arming on every turn until uvloop's millisecond clock catches up."""
+
+    __slots__ = ("_loop", "_on_expiry", "when", "_timer", "_armed")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, on_expiry: Callable[[], None]):
         self._loop = loop
         self._on_expiry = on_expiry
         self.when: Optional[float] = None  # the loop time of the deadline in force (None: nothing timed)
-        self._timer: Optional[asyncio.TimerHandle] = None
+        self._timer: Optional[asyncio.Handle] = None
+        self._armed = 0.0  # the loop time the timer was armed for
 
     def set(self, timeout: float) -> None:
         self.when = when = self._loop.time() + timeout
         timer = self._timer
-        if timer is not None and timer.when() > when:  # a shorter timeout than the one it waits for
+        if timer is not None and self._armed > when:  # a shorter timeout than the one it waits for
             timer.cancel()
             timer = None
         if timer is None:
-            self._timer = self._loop.call_at(when, self._fire)
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        self._armed = when
+        self._timer = self._loop.call_at(when, self._fire)
 
     def clear(self) -> None:
         self.when = None
@@ -51,8 +63,8 @@ class LazyDeadline:
         when = self.when
         if when is None:
             return  # nothing timed now: the next ``set`` arms it again
-        if self._loop.time() < when:
-            self._timer = self._loop.call_at(when, self._fire)
+        if self._loop.time() < when - RESOLUTION:
+            self._arm(when)
             return
         self.when = None
         self._on_expiry()
