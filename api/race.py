@@ -22,7 +22,7 @@ count as attempts.
 With ``run_alone`` (a whole answer) and a single candidate beside no shadow, there is
 nobody to race and nobody to replace it with: the call runs in the request's own task
 (``run_alone(miner)`` appends it to ``calls`` and returns it ended), which is the same
-outcome as a race of one, a task, a wake-up and two turns of the loop cheaper (5% more
+outcome as a race of one, a task, a wake-up and two turns of the loop cheaper (4% more
 whole answers per second at c=1; docs/performance.md, round 10).
 """
 

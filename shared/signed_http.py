@@ -12,6 +12,7 @@ that offers ``btsession/1`` carries a session MAC instead (docs/sessions.md).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Optional
 
@@ -185,7 +186,7 @@ class SignedPost:
     generator and four more Python calls on every call to a miner)."""
 
     __slots__ = ("_client", "_address", "_path", "_body", "_receiver", "_connect_timeout", "_read_timeout",
-                 "_total_timeout", "_opened")
+                 "_total_timeout", "_until", "_opened")
 
     def __init__(self, client: SignedClient, address: str, path: str, body: bytes, receiver: str,
                  connect_timeout: float, read_timeout: float, total_timeout: Optional[float] = None):
@@ -197,9 +198,12 @@ class SignedPost:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._total_timeout = total_timeout
+        self._until: Optional[float] = None  # the loop time the total runs out (a refused session's resend shares it)
         self._opened: Any = None  # the inner context manager whose answer the caller holds
 
     async def __aenter__(self) -> Any:
+        if self._total_timeout is not None:
+            self._until = asyncio.get_running_loop().time() + self._total_timeout
         client, path, body, receiver = self._client, self._path, self._body, self._receiver
         url = base_url(self._address)
         headers, session_id = client._headers("POST", path, body, receiver, self._address)
@@ -216,12 +220,13 @@ class SignedPost:
         await self._close(*exc_info)
 
     async def _open(self, url: str, target: Optional[tuple[str, int]], headers: dict[str, str]) -> Any:
+        total = None if self._until is None else max(0.001, self._until - asyncio.get_running_loop().time())
         if target is not None:
             opened = self._client.pool.post(*target, self._path, headers, self._body,
                                             connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
-                                            total_timeout=self._total_timeout)
+                                            total_timeout=total)
         else:
-            timeout = aiohttp.ClientTimeout(total=self._total_timeout, sock_connect=self._connect_timeout,
+            timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout,
                                             sock_read=self._read_timeout)
             opened = self._client.session.post(url + self._path, data=self._body, headers=headers, timeout=timeout)
         response = await opened.__aenter__()
