@@ -186,7 +186,7 @@ class SignedPost:
     generator and four more Python calls on every call to a miner)."""
 
     __slots__ = ("_client", "_address", "_path", "_body", "_receiver", "_connect_timeout", "_read_timeout",
-                 "_total_timeout", "_until", "_opened")
+                 "_until", "_opened")
 
     def __init__(self, client: SignedClient, address: str, path: str, body: bytes, receiver: str,
                  connect_timeout: float, read_timeout: float, total_timeout: Optional[float] = None):
@@ -197,13 +197,11 @@ class SignedPost:
         self._receiver = receiver
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
-        self._total_timeout = total_timeout
-        self._until: Optional[float] = None  # the loop time the total runs out (a refused session's resend shares it)
+        # the loop time the total runs out, from the call on (a refused session's resend shares it)
+        self._until = None if total_timeout is None else asyncio.get_running_loop().time() + total_timeout
         self._opened: Any = None  # the inner context manager whose answer the caller holds
 
     async def __aenter__(self) -> Any:
-        if self._total_timeout is not None:
-            self._until = asyncio.get_running_loop().time() + self._total_timeout
         client, path, body, receiver = self._client, self._path, self._body, self._receiver
         url = base_url(self._address)
         headers, session_id = client._headers("POST", path, body, receiver, self._address)
