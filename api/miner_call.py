@@ -188,25 +188,27 @@ class MinerCall:
                    first_chunk_timeout: float) -> None:
         self.record.started = time.monotonic()
         try:
-            async with asyncio.timeout(first_chunk_timeout) as deadline:
-                async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
-                                              receiver=self.miner.hotkey, connect_timeout=connect_timeout,
-                                              read_timeout=read_timeout) as response:
-                    if response.status != 200:
-                        detail = (await response.read())[:200].decode("utf-8", "replace")
-                        raise StreamBroken(f"HTTP {response.status}: {detail}")
-                    waiting_first = True
-                    async for chunks in SseBatches(response.content):  # the chunks of a read, in one step
-                        for chunk in chunks:
-                            self._take(chunk)
-                        if waiting_first and self.first.done():
-                            deadline.reschedule(None)  # the first-chunk deadline no longer applies
-                            waiting_first = False
-                    if self.record.texts:
-                        self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point
-                    await finish(response)
-                if not self.record.texts:
-                    raise StreamBroken("empty answer")
+            # The first-chunk deadline is the call's total time limit, lifted once the commit point is reached:
+            # the connection's own lazy timer, not a loop timer armed and cancelled per call (round 11).
+            post = client.post_stream(self.miner.address, "/v1/chat/completions", body, receiver=self.miner.hotkey,
+                                      connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                      total_timeout=first_chunk_timeout)
+            async with post as response:
+                if response.status != 200:
+                    detail = (await response.read())[:200].decode("utf-8", "replace")
+                    raise StreamBroken(f"HTTP {response.status}: {detail}")
+                waiting_first = True
+                async for chunks in SseBatches(response.content):  # the chunks of a read, in one step
+                    for chunk in chunks:
+                        self._take(chunk)
+                    if waiting_first and self.first.done():
+                        post.lift_total_timeout()  # the first-chunk deadline no longer applies
+                        waiting_first = False
+                if self.record.texts:
+                    self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point
+                await finish(response)
+            if not self.record.texts:
+                raise StreamBroken("empty answer")
         except self._ENDINGS as exc:
             if self._failed(exc):
                 raise

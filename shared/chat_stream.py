@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator, Optional
 
 import orjson
 
+from .http_pool import PooledResponse
 from .schemas import MinerResponse
 
 
@@ -112,8 +113,12 @@ async def finish(response: Any, seconds: float = 1.0) -> None:
     """Read what follows ``[DONE]`` (the end of the chunked body) so the pooled connection is reused.
 
     Leaving it unread makes aiohttp close the connection, and the next request
-    to that miner pays for a new one.
+    to that miner pays for a new one. A pooled answer (``shared.http_pool``) drains on its connection's own
+    timer, and usually has nothing left to read.
     """
+    if isinstance(response, PooledResponse):
+        await response.drain(seconds)
+        return
     try:
         async with asyncio.timeout(seconds):
             await response.read()

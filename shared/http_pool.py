@@ -208,6 +208,28 @@ class PooledResponse:
     async def text(self) -> str:
         return (await self.read()).decode("utf-8", errors="replace")
 
+    def lift_total_timeout(self) -> None:
+        """From now on only the read timeout applies: a stream whose first content came in time may then
+        take as long as it keeps sending (``HttpPool.post``'s ``total_timeout`` bounded only its start)."""
+        self._connection.until = None
+
+    async def drain(self, seconds: float) -> None:
+        """Read and drop what is left of the body within ``seconds`` (what follows a stream's ``[DONE]``), so
+        that the connection goes back to the pool; past that, or on any failure, it is closed instead.
+
+        Usually the body's end came in the same read as ``[DONE]`` and there is nothing to wait for: no timer
+        is armed then (``shared.chat_stream.finish`` used to arm and cancel a loop timer per stream)."""
+        connection = self._connection
+        if connection.complete and not connection.pieces:
+            return
+        until = connection._loop.time() + seconds
+        if connection.until is None or until < connection.until:
+            connection.until = until
+        try:
+            await self.read()
+        except Exception:  # too slow, reset, malformed: the answer itself was read already
+            self.close()
+
     def close(self) -> None:
         """Give up on the rest of the body: the connection is closed, not reused."""
         connection = self._connection

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from .auth import Signer
-from .http_pool import HttpPool
+from .http_pool import HttpPool, PooledResponse
 from .session_client import SessionKeeper
 from .sessions import HEADER_ERROR as SESSION_ERROR_HEADER
 from .sessions import PATH as SESSION_PATH
@@ -176,7 +176,8 @@ class SignedClient:
         session expired) goes once more, signed; the caller sees only that second answer.
 
         ``total_timeout``: ``TimeoutError`` once the whole answer has taken longer than that (a time limit
-        on the connection's own timer; no loop timer armed and cancelled per call).
+        on the connection's own timer; no loop timer armed and cancelled per call), unless lifted first with
+        ``SignedPost.lift_total_timeout`` (a stream's first-chunk deadline, once its first content is in).
         """
         return SignedPost(self, address, path, body, receiver, connect_timeout, read_timeout, total_timeout)
 
@@ -186,7 +187,7 @@ class SignedPost:
     generator and four more Python calls on every call to a miner)."""
 
     __slots__ = ("_client", "_address", "_path", "_body", "_receiver", "_connect_timeout", "_read_timeout",
-                 "_until", "_opened")
+                 "_until", "_opened", "_response", "_guard")
 
     def __init__(self, client: SignedClient, address: str, path: str, body: bytes, receiver: str,
                  connect_timeout: float, read_timeout: float, total_timeout: Optional[float] = None):
@@ -200,12 +201,46 @@ class SignedPost:
         # the loop time the total runs out, from the call on (a refused session's resend shares it)
         self._until = None if total_timeout is None else asyncio.get_running_loop().time() + total_timeout
         self._opened: Any = None  # the inner context manager whose answer the caller holds
+        self._response: Any = None
+        self._guard: Optional[asyncio.Timeout] = None  # the total's loop timer, for https only
+
+    def lift_total_timeout(self) -> None:
+        """Only the read timeout applies from now on: a stream whose first content came within the total
+        may then run as long as it keeps sending (``api.miner_call``: the total is the first-chunk deadline)."""
+        self._until = None
+        if self._guard is not None:
+            self._guard.reschedule(None)
+        elif isinstance(self._response, PooledResponse):
+            self._response.lift_total_timeout()
 
     async def __aenter__(self) -> Any:
-        client, path, body, receiver = self._client, self._path, self._body, self._receiver
         url = base_url(self._address)
-        headers, session_id = client._headers("POST", path, body, receiver, self._address)
         target = plain_http_target(url)
+        if target is not None or self._until is None:
+            return await self._send(url, target)
+        # https: aiohttp's own total cannot be lifted once a stream has started, so a loop timer of ours
+        # (entered here and left in ``__aexit__``, in the caller's task) bounds the call instead.
+        self._guard = guard = asyncio.timeout_at(self._until)
+        await guard.__aenter__()
+        try:
+            return await self._send(url, target)
+        except BaseException as exc:
+            self._guard = None
+            await guard.__aexit__(type(exc), exc, exc.__traceback__)  # raises TimeoutError when it fired
+            raise
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        try:
+            await self._close(*exc_info)
+        finally:
+            guard, self._guard = self._guard, None
+            if guard is not None:
+                await guard.__aexit__(*exc_info)
+
+    async def _send(self, url: str, target: Optional[tuple[str, int]]) -> Any:
+        """The answer, sent over a session when there is one; once more, signed, when the session is refused."""
+        client, path, body, receiver = self._client, self._path, self._body, self._receiver
+        headers, session_id = client._headers("POST", path, body, receiver, self._address)
         if session_id is not None:
             response = await self._open(url, target, headers)
             if not client._refused(response, receiver, session_id):
@@ -214,20 +249,16 @@ class SignedPost:
             headers = client._signed("POST", path, body, receiver)
         return await self._open(url, target, headers)
 
-    async def __aexit__(self, *exc_info: Any) -> None:
-        await self._close(*exc_info)
-
     async def _open(self, url: str, target: Optional[tuple[str, int]], headers: dict[str, str]) -> Any:
-        total = None if self._until is None else max(0.001, self._until - asyncio.get_running_loop().time())
         if target is not None:
+            total = None if self._until is None else max(0.001, self._until - asyncio.get_running_loop().time())
             opened = self._client.pool.post(*target, self._path, headers, self._body,
                                             connect_timeout=self._connect_timeout, read_timeout=self._read_timeout,
                                             total_timeout=total)
         else:
-            timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout,
-                                            sock_read=self._read_timeout)
+            timeout = aiohttp.ClientTimeout(sock_connect=self._connect_timeout, sock_read=self._read_timeout)
             opened = self._client.session.post(url + self._path, data=self._body, headers=headers, timeout=timeout)
-        response = await opened.__aenter__()
+        self._response = response = await opened.__aenter__()
         self._opened = opened
         return response
 

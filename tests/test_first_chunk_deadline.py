@@ -1,0 +1,151 @@
+"""A streamed miner call's first-chunk deadline, against scripted miners on 127.0.0.1, over both clients.
+
+The deadline is the call's total time limit until its first content arrives, then lifted (round 11 of
+docs/performance.md): a miner that sends headers and then nothing, or only empty events, is cut at the
+deadline though each piece comes well within the read timeout; a miner that starts in time may then stream
+for longer than the deadline. Each case runs over the pooled client (a plain ``ip:port`` address, as on a
+real subnet) and over aiohttp (an address with a path, which the pool does not take: the https route).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import bittensor as bt
+import orjson
+import pytest
+
+from api.miner_call import MinerCall
+from shared.auth import Signer
+from shared.schemas import MinerRecord
+from shared.signed_http import SignedClient
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+MINER = bt.sp_core.Keypair.create_from_uri("//Bob")
+
+
+def event(payload: bytes) -> bytes:
+    """One chunk of the chunked body: a server-sent event."""
+    data = b"data: " + payload + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def content(text: str) -> bytes:
+    return event(orjson.dumps({"choices": [{"index": 0, "delta": {"content": text}}]}))
+
+
+EMPTY = event(orjson.dumps({"choices": [{"index": 0, "delta": {}}]}))  # an event with no content
+END = event(b"[DONE]") + b"0\r\n\r\n"
+
+
+class ScriptedMiner:
+    """Answers every POST with ``HEAD`` and then ``pieces``: (delay in seconds, bytes), in order."""
+
+    def __init__(self, pieces: list[tuple[float, bytes]]):
+        self.pieces = pieces
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+                writer.write(HEAD)
+                for delay, piece in self.pieces:
+                    await asyncio.sleep(delay)
+                    writer.write(piece)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def __aenter__(self) -> "ScriptedMiner":
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+
+def address(port: int, route: str) -> str:
+    """``pool``: what a metagraph gives (the pooled client); ``aiohttp``: a URL with a path (aiohttp's route)."""
+    return f"127.0.0.1:{port}" if route == "pool" else f"http://127.0.0.1:{port}/prefix"
+
+
+async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: float = 5.0) -> tuple[MinerCall, float]:
+    client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
+    record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=miner_address, incentive=0.1, stake=1.0)
+    miner_call = MinerCall(record)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        await miner_call.run(client, b'{"stream": true}', connect_timeout=2.0, read_timeout=read_timeout,
+                             first_chunk_timeout=first_chunk_timeout)
+    finally:
+        await client.close()
+    return miner_call, loop.time() - started
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+async def test_headers_then_silence_end_at_the_first_chunk_deadline(route):
+    async with ScriptedMiner([(3.0, content("late")), (0, END)]) as miner:
+        outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4)
+    assert outcome.status == "timeout" and 0.35 <= took < 1.5
+    assert outcome.first.done() and outcome.first.result() is False
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+async def test_empty_events_in_time_do_not_hold_the_deadline_off(route):
+    """Something every 0.1 s (well within the read timeout), but no content: cut at the deadline, not later."""
+    async with ScriptedMiner([(0.1, EMPTY)] * 30 + [(0, content("late")), (0, END)]) as miner:
+        outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.5)
+    assert outcome.status == "timeout" and 0.45 <= took < 1.5
+    assert outcome.record.texts == {}
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+async def test_a_stream_that_started_in_time_may_run_past_the_deadline(route):
+    """First content at once, then a piece every 0.1 s for 1.2 s: three times the deadline, and whole."""
+    pieces = [(0, content("a"))] + [(0.1, content("b"))] * 12 + [(0, END)]
+    async with ScriptedMiner(pieces) as miner:
+        outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4)
+    assert outcome.status == "ok", outcome.error
+    assert "".join(outcome.record.texts[0]) == "a" + "b" * 12 and took >= 1.2
+
+
+async def test_a_drained_stream_leaves_its_connection_for_the_next_call():
+    """The end of the chunked body is read after [DONE] (``finish``), so the next call reuses the connection."""
+    client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
+    async with ScriptedMiner([(0, content("a")), (0, END)]) as miner:
+        record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=f"127.0.0.1:{miner.port}",
+                             incentive=0.1, stake=1.0)
+        for _ in range(3):
+            outcome = MinerCall(record)
+            await outcome.run(client, b'{"stream": true}', connect_timeout=2.0, read_timeout=5.0,
+                              first_chunk_timeout=1.0)
+            assert outcome.status == "ok"
+        assert miner.connections == 1
+    await client.close()
+
+
+async def test_a_body_end_held_back_after_done_costs_a_second_not_the_answer():
+    """[DONE] at once, the chunked body's end only 3 s later: the answer stands after ``finish``'s 1 s, and
+    the connection, not read to its end, is closed rather than reused."""
+    client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
+    pieces = [(0, content("a")), (0, event(b"[DONE]")), (3.0, b"0\r\n\r\n")]
+    async with ScriptedMiner(pieces) as miner:
+        record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=f"127.0.0.1:{miner.port}",
+                             incentive=0.1, stake=1.0)
+        loop = asyncio.get_running_loop()
+        for expected_connections in (1, 2):
+            started = loop.time()
+            outcome = MinerCall(record)
+            await outcome.run(client, b'{"stream": true}', connect_timeout=2.0, read_timeout=5.0,
+                              first_chunk_timeout=10.0)
+            assert outcome.status == "ok" and 0.9 <= loop.time() - started < 2.0
+            assert miner.connections == expected_connections
+    await client.close()
