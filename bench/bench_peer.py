@@ -1,6 +1,6 @@
 """Side by side, in one run: a fake upstream directly, LiteLLM proxy in front of it, and our stack in front of it.
 
-    .venv/bin/python bench/bench_peer.py [--seconds 5] [--skip-litellm]
+    .venv/bin/python bench/bench_peer.py [--seconds 5] [--skip-litellm] [--load wrk] [--unpinned]
 
 Starts ``bench/fake_upstream.py`` (an OpenAI-compatible server with a fixed
 short answer: 20 chunks when streamed), then, on the same machine:
@@ -13,17 +13,21 @@ short answer: 20 chunks when streamed), then, on the same machine:
 - our stack: one reference miner with ``MINER_BACKEND=upstream`` pointing at
   the fake upstream, the validator and ONE API worker (``LocalSubnet``).
 
-Load comes from ``bench/load.py`` in a separate process, at concurrency 1 and
-32, non-stream and stream, against each of the three in turn (interleaved per
+Load comes from ``bench/load.py`` in a separate process (or, with ``--load wrk``,
+from ``wrk``, as outside comparisons do: ``bench/wrk_load.py``), at concurrency 1
+and 32, non-stream and stream, against each of the three in turn (interleaved per
 case, so that a change in the machine's background load hits all three
-alike). Prints requests/s, p50/p99, errors, CPU µs per request of the gateway
-processes, the upstream and the load generator, and the ratios: each gateway
-against direct, ours against LiteLLM.
+alike). Requests to ours pin the one miner (``uids``) unless ``--unpinned``: then
+they are plain OpenAI requests, and the API's routing picks the miner. Prints
+requests/s, p50/p99, errors, CPU µs per request of the gateway processes, the
+upstream and the load generator, and the ratios: each gateway against direct,
+ours against LiteLLM.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -32,6 +36,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -40,6 +45,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.fake_upstream import MODEL  # noqa: E402
 from bench.measure import LOAD_GENERATOR, family, machine_line, run_load  # noqa: E402
+from bench.wrk_load import available as wrk_available  # noqa: E402
+from bench.wrk_load import run_wrk  # noqa: E402
 from localnet.launcher import LocalSubnet, free_port, stop_group  # noqa: E402
 
 LITELLM_VERSION = "1.80.0"  # the version issue 14 compares against
@@ -194,10 +201,50 @@ def compare(label: str, result: dict, base: dict) -> str:
             f"({result['p50_ms'] - base['p50_ms']:+.2f} ms), p99 {ratio(result['p99_ms'], base['p99_ms'])}")
 
 
-def warm_up(target: list[str], seconds: float) -> None:
+@dataclass
+class Target:
+    """One of the three servers the load is pointed at, and the processes charged for it."""
+
+    name: str
+    url: str  # scheme, host and port
+    key: str = ""
+    uid: Optional[int] = None  # ours: the miner pinned with ``uids``
+    servers: dict[str, list[int]] = field(default_factory=dict)
+    gateway: tuple[str, ...] = ()
+
+    def load_arguments(self) -> list[str]:
+        arguments = ["--url", self.url]
+        if self.key:
+            arguments += ["--key", self.key]
+        if self.uid is not None:
+            arguments += ["--uid", str(self.uid)]
+        return arguments
+
+    def body(self, stream: bool) -> str:
+        """The request ``bench/load.py`` sends (``api_body``), for wrk."""
+        body = {"model": "default", "messages": [{"role": "user", "content": "benchmark"}], "stream": stream,
+                "max_tokens": 20, "seed": 1}
+        if self.uid is not None:
+            body["uids"] = [self.uid]
+        return json.dumps(body)
+
+
+def measure(target: Target, load: str, *, stream: bool, concurrency: int, seconds: float,
+            servers: dict[str, list[int]]) -> dict:
+    """One run against ``target`` with ``bench/load.py`` or wrk; the same result shape either way."""
+    if load == "wrk":
+        return run_wrk(target.url + "/v1/chat/completions", target.body(stream), concurrency=concurrency,
+                       seconds=seconds, servers=servers, key=target.key)
+    arguments = [*target.load_arguments(), "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    if stream:
+        arguments.append("--stream")
+    return run_load(arguments, servers)
+
+
+def warm_up(target: Target, load: str, seconds: float) -> None:
     """A few requests of each kind first: LiteLLM imports much of itself on its first request (seconds)."""
-    for stream in ([], ["--stream"]):
-        run_load([*target, "--concurrency", "4", "--seconds", str(seconds), *stream], {})
+    for stream in (False, True):
+        measure(target, load, stream=stream, concurrency=4, seconds=seconds, servers={})
 
 
 def main() -> None:
@@ -206,7 +253,13 @@ def main() -> None:
     parser.add_argument("--warm-up", type=float, default=2.0, help="seconds of unreported load per target and kind")
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--venv", type=Path, default=DEFAULT_VENV, help="where LiteLLM is (or gets) installed")
+    parser.add_argument("--load", choices=("load.py", "wrk"), default="load.py",
+                        help="the load generator: ours (bench/load.py) or wrk (apt-get install wrk)")
+    parser.add_argument("--unpinned", action="store_true",
+                        help="plain OpenAI requests to ours (no uids): the API's routing picks the miner")
     args = parser.parse_args()
+    if args.load == "wrk" and not wrk_available():
+        parser.error("--load wrk: wrk is not installed (apt-get install -y wrk)")
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
@@ -220,7 +273,8 @@ def main() -> None:
         try:
             wait_http(upstream_url + "/models", 30, upstream)
             print(machine_line())
-            print(LOAD_GENERATOR)
+            print(LOAD_GENERATOR if args.load == "load.py" else
+                  "load generator: wrk, one thread, one keep-alive connection per client (bench/wrk_load.py)")
             if not args.skip_litellm:
                 litellm, litellm_port = start_litellm(args.venv, directory, upstream_url)
             net = start_ours(directory / "localnet", upstream_url)
@@ -229,20 +283,21 @@ def main() -> None:
             miner_process = next(p for name, p in net.processes.items() if name.startswith("miner"))
             upstream_pids = [upstream.pid]
 
-            targets: list[tuple[str, list[str], dict[str, list[int]], tuple[str, ...]]] = [
-                ("direct", ["--url", f"http://127.0.0.1:{upstream_port}"], {}, ()),
-            ]
+            targets = [Target("direct", f"http://127.0.0.1:{upstream_port}")]
             if litellm is not None:
-                targets.append(("litellm", ["--url", f"http://127.0.0.1:{litellm_port}", "--key", LITELLM_KEY],
-                                {"litellm": family(litellm.pid)}, ("litellm",)))
-            targets.append(("ours", ["--url", net.api_url, "--key", key, "--uid", str(miner.uid)],
-                            {"api": family(net.processes["api"].pid), "miner": family(miner_process.pid),
-                             "validator": [net.processes["validator"].pid]}, OUR_PROCESSES))
+                targets.append(Target("litellm", f"http://127.0.0.1:{litellm_port}", LITELLM_KEY,
+                                      servers={"litellm": family(litellm.pid)}, gateway=("litellm",)))
+            targets.append(Target("ours", net.api_url, key, None if args.unpinned else miner.uid,
+                                  servers={"api": family(net.processes["api"].pid),
+                                           "miner": family(miner_process.pid),
+                                           "validator": [net.processes["validator"].pid]},
+                                  gateway=OUR_PROCESSES))
 
-            for _, target, _, _ in targets:
-                warm_up(target, args.warm_up)
+            for target in targets:
+                warm_up(target, args.load, args.warm_up)
             print(f"fake upstream {upstream_url} (20 chunks when streamed); ours: one API worker, one reference "
-                  f"miner (MINER_BACKEND=upstream), the validator; {args.seconds:g} s per run")
+                  f"miner (MINER_BACKEND=upstream), the validator; {args.seconds:g} s per run; requests to ours "
+                  f"{'unpinned (routing picks the miner)' if args.unpinned else 'pin the miner (uids)'}")
             print("CPU columns: µs per request of the gateway's processes, the fake upstream, the load generator, "
                   "and their sum")
             print(f"{'case':<24}{'target':<9}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
@@ -251,12 +306,11 @@ def main() -> None:
                 for concurrency in (1, 32):
                     case = f"{'stream 20 chunks' if stream else 'non-stream'}, c={concurrency}"
                     results = {}
-                    for name, target, servers, gateway in targets:
-                        arguments = [*target, "--concurrency", str(concurrency), "--seconds", str(args.seconds)]
-                        if stream:
-                            arguments.append("--stream")
-                        results[name] = run_load(arguments, {**servers, "upstream": upstream_pids})
-                        print_row(case, name, results[name], gateway)
+                    for target in targets:
+                        results[target.name] = measure(target, args.load, stream=stream, concurrency=concurrency,
+                                                       seconds=args.seconds,
+                                                       servers={**target.servers, "upstream": upstream_pids})
+                        print_row(case, target.name, results[target.name], target.gateway)
                     for name in ("litellm", "ours"):
                         if name in results:
                             print(" " * 24 + compare(f"{name} vs direct", results[name], results["direct"]))
