@@ -122,6 +122,16 @@ def test_legacy_completion_streams_and_echoes(client, local_subnet):
     assert all(c.object == "text_completion" for c in chunks) and chunks[-1].usage.completion_tokens == 6
 
 
+def test_legacy_completion_in_every_chat_mode(client, local_subnet):
+    """A prompt becomes a chat message the modes can read: mixture of miners and test-time inference answer
+    (they read the prompt's role, which a plain dict in its place did not have: a 500 before)."""
+    good = local_subnet.member("miner", "good").uid
+    for mode in ({"mixture": True}, {"test_time_inference": True}):
+        completion = client.completions.create(model="default", prompt="Explain consensus.", max_tokens=6,
+                                               extra_body={**mode, "uids": [good]})
+        assert completion.object == "text_completion" and completion.choices[0].text, mode
+
+
 def test_legacy_completion_several_prompts_and_refusals(client, local_subnet):
     good = local_subnet.member("miner", "good").uid
     both = client.completions.create(model="default", prompt=["First topic.", "Second topic."], max_tokens=4, n=2,

@@ -20,6 +20,8 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import Field, model_validator
 
+from shared.schemas import ChatMessage
+
 from ..access import admit
 from ..admission import set_parts
 from ..chat import Outcome, answer
@@ -65,7 +67,8 @@ class CompletionRequest(ChatCompletionRequest):
         return prompts
 
     def chat(self, prompt: str) -> ChatCompletionRequest:
-        return self.model_copy(update={"messages": [{"role": "user", "content": prompt}]})
+        # a ChatMessage, not a dict: ``model_copy`` does not validate, and the modes read ``.role``
+        return self.model_copy(update={"messages": [ChatMessage(role="user", content=prompt)]})
 
 
 def text_choices(completion: dict, offset: int, echo: Optional[str]) -> list[dict]:
