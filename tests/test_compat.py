@@ -261,6 +261,17 @@ def test_n_predict_on_v1_completions(client):
     assert longer.usage.completion_tokens == 5
 
 
+def test_an_n_predict_no_miner_takes_is_the_client_s_error_not_a_502(client, net, key):
+    """Bounded as ``max_tokens`` is (32,768): past that, every miner refuses the request, so it is a 422 here,
+    before any miner is asked (it was a 502 naming the miners' refusal)."""
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.completions.create(model="default", prompt="Say something", extra_body={"n_predict": 106988})
+    assert "n_predict" in refused.value.body["message"]
+    llama = requests.post(net.api_url + "/completion", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                          json={"prompt": "Hello", "n_predict": 32769})
+    assert llama.status_code == 422 and "n_predict" in llama.json()["error"]["message"]
+
+
 def test_unify_get_credits(net, key):
     answer = requests.get(net.api_url + "/get_credits", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert answer.status_code == 200 and set(answer.json()) == {"id", "credits"}

@@ -41,7 +41,7 @@ class LlamaCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # the subnet's chat fields (task, uids, …) pass on
 
     prompt: Union[str, list[str]]
-    n_predict: int = Field(-1, ge=-2)
+    n_predict: int = Field(-1, ge=-2, le=32768)  # as max_tokens: what a miner takes
     stream: bool = False
     stop: Optional[list[str]] = None
 

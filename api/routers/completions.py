@@ -45,7 +45,9 @@ class CompletionRequest(ChatCompletionRequest):
     suffix: Optional[str] = None
     logprobs: Optional[int] = None
     best_of: Optional[int] = None
-    n_predict: Optional[int] = Field(None, ge=-2)  # llama.cpp's name for max_tokens (-1: no limit)
+    # llama.cpp's name for max_tokens (-1: no limit); bounded as max_tokens is, since the validator below sets
+    # max_tokens from it without the field's own check
+    n_predict: Optional[int] = Field(None, ge=-2, le=32768)
 
     @model_validator(mode="after")
     def n_predict_is_max_tokens(self) -> "CompletionRequest":
