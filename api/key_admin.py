@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from .key_fields import KeySpec
-from .keys import ID_PREFIX, KeyCache, KeyRecord, hash_key, mask, new_key, new_key_id
+from .keys import ID_PREFIX, LARGEST_COUNT, KeyCache, KeyRecord, hash_key, mask, new_key, new_key_id
 from .ratelimit import Decision
 from .store import RequestLog, Store
 
@@ -110,7 +110,7 @@ class KeyAdmin:
         changes, added = spec.changes(None)
         credits = changes.get("credits")
         if added and credits is not None:
-            credits = max(0, credits + added)
+            credits = min(max(0, credits + added), LARGEST_COUNT)
         record = KeyRecord(
             id=new_key_id(), key_hash=hash_key(plain), key_hint=mask(plain), name=changes.get("name") or "",
             enabled=changes.get("enabled", True) is not False, created_at=now, updated_at=now,

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.schemas import TASKS
 
-from .keys import KeyRecord
+from .keys import LARGEST_COUNT, KeyRecord
 from .ratelimit import Window, normalise, parse_windows
 
 CLEAR = {"", "none", "null", "never", "unlimited", "any", "*"}
@@ -75,16 +75,17 @@ class KeySpec(BaseModel):
 
     name: Optional[str] = Field(None, max_length=200)
     enabled: Optional[bool] = None
-    rate_limit: Optional[int] = Field(None, ge=1, description="requests per minute")
+    rate_limit: Optional[int] = Field(None, ge=1, le=LARGEST_COUNT, description="requests per minute")
     rate_limits: Optional[list[Window]] = None
-    credits: Optional[int] = Field(None, ge=0)
-    add_credits: Optional[int] = None
+    credits: Optional[int] = Field(None, ge=0, le=LARGEST_COUNT)
+    add_credits: Optional[int] = Field(None, ge=-LARGEST_COUNT, le=LARGEST_COUNT)
     expires_at: Optional[float] = Field(None, ge=0, le=LATEST)
     expires_in: Optional[float] = Field(None, gt=0, le=CENTURY)
     allowed_tasks: Optional[list[str]] = None
     allowed_models: Optional[list[str]] = None
-    token_quota: Optional[int] = Field(None, ge=1, description="tokens the key may use in all, or 'unlimited'")
-    tpm_limit: Optional[int] = Field(None, ge=1, description="tokens per minute, or 'none'")
+    token_quota: Optional[int] = Field(None, ge=1, le=LARGEST_COUNT,
+                                       description="tokens the key may use in all, or 'unlimited'")
+    tpm_limit: Optional[int] = Field(None, ge=1, le=LARGEST_COUNT, description="tokens per minute, or 'none'")
 
     @field_validator("token_quota", "tpm_limit", mode="before")
     @classmethod
@@ -103,8 +104,8 @@ class KeySpec(BaseModel):
     @field_validator("rate_limits")
     @classmethod
     def positive_windows(cls, windows: Optional[list[Window]]) -> Optional[list[Window]]:
-        if windows and any(w.limit < 1 or w.seconds < 1 for w in windows):
-            raise ValueError("every rate limit needs limit >= 1 and seconds >= 1")
+        if windows and any(not 1 <= w.limit <= LARGEST_COUNT or not 1 <= w.seconds <= CENTURY for w in windows):
+            raise ValueError(f"every rate limit needs 1 <= limit <= {LARGEST_COUNT} and 1 <= seconds <= {CENTURY:.0f}")
         return None if windows is None else normalise(windows)
 
     @field_validator("credits", mode="before")

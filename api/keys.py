@@ -26,6 +26,11 @@ from typing import Awaitable, Callable, Optional
 
 from .ratelimit import Window
 
+# The largest count a key holds (credits, limits, token budgets): exact as a JSON number in every client
+# (JavaScript's safe integers), and far inside the stores' 64-bit integers, so that sums of them (a top-up,
+# a key's counters) cannot overflow a column. Past it the admin API answers 422, not a database error.
+LARGEST_COUNT = 2**53 - 1
+
 KEY_PREFIX = "sk-sn-"
 ID_PREFIX = "key_"
 

@@ -48,6 +48,24 @@ async def test_key_lifecycle(local_subnet):
     assert status == 404 and answer["error"]["message"] == "API key not found"
 
 
+@pytest.mark.parametrize("field", ["rate_limit", "credits", "token_quota", "tpm_limit", "add_credits",
+                                   "rate_limits"])
+async def test_counts_past_the_largest_are_a_422_not_a_database_error(local_subnet, field):
+    """Every count a key holds is bounded (``LARGEST_COUNT``, 2**53 - 1): past it the admin API says so,
+    on create and on modify, where an overflowing store column made a 500 (found by schemathesis)."""
+    too_big = f"{2**53}%20per%20minute" if field == "rate_limits" else str(2**53)
+    status, created = await admin(local_subnet, "POST", "/create-api-key/?name=bounded")
+    assert status == 200
+    for method, path in (("POST", "/create-api-key/"), ("PUT", f"/modify-api-key/{created['api_key']}")):
+        status, answer = await admin(local_subnet, method, f"{path}?{field}={too_big}")
+        assert status == 422 and str(2**53 - 1) in answer["error"]["message"], answer
+    status, answer = await admin(local_subnet, "PUT", f"/modify-api-key/{created['api_key']}?{field}={2**53 - 1}"
+                                 if field != "rate_limits" else f"/modify-api-key/{created['api_key']}?credits=7")
+    assert status == 200, answer
+    status, answer = await admin(local_subnet, "GET", f"/keys?offset={2**53}")
+    assert status == 422
+
+
 @pytest.mark.parametrize("wrong", ["", "admin-wrong"])
 async def test_wrong_admin_key_is_refused(local_subnet, wrong):
     status, answer = await admin(local_subnet, "POST", "/create-api-key/", key=wrong)

@@ -13,7 +13,7 @@ from store_fixtures import drop_redis_prefix, unique_name
 
 from api.key_admin import KeyAdmin
 from api.key_fields import KeySpec
-from api.keys import hash_key
+from api.keys import LARGEST_COUNT, hash_key
 from api.ratelimit import RedisRateLimiter, Window, parse_windows
 from api.store import MinerLog, RequestLog, Store, open_store
 from api.store.conversations import Conversations
@@ -112,6 +112,22 @@ async def test_keys_are_stored_hashed_and_found_by_id_or_key(database):
         assert (await admin.modify(plain, KeySpec(add_credits=-100))).credits == 0
         assert await admin.delete(plain) and await admin.find(key.id) is None
         assert not await admin.delete(plain)
+    finally:
+        await store.close()
+
+
+async def test_top_ups_stop_at_the_largest_count_instead_of_overflowing_a_column(database):
+    """Top-ups at the limit, on both stores: the balance stays at ``LARGEST_COUNT``. Unclamped, a 64-bit
+    column would overflow after about a thousand of them (PostgreSQL refuses, SQLite turns to floats)."""
+    store = await open_store(*database)
+    try:
+        admin = KeyAdmin(store)
+        plain, key = await admin.create(KeySpec(credits=LARGEST_COUNT, add_credits=LARGEST_COUNT))
+        assert key.credits == LARGEST_COUNT
+        for _ in range(3):
+            topped = await admin.modify(plain, KeySpec(add_credits=LARGEST_COUNT))
+        assert topped.credits == LARGEST_COUNT and isinstance(topped.credits, int)
+        assert (await admin.modify(plain, KeySpec(credits=10, add_credits=LARGEST_COUNT))).credits == LARGEST_COUNT
     finally:
         await store.close()
 

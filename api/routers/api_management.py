@@ -20,6 +20,7 @@ from ..errors import ApiError
 from ..gateway import gateway_of
 from ..key_admin import KeyAdmin, describe
 from ..key_fields import KeySpec
+from ..keys import LARGEST_COUNT
 
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 
@@ -47,12 +48,13 @@ class SpecQuery:
 
     def __init__(
         self,
-        rate_limit: Optional[int] = Query(None, ge=1, description="requests per minute"),
+        rate_limit: Optional[int] = Query(None, ge=1, le=LARGEST_COUNT, description="requests per minute"),
         name: Optional[str] = Query(None, max_length=200),
         enabled: Optional[bool] = Query(None),
         rate_limits: Optional[str] = Query(None, description="e.g. '60 per minute and 1000 per day', or 'none'"),
         credits: Optional[str] = Query(None, description="requests the key may make, or 'unlimited'"),
-        add_credits: Optional[int] = Query(None, description="top up (negative takes away)"),
+        add_credits: Optional[int] = Query(None, ge=-LARGEST_COUNT, le=LARGEST_COUNT,
+                                           description="top up (negative takes away)"),
         expires_at: Optional[str] = Query(None, description="ISO 8601 or Unix seconds, or 'never'"),
         expires_in: Optional[float] = Query(None, gt=0, le=3153600000, description="seconds from now"),
         allowed_tasks: Optional[str] = Query(None, description="comma-separated, or 'any'"),
@@ -89,7 +91,8 @@ async def delete_api_key(api_key: str, request: Request) -> dict:
 
 
 @router.get("/keys")
-async def list_keys(request: Request, limit: int = Query(100, ge=1, le=1000), offset: int = Query(0, ge=0)) -> dict:
+async def list_keys(request: Request, limit: int = Query(100, ge=1, le=1000),
+                    offset: int = Query(0, ge=0, le=LARGEST_COUNT)) -> dict:
     keys = await key_admin(request).list(limit, offset)
     return {"keys": [describe(k) for k in keys], "count": len(keys), "limit": limit, "offset": offset}
 

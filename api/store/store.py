@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from ..keys import KeyRecord
+from ..keys import LARGEST_COUNT, KeyRecord
 from ..ratelimit import Decision, Window, decide
 from . import rollups
 from .drivers import Driver
@@ -257,7 +257,7 @@ class Store:
         """Set the given columns (see ``EDITABLE``); ``add_credits`` tops a finite balance up atomically."""
         if add_credits and "credits" in changes:
             value = changes["credits"]
-            changes = {**changes, "credits": None if value is None else max(0, value + add_credits)}
+            changes = {**changes, "credits": None if value is None else min(max(0, value + add_credits), LARGEST_COUNT)}
             add_credits = 0
         sets, args = ["updated_at = $1"], [time.time()]
         for column, value in changes.items():
@@ -265,10 +265,12 @@ class Store:
             sets.append(f"{column} = ${len(args)}")
         if add_credits:
             args.append(add_credits)
-            sets.append(f"credits = CASE WHEN credits IS NULL THEN NULL ELSE MAX_OF(credits + ${len(args)}, 0) END")
+            sets.append(f"credits = CASE WHEN credits IS NULL THEN NULL"
+                        f" ELSE MIN_OF(MAX_OF(credits + ${len(args)}, 0), {LARGEST_COUNT}) END")
         args.append(key_id)
         sql = f"UPDATE api_keys SET {', '.join(sets)} WHERE id = ${len(args)}"
         sql = sql.replace("MAX_OF", "MAX" if self.dialect == "sqlite" else "GREATEST")
+        sql = sql.replace("MIN_OF", "MIN" if self.dialect == "sqlite" else "LEAST")
         if await self.db.execute(sql, *args) != 1:
             return None
         await self.db.bump_keys()
