@@ -30,7 +30,7 @@ from shared.schemas import MinerChatRequest, MinerResponse, key_id
 
 from .keys import KeyRecord
 from .miner_call import MinerCall
-from .responses import usage_of
+from .responses import completion_tokens_of, usage_of
 from .store import MinerLog, RequestLog
 
 if TYPE_CHECKING:
@@ -156,9 +156,7 @@ def miner_log(call: Union[MinerCall, MinerResponse], winner: bool) -> MinerLog:
                         first_chunk_ms=round(call.timings[0] * 1000, 3) if call.timings else None,
                         completion_tokens=call.completion_tokens, winner=winner)
     record = call.record
-    tokens = (record.usage or {}).get("completion_tokens")
-    if not isinstance(tokens, int):
-        tokens = sum(len("".join(parts).split()) for parts in record.texts.values())
+    tokens = completion_tokens_of(call)  # the miner's count only where it can be true
     return MinerLog(uid=call.miner.uid, hotkey=call.miner.hotkey, outcome=call.status,
                     error=(call.error or None) and call.error[:300],
                     latency_ms=None if call.elapsed is None else round(call.elapsed * 1000, 3),

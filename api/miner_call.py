@@ -77,6 +77,7 @@ class MinerCall:
         self.error: Optional[str] = None
         self.task: Optional[asyncio.Task] = None
         self.elapsed: Optional[float] = None  # seconds from the call's start to its end
+        self.request_bytes = 0  # the size of what the miner was sent: a ceiling on the prompt tokens it may claim
         self._watcher: Optional[asyncio.Future] = None  # see ``watch``
 
     def start(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
@@ -89,6 +90,7 @@ class MinerCall:
     def run(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
             first_chunk_timeout: float, stream: bool = True) -> Coroutine[Any, Any, None]:
         """The call, for the caller's own task to await (``start`` gives it a task of its own)."""
+        self.request_bytes = len(body)
         run = self._run if stream else self._run_whole
         return run(client, body, connect_timeout, read_timeout, first_chunk_timeout)
 

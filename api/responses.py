@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 import orjson
 
+from shared.chat_stream import believable_count
+
 from .miner_call import MinerCall
 
 
@@ -28,15 +30,29 @@ def prompt_words(messages: list[Any]) -> int:
 
 
 def usage_of(call: MinerCall, prompt_tokens: int) -> dict:
-    record = call.record
-    if record.usage and isinstance(record.usage.get("completion_tokens"), int):
-        usage = dict(record.usage)
-        usage.setdefault("prompt_tokens", prompt_tokens)
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
-        return usage
-    completion = sum(count_words("".join(parts)) for parts in record.texts.values())
+    """The answer's usage, as billed and shown: the miner's counts where they can be true, ours otherwise.
+
+    A miner's ``usage`` is only its word (``shared.chat_stream.believable_count``): its completion count is
+    taken up to one token per character it sent, its prompt count up to one per byte of the request it was
+    sent (``MinerCall.request_bytes``); text, negative or larger counts give way to the words counted here
+    (``prompt_tokens``: the prompt's, counted by the caller). Only the three standard fields are passed on.
+    """
+    completion = completion_tokens_of(call)
+    claimed_prompt = call.record.usage.get("prompt_tokens") if call.record.usage else None
+    if claimed_prompt is not None:
+        prompt_tokens = believable_count(claimed_prompt, call.request_bytes) or prompt_tokens
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
             "total_tokens": prompt_tokens + completion}
+
+
+def completion_tokens_of(call: MinerCall) -> int:
+    """The miner's completion count where it can be true (``StreamRecord.claimed_completion_tokens``), else
+    the words of what it sent."""
+    record = call.record
+    claimed = record.claimed_completion_tokens()
+    if claimed is not None:
+        return claimed
+    return sum(count_words("".join(parts)) for parts in record.texts.values())
 
 
 def miner_fields(call: MinerCall) -> dict:

@@ -10,8 +10,8 @@
   past it, 429 ``token_rate_limit_exceeded`` with ``Retry-After``.
 
 A key without its own uses ``DEFAULT_TOKEN_QUOTA`` / ``DEFAULT_TPM_LIMIT`` (0: none).
-Tokens are what the meter records from usage (the miner's count when it gives one,
-words otherwise), streams included: a stream the client cut off counts what it was
+Tokens are what the meter records from usage (the miner's count when it gives one that can be
+true, ``api.responses.usage_of``; words otherwise), streams included: a stream the client cut off counts what it was
 sent. Both limits are read from the store that every worker and host shares: the quota
 from the key's counters, the per-minute tokens from the request-log roll-ups
 (``usage_minutes``). They trail the last requests by the recorder's flush interval

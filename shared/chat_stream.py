@@ -145,6 +145,18 @@ def finish_reason(choice: dict, what: str) -> Optional[str]:
     return reason or None
 
 
+SPECIAL_TOKENS = 16  # per choice: end-of-text and the like, counted by a tokenizer but sent as no text
+
+
+def believable_count(value: Any, ceiling: int) -> Optional[int]:
+    """A token count a miner reported, when it can be true: a whole number (not a bool) from 0 to ``ceiling``.
+
+    Anything else (text, a fraction, a negative count that would hand tokens back, a count past what was
+    sent, big enough to overflow a store's column) is None, and the caller counts for itself.
+    """
+    return value if type(value) is int and 0 <= value <= ceiling else None
+
+
 class StreamRecord:
     """Text per choice, arrival times, finish reasons and usage of one miner's answer."""
 
@@ -236,8 +248,17 @@ class StreamRecord:
     def text(self) -> str:
         return "".join(self.texts.get(0, []))
 
+    def claimed_completion_tokens(self) -> Optional[int]:
+        """The miner's own count of the tokens it generated, when it can be true (``believable_count``): no
+        more than one per character it sent, and a few special ones per choice. None otherwise, and then
+        whoever bills or logs counts the text itself: a miner's usage is its word, not evidence."""
+        claimed = self.usage.get("completion_tokens") if self.usage else None
+        if claimed is None:
+            return None
+        sent = sum(len(piece) for parts in self.texts.values() for piece in parts)
+        return believable_count(claimed, sent + SPECIAL_TOKENS * max(1, len(self.texts)))
+
     def response(self, uid: int, hotkey: str, status: str, error: Optional[str] = None) -> MinerResponse:
-        usage = self.usage or {}
         return MinerResponse(
             uid=uid,
             hotkey=hotkey,
@@ -246,6 +267,6 @@ class StreamRecord:
             timings=self.timings,
             finish_reason=self.finish_reasons.get(0),
             error=error,
-            completion_tokens=usage.get("completion_tokens"),
+            completion_tokens=self.claimed_completion_tokens(),
             model=self.model,
         )

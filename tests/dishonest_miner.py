@@ -16,6 +16,9 @@ miner with its ``Behaviour`` swapped for one of the cheats below, chosen by
   as soon as that miner has been asked — as if it sniffed or colluded.
 - ``framing``: answers at once with what the slow honest miner (``COPY_FROM``) is
   about to answer, hoping the old arrival-order rule blames the slow miner.
+- ``usage_liar``: answers honestly, but reports token counts of ``USAGE_LIE`` (an
+  integer: a huge one to burn its clients' token quotas or overflow the books, a
+  negative one to hand tokens back) in its ``usage``.
 
 Honest miners run through here too when they are copied: with ``LEAK_DIR`` set,
 ``good`` and ``slow`` write every request they get to ``LEAK_DIR/<label>.jsonl``
@@ -43,7 +46,7 @@ from shared.builtin_generator import QA_TASK, answer_question, generate_completi
 from shared.corpus import Corpus
 
 CHEATS = ("passage_dump", "specialist", "self_hosted", "duplicate_urls", "relabel", "truncation", "instant_copy",
-          "paraphrase_copy", "framing")
+          "paraphrase_copy", "framing", "usage_liar")
 HONEST_BASE = {"slow": "slow"}  # every other label runs on the good behaviour
 COPIERS = ("instant_copy", "paraphrase_copy", "framing")
 LEAK_WAIT_SECONDS = 1.0
@@ -125,6 +128,8 @@ class Cheat(Behaviour):
             return ChoiceStream(once(tokens[: max(1, len(tokens) * 6 // 10)]), stream.outcome)
         if label in COPIERS:
             return ChoiceStream(self.copied(request, model, time.time() - 0.05), stream.outcome)
+        if label == "usage_liar":
+            return ChoiceStream(lying_about_usage(stream, int(os.environ["USAGE_LIE"])), stream.outcome)
         return super().wrap(stream, request, model, index)
 
     async def copied(self, request: Any, model: str, since: float) -> AsyncIterator[list[str]]:
@@ -144,6 +149,13 @@ class Cheat(Behaviour):
         if self.label == "self_hosted":
             return [{**r, "url": r["url"].replace(index.base_url, self.mirror.base_url)} for r in results]
         return results
+
+
+async def lying_about_usage(stream: ChoiceStream, lie: int) -> AsyncIterator[list[str]]:
+    """The honest answer; once it is over, its counts replaced by ``lie`` (the miner's usage is made from them)."""
+    async for batch in stream.batches:
+        yield batch
+    stream.outcome.prompt_tokens = stream.outcome.completion_tokens = lie
 
 
 def cheat_model(body, settings) -> str:
