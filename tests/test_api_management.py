@@ -66,6 +66,16 @@ async def test_counts_past_the_largest_are_a_422_not_a_database_error(local_subn
     assert status == 422
 
 
+@pytest.mark.parametrize("query", [f"status={-10**33}", f"status={10**30}", "status=600", f"uid={10**30}", "uid=-1",
+                                   "uid=65536"])
+async def test_log_filters_out_of_range_are_a_422(local_subnet, query):
+    """A status outside HTTP's or a uid past 16 bits matches nothing and overflowed the store: 422 (schemathesis)."""
+    status, answer = await admin(local_subnet, "GET", f"/logs?{query}")
+    assert status == 422 and answer["error"]["code"], answer
+    status, _ = await admin(local_subnet, "GET", "/logs?status=200&uid=65535")
+    assert status == 200
+
+
 @pytest.mark.parametrize("wrong", ["", "admin-wrong"])
 async def test_wrong_admin_key_is_refused(local_subnet, wrong):
     status, answer = await admin(local_subnet, "POST", "/create-api-key/", key=wrong)

@@ -108,6 +108,9 @@ async def test_overview_logs_and_miners_follow_the_traffic(local_subnet):
     one = (await gw.call("GET", f"{base}/logs/{answers[0].body['id']}", headers=headers)).body
     assert one["key"]["name"] == "overview" and one["miners"] and any(m["winner"] for m in one["miners"])
     assert (await gw.call("GET", f"{base}/logs/nope", headers=headers)).status == 404
+    for query in (f"uid={10**30}", "uid=-1", "uid=65536"):  # a store's integer overflowed: a 500 before
+        refused = await gw.call("GET", f"{base}/logs?{query}", headers=headers)
+        assert refused.status == 422 and refused.body["error"]["message"], (query, refused.body)
 
     miners = (await gw.call("GET", f"{base}/miners", headers=headers)).body
     assert miners["validator"]["reachable"] and miners["directory"]["validator_reachable"]

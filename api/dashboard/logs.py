@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from ..errors import ApiError
 from ..gateway import gateway_of
 from ..key_admin import log_view
-from ..routers.admin_logs import key_id_of, read_time
+from ..routers.admin_logs import MAX_UID, key_id_of, read_time
 from .session import require_session
 
 STATUS = re.compile(r"^([1-5])(?:xx|\d\d)$", re.IGNORECASE)
@@ -38,7 +38,8 @@ def read_status(value: Optional[str]) -> dict:
 
 @router.get("")
 async def logs(request: Request, key: Optional[str] = None, since: Optional[str] = None,
-               until: Optional[str] = None, status: Optional[str] = None, uid: Optional[int] = None,
+               until: Optional[str] = None, status: Optional[str] = None,
+               uid: Optional[int] = Query(None, ge=0, le=MAX_UID),
                hotkey: Optional[str] = None, limit: int = Query(50, ge=1, le=1000)) -> dict:
     found = await gateway_of(request).store.query_logs(
         key_id=await key_id_of(request, key or None), since=read_time("since", since or None),

@@ -17,6 +17,8 @@ from ..gateway import gateway_of
 from ..key_admin import log_view, usage_report
 from ..key_fields import parse_time
 
+MAX_UID = 65535  # a subnet's uids are 16-bit on chain: a larger one is a 422, not a store's overflow
+
 router = APIRouter(prefix="/api_management", dependencies=[Depends(require_admin)], tags=["api management"])
 
 
@@ -48,8 +50,9 @@ async def usage(request: Request, key: Optional[str] = None, since: Optional[str
 
 @router.get("/logs")
 async def logs(request: Request, key: Optional[str] = None, since: Optional[str] = None,
-               until: Optional[str] = None, uid: Optional[int] = None, hotkey: Optional[str] = None,
-               status: Optional[int] = None, limit: int = Query(100, ge=1, le=10_000)) -> dict:
+               until: Optional[str] = None, uid: Optional[int] = Query(None, ge=0, le=MAX_UID),
+               hotkey: Optional[str] = None, status: Optional[int] = Query(None, ge=100, le=599),
+               limit: int = Query(100, ge=1, le=10_000)) -> dict:
     found = await gateway_of(request).store.query_logs(
         key_id=await key_id_of(request, key), since=read_time("since", since), until=read_time("until", until),
         uid=uid, hotkey=hotkey, status=status, limit=limit)
