@@ -40,16 +40,24 @@ def is_clear(value: Any) -> bool:
 
 
 def parse_time(value: Any) -> Optional[float]:
-    """ISO 8601 (naive means UTC), a date, or Unix seconds; ``never`` → None."""
+    """ISO 8601 (naive means UTC), a date, or Unix seconds; ``never`` → None.
+
+    Unix seconds must be a time a date can tell (years 1 to 9999): ``Infinity``, ``NaN`` or 1e300 is a
+    ``ValueError`` (the caller's 422), not a comparison or a date conversion that fails later."""
     if is_clear(value):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        try:
+            return seconds_in_range(float(value))
+        except OverflowError:  # an integer past any float
+            raise ValueError("time out of range") from None
     text = str(value).strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
+        seconds = None  # not a number: a date, below
+    if seconds is not None:
+        return seconds_in_range(seconds)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -57,6 +65,12 @@ def parse_time(value: Any) -> Optional[float]:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return moment.timestamp()
+
+
+def seconds_in_range(seconds: float) -> float:
+    if not EARLIEST <= seconds <= LATEST:  # NaN fails both comparisons
+        raise ValueError(f"time {seconds} out of range: Unix seconds from {EARLIEST:.0f} to {LATEST:.0f}")
+    return seconds
 
 
 def parse_names(value: Any) -> Optional[list[str]]:
@@ -67,6 +81,7 @@ def parse_names(value: Any) -> Optional[list[str]]:
 
 
 
+EARLIEST = -62135596800.0  # 0001-01-01T00:00:00Z
 LATEST = 253402300799.0  # 9999-12-31T23:59:59Z: later times cannot be told as dates
 CENTURY = 100 * 365 * 86400.0
 

@@ -76,6 +76,17 @@ async def test_log_filters_out_of_range_are_a_422(local_subnet, query):
     assert status == 200
 
 
+@pytest.mark.parametrize("time", ["Infinity", "-Infinity", "NaN", "1e300", str(10**400)])
+async def test_times_no_date_can_tell_are_a_422(local_subnet, time):
+    """Unix seconds past the years 1-9999 (infinity and NaN included) in a filter or a key's expiry: 422, where
+    the store's comparison or a date conversion failed as a 500 (found by schemathesis)."""
+    for path in (f"/usage?until={time}", f"/logs?since={time}", f"/create-api-key/?expires_at={time}"):
+        status, answer = await admin(local_subnet, "POST" if "create" in path else "GET", path)
+        assert status == 422 and "out of range" in answer["error"]["message"], (path, answer)
+    created = await gw.admin(local_subnet, "POST", "/create-api-key/", json={"expires_at": 10**400})
+    assert created.status == 422, created.body
+
+
 @pytest.mark.parametrize("wrong", ["", "admin-wrong"])
 async def test_wrong_admin_key_is_refused(local_subnet, wrong):
     status, answer = await admin(local_subnet, "POST", "/create-api-key/", key=wrong)
