@@ -22,6 +22,7 @@ import contextlib
 import random
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Coroutine, Optional
 
@@ -42,6 +43,7 @@ from .forwarder import ScoringForwarder
 from .key_admin import KeyAdmin
 from .keys import KeyCache
 from .metrics import ApiMetrics
+from .miner_call import CallLimits
 from .moderation import Moderator
 from .ratelimit import RateLimiter, RedisRateLimiter, StoreRateLimiter, Window, parse_windows
 from .recorder import Recorder
@@ -102,6 +104,11 @@ class Gateway:
     background: set = field(default_factory=set)  # tasks the worker waits for at shutdown
     tasks: list = field(default_factory=list)  # the worker's loops: directory, forwarder, retention, metrics
     recorder_task: Optional[asyncio.Task] = None
+
+    @cached_property
+    def call_limits(self) -> CallLimits:
+        """Every miner call's time limits and answer cap, from the settings (``api.miner_call.CallLimits``)."""
+        return CallLimits.of(self.settings)
 
     @classmethod
     async def open(cls, settings: ApiSettings) -> "Gateway":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any, Coroutine, Optional
 
 import aiohttp
@@ -28,9 +29,25 @@ import orjson
 
 from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, finish
 from shared.schemas import MinerRecord, MinerResponse
-from shared.signed_http import SignedClient
+from shared.signed_http import SignedClient, TooLarge, read_capped
 
 END = object()  # sentinel on the relay: the stream is over
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """How long a miner may take and how much it may send, for every call of a worker (``Gateway.call_limits``,
+    from ``MINER_CONNECT_TIMEOUT``, ``MINER_READ_TIMEOUT``, ``FIRST_CHUNK_TIMEOUT`` and ``MINER_MAX_ANSWER_BYTES``)."""
+
+    connect_timeout: float
+    read_timeout: float
+    first_chunk_timeout: float
+    max_answer_bytes: Optional[int] = None  # None: no cap
+
+    @classmethod
+    def of(cls, settings: Any) -> "CallLimits":
+        return cls(settings.miner_connect_timeout, settings.miner_read_timeout, settings.first_chunk_timeout,
+                   settings.miner_max_answer_bytes)
 
 
 class Relay:
@@ -80,19 +97,15 @@ class MinerCall:
         self.request_bytes = 0  # the size of what the miner was sent: a ceiling on the prompt tokens it may claim
         self._watcher: Optional[asyncio.Future] = None  # see ``watch``
 
-    def start(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
-              first_chunk_timeout: float, stream: bool = True) -> None:
+    def start(self, client: SignedClient, body: bytes, limits: CallLimits, *, stream: bool = True) -> None:
         """``stream=False`` when ``body`` asks for a whole answer: ``first`` then means "answered"."""
-        self.task = asyncio.create_task(
-            self.run(client, body, connect_timeout=connect_timeout, read_timeout=read_timeout,
-                     first_chunk_timeout=first_chunk_timeout, stream=stream), name=f"miner-{self.miner.uid}")
+        self.task = asyncio.create_task(self.run(client, body, limits, stream=stream), name=f"miner-{self.miner.uid}")
 
-    def run(self, client: SignedClient, body: bytes, *, connect_timeout: float, read_timeout: float,
-            first_chunk_timeout: float, stream: bool = True) -> Coroutine[Any, Any, None]:
+    def run(self, client: SignedClient, body: bytes, limits: CallLimits, *,
+            stream: bool = True) -> Coroutine[Any, Any, None]:
         """The call, for the caller's own task to await (``start`` gives it a task of its own)."""
         self.request_bytes = len(body)
-        run = self._run if stream else self._run_whole
-        return run(client, body, connect_timeout, read_timeout, first_chunk_timeout)
+        return self._run(client, body, limits) if stream else self._run_whole(client, body, limits)
 
     def become_winner(self) -> Relay:
         """Start relaying: what arrived so far first, then every new chunk, then END."""
@@ -159,18 +172,20 @@ class MinerCall:
         if self.relay is not None:
             self.relay.put(END)
 
-    async def _run_whole(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
-                         first_chunk_timeout: float) -> None:
+    async def _run_whole(self, client: SignedClient, body: bytes, limits: CallLimits) -> None:
         """A non-streamed answer: one JSON object, no per-chunk work on either side."""
         self.record.started = time.monotonic()
         try:
             # The time limit is the client connection's own lazy timer (``total_timeout``), not ``asyncio.timeout``:
             # a loop timer armed and cancelled on every call (docs/performance.md, round 10).
             async with client.post_stream(self.miner.address, "/v1/chat/completions", body,
-                                          receiver=self.miner.hotkey, connect_timeout=connect_timeout,
-                                          read_timeout=read_timeout,
-                                          total_timeout=first_chunk_timeout + read_timeout) as response:
-                payload = await response.read()
+                                          receiver=self.miner.hotkey, connect_timeout=limits.connect_timeout,
+                                          read_timeout=limits.read_timeout,
+                                          total_timeout=limits.first_chunk_timeout + limits.read_timeout) as response:
+                try:
+                    payload = await read_capped(response, limits.max_answer_bytes)
+                except TooLarge:
+                    raise StreamBroken("answer larger than the miner answer cap (MINER_MAX_ANSWER_BYTES)") from None
                 if response.status != 200:
                     raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
             try:
@@ -186,21 +201,24 @@ class MinerCall:
         finally:
             self._ended()
 
-    async def _run(self, client: SignedClient, body: bytes, connect_timeout: float, read_timeout: float,
-                   first_chunk_timeout: float) -> None:
+    async def _run(self, client: SignedClient, body: bytes, limits: CallLimits) -> None:
         self.record.started = time.monotonic()
         try:
             # The first-chunk deadline is the call's total time limit, lifted once the commit point is reached:
             # the connection's own lazy timer, not a loop timer armed and cancelled per call (round 11).
             post = client.post_stream(self.miner.address, "/v1/chat/completions", body, receiver=self.miner.hotkey,
-                                      connect_timeout=connect_timeout, read_timeout=read_timeout,
-                                      total_timeout=first_chunk_timeout)
+                                      connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout,
+                                      total_timeout=limits.first_chunk_timeout)
             async with post as response:
                 if response.status != 200:
-                    detail = (await response.read())[:200].decode("utf-8", "replace")
+                    try:
+                        detail = (await read_capped(response, 65536))[:200].decode("utf-8", "replace")
+                    except TooLarge:
+                        detail = "(a body larger than 64 KiB)"
                     raise StreamBroken(f"HTTP {response.status}: {detail}")
                 waiting_first = True
-                async for chunks in SseBatches(response.content):  # the chunks of a read, in one step
+                chunks_of = SseBatches(response.content, limits.max_answer_bytes)
+                async for chunks in chunks_of:  # the chunks of a read, in one step
                     for chunk in chunks:
                         self._take(chunk)
                     if waiting_first and self.first.done():

@@ -29,10 +29,8 @@ if TYPE_CHECKING:
 
 
 def start_call(gateway: Gateway, miner: MinerRecord, payload: bytes) -> MinerCall:
-    settings = gateway.settings
     call = MinerCall(miner)
-    call.start(gateway.client, payload, connect_timeout=settings.miner_connect_timeout,
-               read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout)
+    call.start(gateway.client, payload, gateway.call_limits)
     return call
 
 

@@ -68,6 +68,10 @@ class ApiSettings(CommonSettings):
     miner_connect_timeout: float = 2.0
     first_chunk_timeout: float = 15.0
     miner_read_timeout: float = 30.0
+    # The most a miner's answer may bring, in bytes (a whole answer, or a stream's events): a miner that sends
+    # without end is cut there instead of filling the worker's memory. 8 choices of 32,768 tokens streamed
+    # one event each come to about 50 MiB.
+    miner_max_answer_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     forward_batch_size: int = Field(256, ge=1, le=1000)  # the validator takes at most 1,000 items per POST
     forward_batch_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # per POST; the validator's own cap is 64 MiB

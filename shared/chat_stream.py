@@ -48,13 +48,14 @@ class SseBatches:
     class, not a generator, for the same reason as ``shared.http_pool.BodyPieces``.
     """
 
-    __slots__ = ("_pieces", "_pending", "_failure", "_done")
+    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_left")
 
-    def __init__(self, content: Any) -> None:
+    def __init__(self, content: Any, max_bytes: Optional[int] = None) -> None:
         self._pieces = content.iter_any()
         self._pending = b""  # a line begun in an earlier read
         self._failure: Optional[StreamBroken] = None  # found after chunks that were given first
         self._done = False  # [DONE] was read (whatever followed it in its read is not)
+        self._left = max_bytes  # what more the stream may bring (None: no cap); past it, StreamBroken
 
     def __aiter__(self) -> "SseBatches":
         return self
@@ -67,6 +68,10 @@ class SseBatches:
                 piece = await anext(self._pieces)
             except StopAsyncIteration:
                 raise StreamBroken("stream ended without [DONE]") from None
+            if self._left is not None:
+                self._left -= len(piece)
+                if self._left < 0:  # a miner that streams without end must not fill the worker's memory
+                    raise StreamBroken("answer larger than the miner answer cap (MINER_MAX_ANSWER_BYTES)")
             chunks = self._feed(piece)
             if chunks:
                 return chunks

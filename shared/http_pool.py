@@ -50,6 +50,10 @@ class BrokenAnswer(ConnectionError):
     """The server closed the connection mid-answer, or sent something that is not HTTP/1.1."""
 
 
+class TooLarge(Exception):
+    """An answer bigger than the caller accepts."""
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: at most one request in flight; callbacks from ``httptools``."""
 
@@ -191,13 +195,21 @@ class PooledResponse:
         """The body as it arrives, a piece per read: ``async for piece in response.content.iter_any()``."""
         return BodyPieces(self._connection, self._read_timeout)
 
-    async def read(self) -> bytes:
-        """The whole body (``iter_any``'s steps, without an async generator for the common case)."""
+    async def read(self, max_bytes: Optional[int] = None) -> bytes:
+        """The whole body (``iter_any``'s steps, without an async generator for the common case); ``TooLarge``
+        (and the connection closed) as soon as it passes ``max_bytes``, when given."""
         connection = self._connection
         parts = []
+        size = 0
         while True:
             if connection.pieces:
-                parts.append(connection.take())
+                part = connection.take()
+                parts.append(part)
+                if max_bytes is not None:
+                    size += len(part)
+                    if size > max_bytes:
+                        self.close()
+                        raise TooLarge(f"answer larger than {max_bytes} bytes")
             elif connection.complete:
                 return parts[0] if len(parts) == 1 else b"".join(parts)
             elif connection.error is not None:

@@ -20,7 +20,7 @@ import aiohttp
 import orjson
 
 from .auth import Signer
-from .http_pool import HttpPool, PooledResponse
+from .http_pool import HttpPool, PooledResponse, TooLarge
 from .session_client import SessionKeeper
 from .sessions import HEADER_ERROR as SESSION_ERROR_HEADER
 from .sessions import PATH as SESSION_PATH
@@ -34,14 +34,11 @@ class SignedCallError(Exception):
         self.status = status
 
 
-class TooLarge(Exception):
-    """An answer bigger than the caller accepts."""
-
-
-async def read_capped(response: aiohttp.ClientResponse, max_bytes: Optional[int]) -> bytes:
-    """The whole body, or ``TooLarge`` as soon as it passes ``max_bytes`` (None: no cap)."""
-    if max_bytes is None:
-        return await response.read()
+async def read_capped(response: Any, max_bytes: Optional[int]) -> bytes:
+    """The whole body, or ``TooLarge`` as soon as it passes ``max_bytes`` (None: no cap); aiohttp's answer or
+    the pooled client's."""
+    if max_bytes is None or isinstance(response, PooledResponse):
+        return await response.read() if max_bytes is None else await response.read(max_bytes)
     parts, size = [], 0
     async for part in response.content.iter_chunked(65536):
         size += len(part)

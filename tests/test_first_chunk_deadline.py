@@ -1,4 +1,4 @@
-"""A streamed miner call's first-chunk deadline, against scripted miners on 127.0.0.1, over both clients.
+"""A miner call's limits (first-chunk deadline, answer cap), against scripted miners on 127.0.0.1, over both clients.
 
 The deadline is the call's total time limit until its first content arrives, then lifted (round 11 of
 docs/performance.md): a miner that sends headers and then nothing, or only empty events, is cut at the
@@ -15,7 +15,7 @@ import bittensor as bt
 import orjson
 import pytest
 
-from api.miner_call import MinerCall
+from api.miner_call import CallLimits, MinerCall
 from shared.auth import Signer
 from shared.schemas import MinerRecord
 from shared.signed_http import SignedClient
@@ -39,10 +39,12 @@ END = event(b"[DONE]") + b"0\r\n\r\n"
 
 
 class ScriptedMiner:
-    """Answers every POST with ``HEAD`` and then ``pieces``: (delay in seconds, bytes), in order."""
+    """Answers every POST with ``head`` (an event stream's, unless told) and then ``pieces``: (delay in seconds,
+    bytes), in order."""
 
-    def __init__(self, pieces: list[tuple[float, bytes]]):
+    def __init__(self, pieces: list[tuple[float, bytes]], head: bytes = HEAD):
         self.pieces = pieces
+        self.head = head
         self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -53,7 +55,7 @@ class ScriptedMiner:
                 length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
                                   if line.lower().startswith(b"content-length")))
                 await reader.readexactly(length)
-                writer.write(HEAD)
+                writer.write(self.head)
                 for delay, piece in self.pieces:
                     await asyncio.sleep(delay)
                     writer.write(piece)
@@ -76,15 +78,16 @@ def address(port: int, route: str) -> str:
     return f"127.0.0.1:{port}" if route == "pool" else f"http://127.0.0.1:{port}/prefix"
 
 
-async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: float = 5.0) -> tuple[MinerCall, float]:
+async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: float = 5.0,
+               max_answer_bytes: int | None = None, stream: bool = True) -> tuple[MinerCall, float]:
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
     record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=miner_address, incentive=0.1, stake=1.0)
     miner_call = MinerCall(record)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
-        await miner_call.run(client, b'{"stream": true}', connect_timeout=2.0, read_timeout=read_timeout,
-                             first_chunk_timeout=first_chunk_timeout)
+        await miner_call.run(client, b'{"stream": true}', CallLimits(2.0, read_timeout, first_chunk_timeout,
+                                                                     max_answer_bytes), stream=stream)
     finally:
         await client.close()
     return miner_call, loop.time() - started
@@ -125,8 +128,7 @@ async def test_a_drained_stream_leaves_its_connection_for_the_next_call():
                              incentive=0.1, stake=1.0)
         for _ in range(3):
             outcome = MinerCall(record)
-            await outcome.run(client, b'{"stream": true}', connect_timeout=2.0, read_timeout=5.0,
-                              first_chunk_timeout=1.0)
+            await outcome.run(client, b'{"stream": true}', CallLimits(2.0, 5.0, 1.0))
             assert outcome.status == "ok"
         assert miner.connections == 1
     await client.close()
@@ -144,8 +146,41 @@ async def test_a_body_end_held_back_after_done_costs_a_second_not_the_answer():
         for expected_connections in (1, 2):
             started = loop.time()
             outcome = MinerCall(record)
-            await outcome.run(client, b'{"stream": true}', connect_timeout=2.0, read_timeout=5.0,
-                              first_chunk_timeout=10.0)
+            await outcome.run(client, b'{"stream": true}', CallLimits(2.0, 5.0, 10.0))
             assert outcome.status == "ok" and 0.9 <= loop.time() - started < 2.0
             assert miner.connections == expected_connections
     await client.close()
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+async def test_a_stream_without_end_is_cut_at_the_answer_cap(route):
+    """A miner streaming content without end (each piece in time) fails once it has sent the cap: the chunks
+    before it were taken, and the worker's memory holds no more than the cap."""
+    async with ScriptedMiner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
+        outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=100_000)
+    assert outcome.status == "error" and "MINER_MAX_ANSWER_BYTES" in outcome.error
+    assert 0 < len(outcome.record.texts[0]) < 100
+
+
+WHOLE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+class ScriptedWholeMiner(ScriptedMiner):
+    """A whole answer as a chunked JSON body of ``size`` bytes of padding."""
+
+    def __init__(self, size: int):
+        answer = orjson.dumps({"choices": [{"index": 0, "message": {"content": "a" * size}}]})
+        pieces = [answer[i:i + 65536] for i in range(0, len(answer), 65536)]
+        super().__init__([(0, b"%x\r\n%s\r\n" % (len(p), p)) for p in pieces] + [(0, b"0\r\n\r\n")],
+                         head=WHOLE_HEAD)
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+async def test_a_whole_answer_past_the_cap_fails_and_one_below_it_stands(route):
+    async with ScriptedWholeMiner(300_000) as miner:
+        outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=200_000,
+                                stream=False)
+        assert outcome.status == "error" and "MINER_MAX_ANSWER_BYTES" in outcome.error
+        outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=400_000,
+                                stream=False)
+        assert outcome.status == "ok" and len(outcome.record.text) == 300_000

@@ -85,9 +85,7 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
 
     def launch(miner: MinerRecord) -> MinerCall:
         call = MinerCall(miner, commit_chunks=routing.commit_chunks if miner_request.stream else 1)
-        call.start(gateway.client, payload, connect_timeout=settings.miner_connect_timeout,
-                   read_timeout=settings.miner_read_timeout, first_chunk_timeout=settings.first_chunk_timeout,
-                   stream=miner_request.stream)
+        call.start(gateway.client, payload, gateway.call_limits, stream=miner_request.stream)
         gateway.backlog.run_soon()  # earlier responses' books, while this miner works (``api.backlog``)
         return routing.watch(call)
 
@@ -95,9 +93,7 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
         """A whole answer's lone racer, in this task (``api.race``); its outcome is observed with the books."""
         call = MinerCall(miner)
         calls.append(call)
-        running = call.run(gateway.client, payload, connect_timeout=settings.miner_connect_timeout,
-                           read_timeout=settings.miner_read_timeout,
-                           first_chunk_timeout=settings.first_chunk_timeout, stream=False)
+        running = call.run(gateway.client, payload, gateway.call_limits, stream=False)
         gateway.backlog.run_soon()  # as in ``launch``: it runs once the request is on its way
         try:
             await running
