@@ -185,7 +185,8 @@ class MinerCall:
                 try:
                     payload = await read_capped(response, limits.max_answer_bytes)
                 except TooLarge:
-                    raise StreamBroken("answer larger than the miner answer cap (MINER_MAX_ANSWER_BYTES)") from None
+                    raise StreamBroken(f"answer larger than the cap on a miner's answer ({limits.max_answer_bytes}"
+                                       " bytes, MINER_MAX_ANSWER_BYTES)") from None
                 if response.status != 200:
                     raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
             try:

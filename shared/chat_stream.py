@@ -26,14 +26,14 @@ class StreamBroken(Exception):
     """The miner broke the protocol: an error event, garbage, or no ``[DONE]``."""
 
 
-async def sse_chunks(content: Any) -> AsyncIterator[dict]:
+async def sse_chunks(content: Any, max_bytes: Optional[int] = None) -> AsyncIterator[dict]:
     """The JSON objects of ``data:`` lines up to ``[DONE]``, one at a time (``SseBatches``: a read's at once).
 
     ``content`` is an aiohttp ``StreamReader`` (or the pooled client's body): it is read in whatever pieces
     arrive (``iter_any``) and split into lines here, which costs one await per network read instead of one
-    per line.
+    per line. ``max_bytes``: ``StreamBroken`` once the stream has brought more (a miner sending without end).
     """
-    async for chunks in SseBatches(content):
+    async for chunks in SseBatches(content, max_bytes):
         for chunk in chunks:
             yield chunk
 
@@ -48,14 +48,14 @@ class SseBatches:
     class, not a generator, for the same reason as ``shared.http_pool.BodyPieces``.
     """
 
-    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_left")
+    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_left", "_cap")
 
     def __init__(self, content: Any, max_bytes: Optional[int] = None) -> None:
         self._pieces = content.iter_any()
         self._pending = b""  # a line begun in an earlier read
         self._failure: Optional[StreamBroken] = None  # found after chunks that were given first
         self._done = False  # [DONE] was read (whatever followed it in its read is not)
-        self._left = max_bytes  # what more the stream may bring (None: no cap); past it, StreamBroken
+        self._left = self._cap = max_bytes  # what more the stream may bring (None: no cap); past it, StreamBroken
 
     def __aiter__(self) -> "SseBatches":
         return self
@@ -71,7 +71,7 @@ class SseBatches:
             if self._left is not None:
                 self._left -= len(piece)
                 if self._left < 0:  # a miner that streams without end must not fill the worker's memory
-                    raise StreamBroken("answer larger than the miner answer cap (MINER_MAX_ANSWER_BYTES)")
+                    raise StreamBroken(f"answer larger than the cap on a miner's answer ({self._cap} bytes)")
             chunks = self._feed(piece)
             if chunks:
                 return chunks

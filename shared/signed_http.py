@@ -153,8 +153,10 @@ class SignedClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SignedCallError(f"{method} {path} failed: {type(exc).__name__}: {exc}") from None
 
-    async def get_json(self, address: str, path: str, *, receiver: str, timeout: float = 10.0) -> Any:
-        return await self.request_json("GET", address, path, receiver=receiver, timeout=timeout)
+    async def get_json(self, address: str, path: str, *, receiver: str, timeout: float = 10.0,
+                       max_bytes: Optional[int] = None) -> Any:
+        """``max_bytes``: a ``SignedCallError`` for a bigger answer (anything a miner sends: it is untrusted)."""
+        return await self.request_json("GET", address, path, receiver=receiver, timeout=timeout, max_bytes=max_bytes)
 
     async def post_json(self, address: str, path: str, payload: Any, *, receiver: str, timeout: float = 10.0) -> Any:
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)

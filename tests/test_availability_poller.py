@@ -43,3 +43,32 @@ async def test_a_miner_becomes_unavailable_after_two_missed_polls():
     finally:
         await client.close()
         await runner.cleanup()
+
+
+async def test_an_availability_answer_past_the_cap_is_no_availability():
+    """A miner answering with megabytes (valid JSON, padded) is read no further than ``MAX_AVAILABILITY_BYTES``
+    and counts as unknown: the validator's memory is not the miner's to fill."""
+    padded = {**ANSWER, "padding": "x" * (2 * 1024 * 1024)}
+
+    async def availability(request: web.Request) -> web.Response:
+        return web.json_response(padded if request.query.get("big") != "no" else ANSWER)
+
+    app = web.Application()
+    app.router.add_get("/availability", availability)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    keypair = bt.sp_core.Keypair.create_from_uri("//Alice")
+    client = SignedClient(Signer(keypair))
+    poller = AvailabilityPoller(client, timeout=2.0)
+    try:
+        big = await poller.poll_one(Neuron(1, keypair.ss58_address, "", 1.0, 0.0, False, f"127.0.0.1:{port}"))
+        assert big.availability is None
+        padded["padding"] = "x" * 1000  # the same miner, a reasonable answer: known again
+        small = await poller.poll_one(Neuron(1, keypair.ss58_address, "", 1.0, 0.0, False, f"127.0.0.1:{port}"))
+        assert small.availability is not None and small.availability.serves("InferenceTask", "m")
+    finally:
+        await client.close()
+        await runner.cleanup()

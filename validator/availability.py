@@ -24,6 +24,7 @@ from shared.schemas import Availability
 from shared.signed_http import SignedCallError, SignedClient
 
 MISSES_BEFORE_UNAVAILABLE = 2
+MAX_AVAILABILITY_BYTES = 1024 * 1024  # a miner's tasks and models fit in kilobytes; a bigger answer is refused
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ class AvailabilityPoller:
     async def poll_one(self, neuron: Neuron) -> AvailabilityRecord:
         availability: Optional[Availability] = None
         try:
-            raw = await self.client.get_json(neuron.axon, "/availability", receiver=neuron.hotkey, timeout=self.timeout)
+            raw = await self.client.get_json(neuron.axon, "/availability", receiver=neuron.hotkey, timeout=self.timeout,
+                                             max_bytes=MAX_AVAILABILITY_BYTES)
             availability = Availability.model_validate(raw)
         except (SignedCallError, ValidationError, ValueError) as exc:
             logger.debug("availability of uid {} unknown: {}", neuron.uid, exc)

@@ -47,6 +47,7 @@ from .exact_check import is_builtin
 Request = Union[MinerChatRequest, MinerWebRetrievalRequest]
 
 MAX_ROUNDS_IN_FLIGHT = 4
+MAX_ANSWER_BYTES = 64 * 1024 * 1024  # of one miner's streamed answer: as the API's MINER_MAX_ANSWER_BYTES
 PROMPTS = (
     "Explain {topic} in simple terms.",
     "Write a short note about {topic}.",
@@ -111,7 +112,7 @@ async def query(client: SignedClient, uid: int, hotkey: str, address: str, body:
                                           connect_timeout=min(timeout, 3.0), read_timeout=timeout) as response:
                 if response.status != 200:
                     raise StreamBroken(f"HTTP {response.status}")
-                async for chunk in sse_chunks(response.content):
+                async for chunk in sse_chunks(response.content, MAX_ANSWER_BYTES):
                     record.take(chunk)
                 await finish(response)
     except TimeoutError:

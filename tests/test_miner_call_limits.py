@@ -158,7 +158,7 @@ async def test_a_stream_without_end_is_cut_at_the_answer_cap(route):
     before it were taken, and the worker's memory holds no more than the cap."""
     async with ScriptedMiner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
         outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=100_000)
-    assert outcome.status == "error" and "MINER_MAX_ANSWER_BYTES" in outcome.error
+    assert outcome.status == "error" and "larger than the cap on a miner's answer (100000 bytes)" in outcome.error
     assert 0 < len(outcome.record.texts[0]) < 100
 
 
@@ -184,3 +184,18 @@ async def test_a_whole_answer_past_the_cap_fails_and_one_below_it_stands(route):
         outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=400_000,
                                 stream=False)
         assert outcome.status == "ok" and len(outcome.record.text) == 300_000
+
+
+async def test_the_validator_cuts_an_endless_synthetic_answer_too(monkeypatch):
+    """The validator's own streamed rounds (``validator.synthetic.query``) stop at its cap as well."""
+    from validator import synthetic
+
+    monkeypatch.setattr(synthetic, "MAX_ANSWER_BYTES", 100_000)
+    client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
+    try:
+        async with ScriptedMiner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
+            answer = await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}",
+                                           b'{"stream": true}', timeout=5.0)
+    finally:
+        await client.close()
+    assert answer.status == "error" and "100000 bytes" in answer.error
