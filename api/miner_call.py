@@ -50,6 +50,17 @@ class CallLimits:
                    settings.miner_max_answer_bytes)
 
 
+ERROR_BODY_BYTES = 65536  # of a miner's error answer: its message is in the first few hundred
+
+
+async def error_detail(response: Any) -> str:
+    """The start of a miner's error answer (for the call's error), read no further than ``ERROR_BODY_BYTES``."""
+    try:
+        return (await read_capped(response, ERROR_BODY_BYTES))[:200].decode("utf-8", "replace")
+    except TooLarge:
+        return f"(an error body larger than {ERROR_BODY_BYTES} bytes)"
+
+
 class Relay:
     """The winner's chunks on their way to the client: the call appends, the relay takes everything queued.
 
@@ -182,13 +193,13 @@ class MinerCall:
                                           receiver=self.miner.hotkey, connect_timeout=limits.connect_timeout,
                                           read_timeout=limits.read_timeout,
                                           total_timeout=limits.first_chunk_timeout + limits.read_timeout) as response:
+                if response.status != 200:
+                    raise StreamBroken(f"HTTP {response.status}: {await error_detail(response)}")
                 try:
                     payload = await read_capped(response, limits.max_answer_bytes)
                 except TooLarge:
                     raise StreamBroken(f"answer larger than the cap on a miner's answer ({limits.max_answer_bytes}"
                                        " bytes, MINER_MAX_ANSWER_BYTES)") from None
-                if response.status != 200:
-                    raise StreamBroken(f"HTTP {response.status}: {payload[:200].decode('utf-8', 'replace')}")
             try:
                 completion = orjson.loads(payload)
             except orjson.JSONDecodeError:
@@ -212,14 +223,9 @@ class MinerCall:
                                       total_timeout=limits.first_chunk_timeout)
             async with post as response:
                 if response.status != 200:
-                    try:
-                        detail = (await read_capped(response, 65536))[:200].decode("utf-8", "replace")
-                    except TooLarge:
-                        detail = "(a body larger than 64 KiB)"
-                    raise StreamBroken(f"HTTP {response.status}: {detail}")
+                    raise StreamBroken(f"HTTP {response.status}: {await error_detail(response)}")
                 waiting_first = True
-                chunks_of = SseBatches(response.content, limits.max_answer_bytes)
-                async for chunks in chunks_of:  # the chunks of a read, in one step
+                async for chunks in SseBatches(response.content, limits.max_answer_bytes):  # a read's chunks at once
                     for chunk in chunks:
                         self._take(chunk)
                     if waiting_first and self.first.done():

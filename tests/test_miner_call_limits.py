@@ -199,3 +199,13 @@ async def test_the_validator_cuts_an_endless_synthetic_answer_too(monkeypatch):
     finally:
         await client.close()
     assert answer.status == "error" and "100000 bytes" in answer.error
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+async def test_an_error_answer_is_read_only_as_far_as_its_message(stream):
+    """A miner's 500 with megabytes of body: the call fails naming the status, having read at most 64 KiB."""
+    head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b"x" * 65536
+    async with ScriptedMiner([(0, b"%x\r\n%s\r\n" % (len(body), body))] * 40 + [(0, b"0\r\n\r\n")], head=head) as miner:
+        outcome, _ = await call(address(miner.port, "pool"), first_chunk_timeout=5.0, stream=stream)
+    assert outcome.status == "error" and outcome.error.startswith("HTTP 500: (an error body larger than 65536")
