@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shared.schemas import TASKS, ChatMessage, MinerChatRequest, SamplingParameters, assembled, updated
+from shared.schemas import MAX_CHOICES, TASKS, ChatMessage, MinerChatRequest, SamplingParameters, assembled, updated
 
 DEFAULT_MODEL_NAMES = {None, "", "default", "Default"}
 REASONING_FAST_TASK = "MultiStepReasoningTask"
@@ -37,7 +37,7 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Optional[int] = Field(None, ge=1, le=32768)
     max_completion_tokens: Optional[int] = Field(None, ge=1, le=32768)
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
-    n: int = Field(1, ge=1, le=8)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
 
     # The subnet's fields, sent through the SDK's extra_body.
     task: str = "InferenceTask"

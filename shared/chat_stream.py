@@ -19,7 +19,7 @@ from typing import Any, AsyncIterator, Optional
 import orjson
 
 from .http_pool import PooledResponse
-from .schemas import MinerResponse
+from .schemas import MAX_CHOICES, MinerResponse
 
 
 class StreamBroken(Exception):
@@ -133,12 +133,15 @@ async def finish(response: Any, seconds: float = 1.0) -> None:
 
 def choice_index(choice: Any, what: str) -> int:
     """The ``index`` of one of a miner's choices (0 when not given); ``StreamBroken`` when the choice is not
-    an object or its index not an integer (``what``: "chunk" or "answer", for the message)."""
+    an object or its index not an integer that a request can ask for (0 to ``MAX_CHOICES`` - 1; ``what``:
+    "chunk" or "answer", for the message)."""
     if type(choice) is not dict:
         raise StreamBroken(f"malformed {what}: a choice is not an object")
     index = choice.get("index", 0)
     if type(index) is not int:
         raise StreamBroken(f"malformed {what}: a choice's index is not an integer")
+    if not 0 <= index < MAX_CHOICES:
+        raise StreamBroken(f"malformed {what}: a choice's index is not one a request can ask for")
     return index
 
 

@@ -33,6 +33,9 @@ class SamplingParameters(BaseModel):
     do_sample: bool = True
 
 
+MAX_CHOICES = 8  # ``n``: the most choices one request may ask of a miner
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -49,7 +52,7 @@ class MinerChatRequest(BaseModel):
     model: Optional[str] = None
     task: str = DEFAULT_TASK
     seed: int = 0
-    n: int = Field(1, ge=1, le=8)
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     stream: bool = True
     sampling_parameters: SamplingParameters = Field(default_factory=SamplingParameters)
 

@@ -122,6 +122,8 @@ MALFORMED_CHUNKS = {
     "choices not a list": {"choices": {"index": 0}},
     "a choice not an object": {"choices": ["hello"]},
     "an index as text": {"choices": [{"index": "0", "delta": {"content": "a"}}]},
+    "a negative index": {"choices": [{"index": -1, "delta": {"content": "a"}}]},
+    "an index no request asks for": {"choices": [{"index": 8, "delta": {"content": "a"}}]},
     "a delta as text": {"choices": [{"index": 0, "delta": "hello"}]},
     "content not text": {"choices": [{"index": 0, "delta": {"content": ["hello"]}}]},
     "finish_reason not text": {"choices": [{"index": 0, "delta": {}, "finish_reason": {"why": 1}}]},
@@ -143,6 +145,7 @@ def test_a_malformed_chunk_breaks_the_stream_and_keeps_what_came_before(case):
 MALFORMED_ANSWERS = {
     "a choice not an object": {"choices": ["hello"]},
     "an index as text": {"choices": [{"index": "0", "message": {"content": "a"}}]},
+    "an index no request asks for": {"choices": [{"index": 10**6, "message": {"content": "a"}}]},
     "a message as text": {"choices": [{"index": 0, "message": "hello"}]},
     "finish_reason not text": {"choices": [{"index": 0, "message": {"content": "a"}, "finish_reason": 1}]},
     "model not text": {"model": ["m"], "choices": []},
