@@ -37,8 +37,10 @@ class SignedCallError(Exception):
 async def read_capped(response: Any, max_bytes: Optional[int]) -> bytes:
     """The whole body, or ``TooLarge`` as soon as it passes ``max_bytes`` (None: no cap); aiohttp's answer or
     the pooled client's."""
-    if max_bytes is None or isinstance(response, PooledResponse):
-        return await response.read() if max_bytes is None else await response.read(max_bytes)
+    if isinstance(response, PooledResponse):
+        return await response.read(max_bytes)
+    if max_bytes is None:
+        return await response.read()
     parts, size = [], 0
     async for part in response.content.iter_chunked(65536):
         size += len(part)

@@ -13,19 +13,24 @@ from validator.availability import AvailabilityPoller
 ANSWER = {"task_availabilities": {"InferenceTask": True}, "llm_model_availabilities": {"m": True}}
 
 
-async def test_a_miner_becomes_unavailable_after_two_missed_polls():
-    answering = {"ok": True}
-
-    async def availability(request: web.Request) -> web.Response:
-        return web.json_response(ANSWER) if answering["ok"] else web.json_response({"error": "busy"}, status=503)
-
+async def serve(availability) -> tuple[web.AppRunner, int]:
+    """A miner's ``/availability`` on 127.0.0.1 (``availability``: the aiohttp handler); the caller cleans up."""
     app = web.Application()
     app.router.add_get("/availability", availability)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+async def test_a_miner_becomes_unavailable_after_two_missed_polls():
+    answering = {"ok": True}
+
+    async def availability(request: web.Request) -> web.Response:
+        return web.json_response(ANSWER) if answering["ok"] else web.json_response({"error": "busy"}, status=503)
+
+    runner, port = await serve(availability)
     keypair = bt.sp_core.Keypair.create_from_uri("//Alice")
     client = SignedClient(Signer(keypair))
     neuron = Neuron(1, keypair.ss58_address, "", 1.0, 0.0, False, f"127.0.0.1:{port}")
@@ -53,13 +58,7 @@ async def test_an_availability_answer_past_the_cap_is_no_availability():
     async def availability(request: web.Request) -> web.Response:
         return web.json_response(padded if request.query.get("big") != "no" else ANSWER)
 
-    app = web.Application()
-    app.router.add_get("/availability", availability)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, port = await serve(availability)
     keypair = bt.sp_core.Keypair.create_from_uri("//Alice")
     client = SignedClient(Signer(keypair))
     poller = AvailabilityPoller(client, timeout=2.0)

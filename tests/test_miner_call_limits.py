@@ -14,6 +14,7 @@ import asyncio
 import bittensor as bt
 import orjson
 import pytest
+from test_http_pool import Scripted
 
 from api.miner_call import CallLimits, MinerCall
 from shared.auth import Signer
@@ -38,39 +39,10 @@ EMPTY = event(orjson.dumps({"choices": [{"index": 0, "delta": {}}]}))  # an even
 END = event(b"[DONE]") + b"0\r\n\r\n"
 
 
-class ScriptedMiner:
-    """Answers every POST with ``head`` (an event stream's, unless told) and then ``pieces``: (delay in seconds,
-    bytes), in order."""
-
-    def __init__(self, pieces: list[tuple[float, bytes]], head: bytes = HEAD):
-        self.pieces = pieces
-        self.head = head
-        self.connections = 0
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                await reader.readexactly(length)
-                writer.write(self.head)
-                for delay, piece in self.pieces:
-                    await asyncio.sleep(delay)
-                    writer.write(piece)
-                    await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        writer.close()
-
-    async def __aenter__(self) -> "ScriptedMiner":
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.server.close()
+def scripted_miner(pieces: list[tuple[float, bytes]], head: bytes = HEAD, *, requests: int = 8) -> Scripted:
+    """A server (``test_http_pool.Scripted``) that answers each of up to ``requests`` POSTs with ``head`` (an
+    event stream's, unless told) and then ``pieces``: (delay in seconds, bytes), in order."""
+    return Scripted([[(0, head), *pieces]] * requests)
 
 
 def address(port: int, route: str) -> str:
@@ -95,7 +67,7 @@ async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: 
 
 @pytest.mark.parametrize("route", ["pool", "aiohttp"])
 async def test_headers_then_silence_end_at_the_first_chunk_deadline(route):
-    async with ScriptedMiner([(3.0, content("late")), (0, END)]) as miner:
+    async with scripted_miner([(3.0, content("late")), (0, END)]) as miner:
         outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4)
     assert outcome.status == "timeout" and 0.35 <= took < 1.5
     assert outcome.first.done() and outcome.first.result() is False
@@ -104,7 +76,7 @@ async def test_headers_then_silence_end_at_the_first_chunk_deadline(route):
 @pytest.mark.parametrize("route", ["pool", "aiohttp"])
 async def test_empty_events_in_time_do_not_hold_the_deadline_off(route):
     """Something every 0.1 s (well within the read timeout), but no content: cut at the deadline, not later."""
-    async with ScriptedMiner([(0.1, EMPTY)] * 30 + [(0, content("late")), (0, END)]) as miner:
+    async with scripted_miner([(0.1, EMPTY)] * 30 + [(0, content("late")), (0, END)]) as miner:
         outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.5)
     assert outcome.status == "timeout" and 0.45 <= took < 1.5
     assert outcome.record.texts == {}
@@ -114,7 +86,7 @@ async def test_empty_events_in_time_do_not_hold_the_deadline_off(route):
 async def test_a_stream_that_started_in_time_may_run_past_the_deadline(route):
     """First content at once, then a piece every 0.1 s for 1.2 s: three times the deadline, and whole."""
     pieces = [(0, content("a"))] + [(0.1, content("b"))] * 12 + [(0, END)]
-    async with ScriptedMiner(pieces) as miner:
+    async with scripted_miner(pieces) as miner:
         outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4)
     assert outcome.status == "ok", outcome.error
     assert "".join(outcome.record.texts[0]) == "a" + "b" * 12 and took >= 1.2
@@ -123,7 +95,7 @@ async def test_a_stream_that_started_in_time_may_run_past_the_deadline(route):
 async def test_a_drained_stream_leaves_its_connection_for_the_next_call():
     """The end of the chunked body is read after [DONE] (``finish``), so the next call reuses the connection."""
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
-    async with ScriptedMiner([(0, content("a")), (0, END)]) as miner:
+    async with scripted_miner([(0, content("a")), (0, END)]) as miner:
         record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=f"127.0.0.1:{miner.port}",
                              incentive=0.1, stake=1.0)
         for _ in range(3):
@@ -139,7 +111,7 @@ async def test_a_body_end_held_back_after_done_costs_a_second_not_the_answer():
     the connection, not read to its end, is closed rather than reused."""
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
     pieces = [(0, content("a")), (0, event(b"[DONE]")), (3.0, b"0\r\n\r\n")]
-    async with ScriptedMiner(pieces) as miner:
+    async with scripted_miner(pieces) as miner:
         record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=f"127.0.0.1:{miner.port}",
                              incentive=0.1, stake=1.0)
         loop = asyncio.get_running_loop()
@@ -156,7 +128,7 @@ async def test_a_body_end_held_back_after_done_costs_a_second_not_the_answer():
 async def test_a_stream_without_end_is_cut_at_the_answer_cap(route):
     """A miner streaming content without end (each piece in time) fails once it has sent the cap: the chunks
     before it were taken, and the worker's memory holds no more than the cap."""
-    async with ScriptedMiner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
+    async with scripted_miner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
         outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=100_000)
     assert outcome.status == "error" and "larger than the cap on a miner's answer (100000 bytes)" in outcome.error
     assert 0 < len(outcome.record.texts[0]) < 100
@@ -165,19 +137,17 @@ async def test_a_stream_without_end_is_cut_at_the_answer_cap(route):
 WHOLE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
 
 
-class ScriptedWholeMiner(ScriptedMiner):
+def scripted_whole_miner(size: int) -> Scripted:
     """A whole answer as a chunked JSON body of ``size`` bytes of padding."""
-
-    def __init__(self, size: int):
-        answer = orjson.dumps({"choices": [{"index": 0, "message": {"content": "a" * size}}]})
-        pieces = [answer[i:i + 65536] for i in range(0, len(answer), 65536)]
-        super().__init__([(0, b"%x\r\n%s\r\n" % (len(p), p)) for p in pieces] + [(0, b"0\r\n\r\n")],
+    answer = orjson.dumps({"choices": [{"index": 0, "message": {"content": "a" * size}}]})
+    pieces = [answer[i:i + 65536] for i in range(0, len(answer), 65536)]
+    return scripted_miner([(0, b"%x\r\n%s\r\n" % (len(p), p)) for p in pieces] + [(0, b"0\r\n\r\n")],
                          head=WHOLE_HEAD)
 
 
 @pytest.mark.parametrize("route", ["pool", "aiohttp"])
 async def test_a_whole_answer_past_the_cap_fails_and_one_below_it_stands(route):
-    async with ScriptedWholeMiner(300_000) as miner:
+    async with scripted_whole_miner(300_000) as miner:
         outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_answer_bytes=200_000,
                                 stream=False)
         assert outcome.status == "error" and "MINER_MAX_ANSWER_BYTES" in outcome.error
@@ -193,7 +163,7 @@ async def test_the_validator_cuts_an_endless_synthetic_answer_too(monkeypatch):
     monkeypatch.setattr(synthetic, "MAX_ANSWER_BYTES", 100_000)
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
     try:
-        async with ScriptedMiner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
+        async with scripted_miner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
             answer = await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}",
                                            b'{"stream": true}', timeout=5.0)
     finally:
@@ -206,6 +176,7 @@ async def test_an_error_answer_is_read_only_as_far_as_its_message(stream):
     """A miner's 500 with megabytes of body: the call fails naming the status, having read at most 64 KiB."""
     head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n"
     body = b"x" * 65536
-    async with ScriptedMiner([(0, b"%x\r\n%s\r\n" % (len(body), body))] * 40 + [(0, b"0\r\n\r\n")], head=head) as miner:
+    pieces = [(0, b"%x\r\n%s\r\n" % (len(body), body))] * 40 + [(0, b"0\r\n\r\n")]
+    async with scripted_miner(pieces, head=head) as miner:
         outcome, _ = await call(address(miner.port, "pool"), first_chunk_timeout=5.0, stream=stream)
     assert outcome.status == "error" and outcome.error.startswith("HTTP 500: (an error body larger than 65536")
