@@ -1,6 +1,6 @@
 """How many rounds of miner answers one API worker forwards for scoring: many times what the validator counts.
 
-    budget = ForwardBudget(per_key=3000, per_miner=30_000, window=60.0)
+    budget = ForwardBudget(per_key=300, per_miner=3000, window=6.0)
     if budget.admit(uids, key_id, time.monotonic()):   # forward this round to the validator
         ...                                             # else it is logged as usual, not forwarded
 
@@ -12,9 +12,12 @@ judged only to be ignored, and that work, on the same cores as the chain, cost a
 served per second one request at a time (docs/performance.md, round 10).
 
 So a worker stops forwarding a round once each of its miners has had ``per_key`` rounds of the round's
-key, or ``per_miner`` rounds in all, in the current window. The defaults are 150 times the validator's
-caps, so everything the validator would count still reaches it (a window counts only this worker's rounds,
-never more than the validator sees). Per key as well as per miner: one key's flood fills its own budget,
+key, or ``per_miner`` rounds in all, in the current window. The defaults are 15 times the validator's caps
+per window of 6 seconds, a tenth of the validator's: 150 times its caps per minute, so everything the
+validator would count still reaches it (any minute of the validator's holds nine whole windows of this
+worker's), and a flood's rounds go as a steady trickle. With one window as long as the validator's, the
+first 3,000 rounds of a key went in the minute's first seconds, and the validator's intake of them
+competed with the chain for the same cores. Per key as well as per miner: one key's flood fills its own budget,
 and another key's rounds still go. A round with several miners goes while any of them is within budget.
 Rounds without a key (a mixture's first round, web retrieval) count under one anonymous key, as at the
 validator. ``0`` turns a limit off.

@@ -77,11 +77,13 @@ class ApiSettings(CommonSettings):
     forward_batch_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # per POST; the validator's own cap is 64 MiB
     forward_interval_seconds: float = 0.5
     forward_buffer_max: int = 10_000
-    # Rounds a worker forwards per (miner, key) and per miner in a window: 150x what the validator counts
-    # (ORGANIC_PER_KEY_CAP, ORGANIC_PER_MINER_CAP); the rest is logged, not forwarded (api.forward_budget).
-    forward_budget_per_key: int = Field(3000, ge=0)  # 0: no limit
-    forward_budget_per_miner: int = Field(30_000, ge=0)
-    forward_budget_window_seconds: float = Field(60.0, gt=0.0)
+    # Rounds a worker forwards per (miner, key) and per miner in a window: per minute, 150x what the validator
+    # counts (ORGANIC_PER_KEY_CAP, ORGANIC_PER_MINER_CAP), in windows a tenth of its ORGANIC_WINDOW_SECONDS so
+    # that a flood's rounds go as a steady trickle, not all at the start of a minute; the rest is logged, not
+    # forwarded (api.forward_budget).
+    forward_budget_per_key: int = Field(300, ge=0)  # 0: no limit
+    forward_budget_per_miner: int = Field(3000, ge=0)
+    forward_budget_window_seconds: float = Field(6.0, gt=0.0)
 
     # Mixture of miners: first-round size, its deadline, and how many aggregators race.
     mixture_size: int = Field(3, ge=1, le=8)

@@ -11,8 +11,10 @@ import pytest
 from gateway_client import admin, call, eventually
 
 from api.forward_budget import ForwardBudget
+from api.settings import ApiSettings
 from shared.schemas import key_id as hashed_key_id
 from shared.signed_http import SignedCallError, SignedClient
+from validator.settings import ValidatorSettings
 
 MESSAGES = [{"role": "user", "content": "What does the validator count?"}]
 
@@ -56,6 +58,27 @@ def test_rounds_without_a_key_share_one_and_zero_means_no_limit():
     assert budget.admit([1], None, now=0.0) and not budget.admit([1], None, now=0.0)
     unlimited = ForwardBudget(per_key=0, per_miner=0, window=60)
     assert all(unlimited.admit([1], "k", now=0.0) for _ in range(10_000))
+
+
+def test_the_defaults_forward_what_the_validator_counts_as_a_trickle_not_a_burst(monkeypatch):
+    """A key flooding one miner at 1,000 rounds a second for three minutes, under the shipped defaults: every
+    minute of the validator's (whatever its phase) gets at least its caps' worth, per key and per miner; no
+    second carries more than one budget window's worth (with one 60 s window, the first 3,000 rounds of every
+    minute went at once); and per minute no more than 150 times the validator's caps, plus one window."""
+    for name in ("FORWARD_BUDGET_PER_KEY", "FORWARD_BUDGET_PER_MINER", "FORWARD_BUDGET_WINDOW_SECONDS",
+                 "ORGANIC_PER_KEY_CAP", "ORGANIC_PER_MINER_CAP", "ORGANIC_WINDOW_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    api, validator = ApiSettings(_env_file=None), ValidatorSettings(_env_file=None)
+    budget = ForwardBudget(per_key=api.forward_budget_per_key, per_miner=api.forward_budget_per_miner,
+                           window=api.forward_budget_window_seconds)
+    per_second = [sum(budget.admit([3], "flood", now=second + n / 1000) for n in range(1000))
+                  for second in range(180)]
+    minute = int(validator.organic_window_seconds)
+    minutes = [sum(per_second[start:start + minute]) for start in range(180 - minute + 1)]
+    assert min(minutes) >= max(validator.organic_per_key_cap, validator.organic_per_miner_cap)
+    assert max(per_second) <= 150 * validator.organic_per_key_cap // 10  # a tenth of a minute's budget
+    assert max(minutes) <= 150 * validator.organic_per_key_cap + api.forward_budget_per_key
+    assert budget.refused == 180 * 1000 - sum(per_second)
 
 
 # -- through a subnet ---------------------------------------------------------------------------------
