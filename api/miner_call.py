@@ -92,7 +92,8 @@ class Relay:
 
 
 class MinerCall:
-    def __init__(self, miner: MinerRecord, commit_chunks: int = 1):
+    def __init__(self, miner: MinerRecord, commit_chunks: int = 1, choices: int = 1):
+        """``choices``: the ``n`` the miner is asked for; an answer with a choice past them is malformed."""
         self.miner = miner
         self.commit_chunks = max(commit_chunks, 1)
         self.content_chunks = 0  # chunks with content so far
@@ -100,7 +101,7 @@ class MinerCall:
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.relay: Optional[Relay] = None  # set for the winner: chunks go to the client
         self.backlog: list[dict] = []  # chunks before the winner was chosen
-        self.record = StreamRecord()
+        self.record = StreamRecord(choices=choices)
         self.status = "ok"
         self.error: Optional[str] = None
         self.task: Optional[asyncio.Task] = None

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 
 def start_call(gateway: Gateway, miner: MinerRecord, payload: bytes) -> MinerCall:
-    call = MinerCall(miner)
+    """A round's call: mixture's first round and reasoning's steps ask each miner for one choice."""
+    call = MinerCall(miner, choices=1)
     call.start(gateway.client, payload, gateway.call_limits)
     return call
 

@@ -131,17 +131,18 @@ async def finish(response: Any, seconds: float = 1.0) -> None:
         response.close()
 
 
-def choice_index(choice: Any, what: str) -> int:
+def choice_index(choice: Any, what: str, choices: int = MAX_CHOICES) -> int:
     """The ``index`` of one of a miner's choices (0 when not given); ``StreamBroken`` when the choice is not
-    an object or its index not an integer that a request can ask for (0 to ``MAX_CHOICES`` - 1; ``what``:
-    "chunk" or "answer", for the message)."""
+    an object or its index not an integer the request asked for (0 to ``choices`` - 1, its ``n``; ``what``:
+    "chunk" or "answer", for the message). A choice nobody asked for would reach the client as one more
+    answer, and its text would be counted against the client's token quota."""
     if type(choice) is not dict:
         raise StreamBroken(f"malformed {what}: a choice is not an object")
     index = choice.get("index", 0)
     if type(index) is not int:
         raise StreamBroken(f"malformed {what}: a choice's index is not an integer")
-    if not 0 <= index < MAX_CHOICES:
-        raise StreamBroken(f"malformed {what}: a choice's index is not one a request can ask for")
+    if not 0 <= index < choices:
+        raise StreamBroken(f"malformed {what}: a choice's index is not one the request asked for")
     return index
 
 
@@ -166,10 +167,14 @@ def believable_count(value: Any, ceiling: int) -> Optional[int]:
 
 
 class StreamRecord:
-    """Text per choice, arrival times, finish reasons and usage of one miner's answer."""
+    """Text per choice, arrival times, finish reasons and usage of one miner's answer.
 
-    def __init__(self, started: Optional[float] = None):
+    ``choices``: how many the request asked for (its ``n``); a chunk or answer with a choice past them is
+    malformed."""
+
+    def __init__(self, started: Optional[float] = None, choices: int = MAX_CHOICES):
         self.started = time.monotonic() if started is None else started
+        self.choices = choices
         self.texts: dict[int, list[str]] = {}
         self.timings: list[float] = []
         self.finish_reasons: dict[int, str] = {}
@@ -202,7 +207,7 @@ class StreamRecord:
             raise StreamBroken("malformed chunk: choices is not a list")
         has_content = False
         for choice in choices:
-            index = choice_index(choice, "chunk")
+            index = choice_index(choice, "chunk", self.choices)
             delta = choice.get("delta")
             if delta:
                 if type(delta) is not dict:
@@ -237,7 +242,7 @@ class StreamRecord:
         self.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
         has_content = False
         for choice in completion["choices"]:
-            index = choice_index(choice, "answer")
+            index = choice_index(choice, "answer", self.choices)
             message = choice.get("message")
             if message is not None and type(message) is not dict:
                 raise StreamBroken("malformed answer: a message is not an object")

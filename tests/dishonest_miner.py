@@ -19,6 +19,8 @@ miner with its ``Behaviour`` swapped for one of the cheats below, chosen by
 - ``usage_liar``: answers honestly, but reports token counts of ``USAGE_LIE`` (an
   integer: a huge one to burn its clients' token quotas or overflow the books, a
   negative one to hand tokens back) in its ``usage``.
+- ``extra_choices``: answers three more choices than it was asked for (``n`` + 3, at most
+  eight), each honest: more text for its client to read and be counted for than it asked.
 
 Honest miners run through here too when they are copied: with ``LEAK_DIR`` set,
 ``good`` and ``slow`` write every request they get to ``LEAK_DIR/<label>.jsonl``
@@ -44,9 +46,10 @@ from miner.backends.base import ChoiceStream
 from miner.behaviours import Behaviour
 from shared.builtin_generator import QA_TASK, answer_question, generate_completion
 from shared.corpus import Corpus
+from shared.schemas import MAX_CHOICES
 
 CHEATS = ("passage_dump", "specialist", "self_hosted", "duplicate_urls", "relabel", "truncation", "instant_copy",
-          "paraphrase_copy", "framing", "usage_liar")
+          "paraphrase_copy", "framing", "usage_liar", "extra_choices")
 HONEST_BASE = {"slow": "slow"}  # every other label runs on the good behaviour
 COPIERS = ("instant_copy", "paraphrase_copy", "framing")
 LEAK_WAIT_SECONDS = 1.0
@@ -164,11 +167,21 @@ def cheat_model(body, settings) -> str:
     return "mystery-model" if LABEL == "relabel" else served
 
 
+def padded_request(raw: bytes):
+    """The request as the extra-choices miner reads it: three more choices than its caller asked for."""
+    body = PARSE_REQUEST(raw)
+    body.n = min(MAX_CHOICES, body.n + 3)
+    return body
+
+
 LABEL = os.environ.get("MINER_BEHAVIOUR", "good")
 SERVED_MODEL = miner.chat.served_model
+PARSE_REQUEST = miner.chat.parse_request
 
 if __name__ == "__main__":
     os.environ["MINER_BEHAVIOUR"] = HONEST_BASE.get(LABEL, "good")  # what the reference miner's settings accept
     miner.app.Behaviour = lambda name, chunk_delay=0.0: Cheat(LABEL, chunk_delay)
     miner.chat.served_model = cheat_model
+    if LABEL == "extra_choices":
+        miner.chat.parse_request = padded_request
     main([])

@@ -160,3 +160,15 @@ def test_a_malformed_whole_answer_is_broken(case):
     assert record.take_completion({"model": "m", "choices": [{"index": 0, "message": {"role": "assistant",
                                    "content": "hi"}, "finish_reason": "stop"}], "usage": {"completion_tokens": 1}})
     assert record.text == "hi" and record.finish_reasons == {0: "stop"} and record.model == "m"
+
+
+def test_a_choice_past_the_requests_n_is_malformed():
+    """A record knows how many choices its request asked for: one more, in a chunk or a whole answer, would
+    reach the client as an answer it never asked for, counted against its token quota."""
+    asked_two = StreamRecord(choices=2)
+    assert asked_two.take({"choices": [{"index": 1, "delta": {"content": "second"}}]})
+    with pytest.raises(StreamBroken, match="asked for"):
+        asked_two.take({"choices": [{"index": 2, "delta": {"content": "third"}}]})
+    with pytest.raises(StreamBroken, match="asked for"):
+        StreamRecord(choices=1).take_completion({"choices": [{"index": 0, "message": {"content": "a"}},
+                                                             {"index": 1, "message": {"content": "b"}}]})

@@ -104,8 +104,8 @@ def web_retrieval_request(rng: random.Random, corpus: Corpus) -> MinerWebRetriev
 
 async def query(client: SignedClient, uid: int, hotkey: str, address: str, body: bytes,
                 timeout: float) -> MinerResponse:
-    """One miner's whole streamed answer, or how it failed."""
-    record = StreamRecord()
+    """One miner's whole streamed answer, or how it failed (a synthetic request asks for one choice)."""
+    record = StreamRecord(choices=1)
     try:
         async with asyncio.timeout(timeout):
             async with client.post_stream(address, "/v1/chat/completions", body, receiver=hotkey,

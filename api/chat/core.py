@@ -84,14 +84,15 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
     payload = miner_request.model_dump_json(exclude_none=True).encode()
 
     def launch(miner: MinerRecord) -> MinerCall:
-        call = MinerCall(miner, commit_chunks=routing.commit_chunks if miner_request.stream else 1)
+        call = MinerCall(miner, commit_chunks=routing.commit_chunks if miner_request.stream else 1,
+                         choices=miner_request.n)
         call.start(gateway.client, payload, gateway.call_limits, stream=miner_request.stream)
         gateway.backlog.run_soon()  # earlier responses' books, while this miner works (``api.backlog``)
         return routing.watch(call)
 
     async def run_alone(miner: MinerRecord) -> MinerCall:
         """A whole answer's lone racer, in this task (``api.race``); its outcome is observed with the books."""
-        call = MinerCall(miner)
+        call = MinerCall(miner, choices=miner_request.n)
         calls.append(call)
         running = call.run(gateway.client, payload, gateway.call_limits, stream=False)
         gateway.backlog.run_soon()  # as in ``launch``: it runs once the request is on its way
