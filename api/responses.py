@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import orjson
 
-from shared.chat_stream import believable_count
+from shared.chat_stream import believable_count, finish_reason
 
 from .miner_call import MinerCall
 
@@ -82,6 +82,27 @@ def completion_object(call: MinerCall, *, request_id: str, created: int, model: 
     }
 
 
+def client_choices(choices: list) -> list[dict]:
+    """A miner's streamed ``choices`` as OpenAI's chunk has them, rebuilt from the parts that
+    ``StreamRecord.take`` checked: the index, the assistant's role, the text, a finish reason of OpenAI's.
+
+    The chunk as the miner sent it could carry anything else a client would act on (``tool_calls`` the
+    request never offered, fields of its own); a whole answer is rebuilt the same way (``completion_object``).
+    """
+    rebuilt = []
+    for choice in choices:
+        delta = choice.get("delta") or {}
+        shown: dict[str, str] = {}
+        if delta.get("role") == "assistant":
+            shown["role"] = "assistant"
+        content = delta.get("content")
+        if type(content) is str:
+            shown["content"] = content
+        rebuilt.append({"index": choice.get("index", 0), "delta": shown, "logprobs": None,
+                        "finish_reason": finish_reason(choice, "chunk")})
+    return rebuilt
+
+
 def sse(payload: Any) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
@@ -103,12 +124,6 @@ class ChunkEvents:
         self.created = created
         self.model = model
         self._prefix: Optional[bytes] = None
-
-    def event(self, chunk: dict) -> bytes:
-        """A miner's chunk (its model is the one shown if ours is not set)."""
-        if self._prefix is None:
-            self.model = self.model or chunk.get("model")
-        return self.choices(chunk["choices"])
 
     def choices(self, choices: list) -> bytes:
         if self._prefix is None:

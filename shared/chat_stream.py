@@ -146,12 +146,30 @@ def choice_index(choice: Any, what: str, choices: int = MAX_CHOICES) -> int:
     return index
 
 
+FINISH_REASONS = frozenset({"stop", "length", "content_filter", "tool_calls", "function_call"})  # OpenAI's
+MAX_MODEL_NAME = 256  # characters of the model a miner says it answered with
+
+
 def finish_reason(choice: dict, what: str) -> Optional[str]:
-    """A choice's ``finish_reason`` when it gives one; ``StreamBroken`` when it is not text."""
+    """A choice's ``finish_reason`` when it gives one, as one of OpenAI's (any other text: ``stop``, the
+    usual end; clients switch on these values); ``StreamBroken`` when it is not text."""
     reason = choice.get("finish_reason")
-    if reason and type(reason) is not str:
+    if not reason:
+        return None
+    if type(reason) is not str:
         raise StreamBroken(f"malformed {what}: finish_reason is not text")
-    return reason or None
+    return reason if reason in FINISH_REASONS else "stop"
+
+
+def model_name(model: Any, what: str) -> Optional[str]:
+    """The model a miner says it answered with (None when it says none); ``StreamBroken`` when that is not text
+    or longer than any model's name (``MAX_MODEL_NAME``): it can be shown to the client and goes to the
+    validator with the answer."""
+    if type(model) is not str:
+        raise StreamBroken(f"malformed {what}: model is not text")
+    if len(model) > MAX_MODEL_NAME:
+        raise StreamBroken(f"malformed {what}: model is longer than {MAX_MODEL_NAME} characters")
+    return model or None
 
 
 SPECIAL_TOKENS = 16  # per choice: end-of-text and the like, counted by a tokenizer but sent as no text
@@ -191,10 +209,9 @@ class StreamRecord:
         """
         model = chunk.get("model")
         if model is not None:
-            if type(model) is not str:
-                raise StreamBroken("malformed chunk: model is not text")
+            model = model_name(model, "chunk")
             if self.model is None:
-                self.model = model or None
+                self.model = model
         usage = chunk.get("usage")
         if usage:
             if type(usage) is not dict:
@@ -236,9 +253,7 @@ class StreamRecord:
         if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
             raise StreamBroken("not a chat.completion object")
         model = completion.get("model")
-        if model is not None and type(model) is not str:
-            raise StreamBroken("malformed answer: model is not text")
-        self.model = model or None
+        self.model = None if model is None else model_name(model, "answer")
         self.usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else None
         has_content = False
         for choice in completion["choices"]:

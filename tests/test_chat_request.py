@@ -8,7 +8,7 @@ import asyncio
 import orjson
 
 from api.miner_call import MinerCall
-from api.responses import ChunkEvents
+from api.responses import ChunkEvents, client_choices
 from api.schemas import DEFAULT_SAMPLING, ChatCompletionRequest
 from shared.schemas import MinerRecord, SamplingParameters
 
@@ -50,19 +50,31 @@ def test_the_miner_request_carries_them_and_the_stream_choice():
 def test_relayed_chunks_carry_our_fields_and_the_miners_choices():
     async def render() -> list[dict]:
         call = MinerCall(MinerRecord(uid=3, hotkey="5Hk", address="127.0.0.1:1", incentive=0.1, stake=1.0))
-        events = ChunkEvents(call, request_id="chatcmpl-1", created=7, model=None)
+        events = ChunkEvents(call, request_id="chatcmpl-1", created=7, model="builtin-small")
         miner_chunks = [
             {"id": "miner-id", "model": "builtin-small", "usage": {"completion_tokens": 1},
              "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hé"}, "finish_reason": None}]},
             {"id": "miner-id", "model": "builtin-small",
              "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         ]
-        raw = [events.event(chunk) for chunk in miner_chunks]
+        raw = [events.choices(client_choices(chunk["choices"])) for chunk in miner_chunks]
         assert all(r.startswith(b"data: ") and r.endswith(b"}\n\n") for r in raw)
         return [orjson.loads(r[6:]) for r in raw]
 
     first, last = asyncio.run(render())
     assert first == {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 7, "model": "builtin-small",
                      "miner_uid": 3, "miner_hotkey": "5Hk", "responder_hotkey": "5Hk",
-                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hé"}, "finish_reason": None}]}
+                     "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hé"}, "logprobs": None,
+                                  "finish_reason": None}]}
     assert last["choices"][0]["finish_reason"] == "stop" and last["id"] == "chatcmpl-1" and "usage" not in last
+
+
+def test_a_relayed_choice_is_rebuilt_from_what_was_checked():
+    """Whatever else a miner puts in a choice (tool calls nobody offered, fields of its own, a finish reason
+    no client knows) stays out of the client's chunk."""
+    sent = [{"index": 1, "delta": {"role": "assistant", "content": "x", "tool_calls": [{"id": "c"}]},
+             "finish_reason": "hijacked", "injected": True, "logprobs": {"content": "fake"}},
+            {"delta": {"role": "system", "content": None}, "finish_reason": "length"}]
+    assert client_choices(sent) == [
+        {"index": 1, "delta": {"role": "assistant", "content": "x"}, "logprobs": None, "finish_reason": "stop"},
+        {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]

@@ -128,6 +128,7 @@ MALFORMED_CHUNKS = {
     "content not text": {"choices": [{"index": 0, "delta": {"content": ["hello"]}}]},
     "finish_reason not text": {"choices": [{"index": 0, "delta": {}, "finish_reason": {"why": 1}}]},
     "model not text": {"model": {"name": "m"}, "choices": []},
+    "a model name longer than any model's": {"model": "m" * 257, "choices": []},
     "usage not an object": {"usage": [1, 2], "choices": []},
 }
 
@@ -149,6 +150,7 @@ MALFORMED_ANSWERS = {
     "a message as text": {"choices": [{"index": 0, "message": "hello"}]},
     "finish_reason not text": {"choices": [{"index": 0, "message": {"content": "a"}, "finish_reason": 1}]},
     "model not text": {"model": ["m"], "choices": []},
+    "a model name longer than any model's": {"model": "m" * 257, "choices": []},
 }
 
 

@@ -16,7 +16,7 @@ from ..errors import ApiError
 from ..meter import Meter
 from ..miner_call import END, MinerCall
 from ..race import describe_failures
-from ..responses import usage_of
+from ..responses import client_choices, usage_of
 from .events import DONE, Delta, Event, Failed, Usage
 
 
@@ -57,8 +57,8 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
             for chunk in chunks:
                 if chunk.get("choices"):
                     if shown is None:
-                        shown = model or chunk.get("model") or "default"
-                    events.append(Delta(chunk["choices"], winner, shown))
+                        shown = model or winner.record.model or "default"
+                    events.append(Delta(client_choices(chunk["choices"]), winner, shown))
             if events and not ended:
                 yield events
         if winner.status != "ok":  # the end of the stream leaves with the last chunks, in one write
