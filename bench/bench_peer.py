@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.fake_upstream import MODEL  # noqa: E402
-from bench.measure import LOAD_GENERATOR, family, machine_line, run_load  # noqa: E402
+from bench.measure import LOAD_GENERATOR, family, machine_line, run_load, wait_until_quiet  # noqa: E402
 from bench.wrk_load import available as wrk_available  # noqa: E402
 from bench.wrk_load import run_wrk  # noqa: E402
 from localnet.launcher import LocalSubnet, free_port, stop_group  # noqa: E402
@@ -299,7 +299,7 @@ def main() -> None:
                   f"miner (MINER_BACKEND=upstream), the validator; {args.seconds:g} s per run; requests to ours "
                   f"{'unpinned (routing picks the miner)' if args.unpinned else 'pin the miner (uids)'}")
             print("CPU columns: µs per request of the gateway's processes, the fake upstream, the load generator, "
-                  "and their sum")
+                  "and their sum; each run starts once the machine is quiet (bench.measure.wait_until_quiet)")
             print(f"{'case':<24}{'target':<9}{'rps':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>7}"
                   f"{'gateway':>9}{'upstream':>9}{'load':>7}{'sum':>7}")
             for stream in (False, True):
@@ -307,6 +307,7 @@ def main() -> None:
                     case = f"{'stream 20 chunks' if stream else 'non-stream'}, c={concurrency}"
                     results = {}
                     for target in targets:
+                        wait_until_quiet()
                         results[target.name] = measure(target, args.load, stream=stream, concurrency=concurrency,
                                                        seconds=args.seconds,
                                                        servers={**target.servers, "upstream": upstream_pids})

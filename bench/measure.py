@@ -19,6 +19,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -33,6 +34,29 @@ def cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def busy_cores() -> float:
+    """Cores' worth of time the whole machine has spent busy since boot (``/proc/stat``'s first line)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle and iowait
+    return (sum(fields[:8]) - idle) / TICKS
+
+
+def wait_until_quiet(max_busy: float = 0.1, window: float = 0.25, timeout: float = 15.0) -> float:
+    """Wait until the machine is quiet: under ``max_busy`` of one core busy over ``window`` seconds; the
+    seconds waited (``timeout`` at most).
+
+    A server under a load that just ended may go on working for a while (LiteLLM at c=32 still had queued
+    requests to finish after its client left): the next target's run must not start on cores it is using.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = busy_cores()
+        time.sleep(window)
+        if busy_cores() - before < max_busy * window:
+            break
+    return time.monotonic() - started
 
 
 def family(pid: int) -> list[int]:
