@@ -37,17 +37,19 @@ END = object()  # sentinel on the relay: the stream is over
 @dataclass(frozen=True, slots=True)
 class CallLimits:
     """How long a miner may take and how much it may send, for every call of a worker (``Gateway.call_limits``,
-    from ``MINER_CONNECT_TIMEOUT``, ``MINER_READ_TIMEOUT``, ``FIRST_CHUNK_TIMEOUT`` and ``MINER_MAX_ANSWER_BYTES``)."""
+    from ``MINER_CONNECT_TIMEOUT``, ``MINER_READ_TIMEOUT``, ``FIRST_CHUNK_TIMEOUT``, ``MINER_MAX_ANSWER_BYTES``
+    and ``MINER_STREAM_TIMEOUT``)."""
 
     connect_timeout: float
     read_timeout: float
     first_chunk_timeout: float
     max_answer_bytes: Optional[int] = None  # None: no cap
+    stream_timeout: Optional[float] = None  # a whole stream, from the call on; None: no limit
 
     @classmethod
     def of(cls, settings: Any) -> "CallLimits":
         return cls(settings.miner_connect_timeout, settings.miner_read_timeout, settings.first_chunk_timeout,
-                   settings.miner_max_answer_bytes)
+                   settings.miner_max_answer_bytes, settings.miner_stream_timeout or None)
 
 
 ERROR_BODY_BYTES = 65536  # of a miner's error answer: its message is in the first few hundred
@@ -170,7 +172,8 @@ class MinerCall:
             self.status, self.error = "cancelled", "cancelled"
             return True
         if isinstance(exc, TimeoutError):
-            self.status, self.error = "timeout", "no answer in time"
+            self.status, self.error = "timeout", "no answer in time" if not self.record.texts else \
+                "the stream went silent or ran out of time (MINER_READ_TIMEOUT, MINER_STREAM_TIMEOUT)"
         elif isinstance(exc, StreamBroken):
             self.status, self.error = "error", str(exc)
         else:
@@ -217,8 +220,9 @@ class MinerCall:
     async def _run(self, client: SignedClient, body: bytes, limits: CallLimits) -> None:
         self.record.started = time.monotonic()
         try:
-            # The first-chunk deadline is the call's total time limit, lifted once the commit point is reached:
-            # the connection's own lazy timer, not a loop timer armed and cancelled per call (round 11).
+            # The first-chunk deadline is the call's total time limit, moved to the limit on a whole stream once
+            # the commit point is reached: the connection's own lazy timer, not a loop timer armed and cancelled
+            # per call (round 11).
             post = client.post_stream(self.miner.address, "/v1/chat/completions", body, receiver=self.miner.hotkey,
                                       connect_timeout=limits.connect_timeout, read_timeout=limits.read_timeout,
                                       total_timeout=limits.first_chunk_timeout)
@@ -230,7 +234,7 @@ class MinerCall:
                     for chunk in chunks:
                         self._take(chunk)
                     if waiting_first and self.first.done():
-                        post.lift_total_timeout()  # the first-chunk deadline no longer applies
+                        post.extend_total_timeout(limits.stream_timeout)  # past the first-chunk deadline
                         waiting_first = False
                 if self.record.texts:
                     self._settle_first(True)  # [DONE] after content: whole, perhaps before the commit point

@@ -68,6 +68,10 @@ class ApiSettings(CommonSettings):
     miner_connect_timeout: float = 2.0
     first_chunk_timeout: float = 15.0
     miner_read_timeout: float = 30.0
+    # The longest a streamed answer may take in all, from the call on (the openai SDK's own default timeout);
+    # 0: no limit. Without one, a miner trickling empty events (or a token every 29 s) held a client's stream,
+    # and the worker's connection and task for it, as long as it liked.
+    miner_stream_timeout: float = Field(600.0, ge=0.0)
     # The most a miner's answer may bring, in bytes (a whole answer, or a stream's events): a miner that sends
     # without end is cut there instead of filling the worker's memory. 8 choices of 32,768 tokens streamed
     # one event each come to about 50 MiB.

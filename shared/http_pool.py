@@ -220,10 +220,11 @@ class PooledResponse:
     async def text(self) -> str:
         return (await self.read()).decode("utf-8", errors="replace")
 
-    def lift_total_timeout(self) -> None:
-        """From now on only the read timeout applies: a stream whose first content came in time may then
-        take as long as it keeps sending (``HttpPool.post``'s ``total_timeout`` bounded only its start)."""
-        self._connection.until = None
+    def set_total_deadline(self, until: Optional[float]) -> None:
+        """The loop time by which the whole answer must be in, from now on (None: only the read timeout
+        applies): a stream whose first content came in time gets the limit on a whole stream instead of
+        ``HttpPool.post``'s ``total_timeout``, which bounded its start."""
+        self._connection.until = until
 
     async def drain(self, seconds: float) -> None:
         """Read and drop what is left of the body within ``seconds`` (what follows a stream's ``[DONE]``), so

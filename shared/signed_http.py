@@ -177,8 +177,8 @@ class SignedClient:
         session expired) goes once more, signed; the caller sees only that second answer.
 
         ``total_timeout``: ``TimeoutError`` once the whole answer has taken longer than that (a time limit
-        on the connection's own timer; no loop timer armed and cancelled per call), unless lifted first with
-        ``SignedPost.lift_total_timeout`` (a stream's first-chunk deadline, once its first content is in).
+        on the connection's own timer; no loop timer armed and cancelled per call), unless moved first with
+        ``SignedPost.extend_total_timeout`` (a stream's first-chunk deadline, once its first content is in).
         """
         return SignedPost(self, address, path, body, receiver, connect_timeout, read_timeout, total_timeout)
 
@@ -188,7 +188,7 @@ class SignedPost:
     generator and four more Python calls on every call to a miner)."""
 
     __slots__ = ("_client", "_address", "_path", "_body", "_receiver", "_connect_timeout", "_read_timeout",
-                 "_until", "_opened", "_response", "_guard")
+                 "_started", "_until", "_opened", "_response", "_guard")
 
     def __init__(self, client: SignedClient, address: str, path: str, body: bytes, receiver: str,
                  connect_timeout: float, read_timeout: float, total_timeout: Optional[float] = None):
@@ -200,19 +200,21 @@ class SignedPost:
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         # the loop time the total runs out, from the call on (a refused session's resend shares it)
-        self._until = None if total_timeout is None else asyncio.get_running_loop().time() + total_timeout
+        self._started = asyncio.get_running_loop().time()
+        self._until = None if total_timeout is None else self._started + total_timeout
         self._opened: Any = None  # the inner context manager whose answer the caller holds
         self._response: Any = None
         self._guard: Optional[asyncio.Timeout] = None  # the total's loop timer, for https only
 
-    def lift_total_timeout(self) -> None:
-        """Only the read timeout applies from now on: a stream whose first content came within the total
-        may then run as long as it keeps sending (``api.miner_call``: the total is the first-chunk deadline)."""
-        self._until = None
+    def extend_total_timeout(self, total_timeout: Optional[float]) -> None:
+        """The call's total time limit is now ``total_timeout`` seconds from its start (None: only the read
+        timeout applies): a stream whose first content came within the first-chunk deadline may then run
+        until the limit on a whole stream (``api.miner_call``)."""
+        until = self._until = None if total_timeout is None else self._started + total_timeout
         if self._guard is not None:
-            self._guard.reschedule(None)
+            self._guard.reschedule(until)
         elif isinstance(self._response, PooledResponse):
-            self._response.lift_total_timeout()
+            self._response.set_total_deadline(until)
 
     async def __aenter__(self) -> Any:
         url = base_url(self._address)

@@ -1,10 +1,11 @@
 """A miner call's limits (first-chunk deadline, answer cap), against scripted miners on 127.0.0.1, over both clients.
 
-The deadline is the call's total time limit until its first content arrives, then lifted (round 11 of
-docs/performance.md): a miner that sends headers and then nothing, or only empty events, is cut at the
-deadline though each piece comes well within the read timeout; a miner that starts in time may then stream
-for longer than the deadline. Each case runs over the pooled client (a plain ``ip:port`` address, as on a
-real subnet) and over aiohttp (an address with a path, which the pool does not take: the https route).
+The deadline is the call's total time limit until its first content arrives, then moved to the limit on a
+whole stream (round 11 of docs/performance.md, ``MINER_STREAM_TIMEOUT``): a miner that sends headers and then
+nothing, or only empty events, is cut at the deadline though each piece comes well within the read timeout; a
+miner that starts in time may then stream for longer than the deadline, but not past the stream's limit.
+Each case runs over the pooled client (a plain ``ip:port`` address, as on a real subnet) and over aiohttp
+(an address with a path, which the pool does not take: the https route).
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def address(port: int, route: str) -> str:
 
 
 async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: float = 5.0,
-               max_answer_bytes: int | None = None, stream: bool = True) -> tuple[MinerCall, float]:
+               max_answer_bytes: int | None = None, stream: bool = True,
+               stream_timeout: float | None = None) -> tuple[MinerCall, float]:
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
     record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=miner_address, incentive=0.1, stake=1.0)
     miner_call = MinerCall(record)
@@ -59,7 +61,7 @@ async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: 
     started = loop.time()
     try:
         await miner_call.run(client, b'{"stream": true}', CallLimits(2.0, read_timeout, first_chunk_timeout,
-                                                                     max_answer_bytes), stream=stream)
+                                                                     max_answer_bytes, stream_timeout), stream=stream)
     finally:
         await client.close()
     return miner_call, loop.time() - started
@@ -90,6 +92,23 @@ async def test_a_stream_that_started_in_time_may_run_past_the_deadline(route):
         outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4)
     assert outcome.status == "ok", outcome.error
     assert "".join(outcome.record.texts[0]) == "a" + "b" * 12 and took >= 1.2
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+@pytest.mark.parametrize("trickle", ["empty events", "content"])
+async def test_a_trickling_stream_ends_at_the_limit_on_a_whole_stream(route, trickle):
+    """First content at once, then something every 0.1 s (well within the read timeout) for 6 s: cut at the
+    1.5 s the whole stream may take, with what came before kept; the same stream within a longer limit is
+    whole (the previous test: no limit)."""
+    piece = EMPTY if trickle == "empty events" else content("b")
+    pieces = [(0, content("a"))] + [(0.1, piece)] * 60 + [(0, END)]
+    async with scripted_miner(pieces) as miner:
+        outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4, stream_timeout=1.5)
+    assert outcome.status == "timeout" and "MINER_STREAM_TIMEOUT" in outcome.error and 1.4 <= took < 3.0
+    assert outcome.first.result() is True and "".join(outcome.record.texts[0]).startswith("a")
+    async with scripted_miner([(0, content("a"))] + [(0.1, piece)] * 8 + [(0, END)]) as miner:
+        outcome, took = await call(address(miner.port, route), first_chunk_timeout=0.4, stream_timeout=5.0)
+    assert outcome.status == "ok" and took >= 0.8
 
 
 async def test_a_drained_stream_leaves_its_connection_for_the_next_call():
