@@ -27,7 +27,7 @@ from typing import Any, Coroutine, Optional
 import aiohttp
 import orjson
 
-from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, finish
+from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, event_budget, finish
 from shared.schemas import MinerRecord, MinerResponse
 from shared.signed_http import SignedClient, TooLarge, read_capped
 
@@ -94,8 +94,10 @@ class Relay:
 
 
 class MinerCall:
-    def __init__(self, miner: MinerRecord, commit_chunks: int = 1, choices: int = 1):
-        """``choices``: the ``n`` the miner is asked for; an answer with a choice past them is malformed."""
+    def __init__(self, miner: MinerRecord, commit_chunks: int = 1, choices: int = 1, max_tokens: Optional[int] = None):
+        """``choices``: the ``n`` the miner is asked for; an answer with a choice past them is malformed.
+        ``max_tokens``: what it is asked to generate at most; a stream of more events than that allows
+        (``event_budget``) is malformed too (None: no limit)."""
         self.miner = miner
         self.commit_chunks = max(commit_chunks, 1)
         self.content_chunks = 0  # chunks with content so far
@@ -103,7 +105,8 @@ class MinerCall:
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.relay: Optional[Relay] = None  # set for the winner: chunks go to the client
         self.backlog: list[dict] = []  # chunks before the winner was chosen
-        self.record = StreamRecord(choices=choices)
+        self.record = StreamRecord(choices=choices,
+                                   max_events=None if max_tokens is None else event_budget(max_tokens, choices))
         self.status = "ok"
         self.error: Optional[str] = None
         self.task: Optional[asyncio.Task] = None

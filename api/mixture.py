@@ -64,7 +64,8 @@ async def first_round(gateway: Gateway, miner_request: MinerChatRequest, candida
     round_request = miner_request.model_copy(update={"n": 1})
     payload = round_request.model_dump_json(exclude_none=True).encode()
     calls: list = []  # every chosen miner at once, none replaced: a late or failed one is dropped
-    FanOut(chosen, start=lambda miner: start_call(gateway, miner, payload), signal=ended, width=len(chosen),
+    max_tokens = round_request.sampling_parameters.max_new_tokens
+    FanOut(chosen, start=lambda miner: start_call(gateway, miner, payload, max_tokens), signal=ended, width=len(chosen),
            max_attempts=len(chosen), started=calls).start()
     try:
         await all_answers(calls, settings.mixture_timeout)

@@ -91,7 +91,8 @@ class Reasoner:
         try:
             payload = request.model_dump_json(exclude_none=True).encode()
             return await first_answer(self.gateway, self.candidates, payload,
-                                      fanout=self.fanout, timeout=max(0.1, until - time.monotonic()), calls=calls)
+                                      max_tokens=request.sampling_parameters.max_new_tokens, fanout=self.fanout,
+                                      timeout=max(0.1, until - time.monotonic()), calls=calls)
         finally:
             forward_when_over(self.gateway, request_id, request, calls, self.meter)
 

@@ -1,9 +1,10 @@
 """Rounds of miner calls that the chat modes beyond the plain race are built from.
 
-    call = start_call(gateway, miner, payload)                 # one streamed MinerCall, settings' timeouts
+    call = start_call(gateway, miner, payload, max_tokens)   # one streamed MinerCall, settings' timeouts
     await all_answers(calls, timeout=30)                     # mixture: every miner's whole answer, bounded
-    best = await first_answer(gateway, candidates, payload, fanout=3, timeout=20, calls=calls)   # a reasoning step
-    forward_when_over(gateway, request_id, request, calls)     # to the validator once every call has ended
+    best = await first_answer(gateway, candidates, payload, max_tokens=256, fanout=3, timeout=20,
+                              calls=calls)                   # a reasoning step
+    forward_when_over(gateway, request_id, request, calls)   # to the validator once every call has ended
 
 Miners always stream to the API (as in the plain race); these helpers wait
 for whole answers instead of first chunks. A call cut short by a round's
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
     from .gateway import Gateway
 
 
-def start_call(gateway: Gateway, miner: MinerRecord, payload: bytes) -> MinerCall:
-    """A round's call: mixture's first round and reasoning's steps ask each miner for one choice."""
-    call = MinerCall(miner, choices=1)
+def start_call(gateway: Gateway, miner: MinerRecord, payload: bytes, max_tokens: int) -> MinerCall:
+    """A round's call: mixture's first round and reasoning's steps ask each miner for one choice, of at most
+    ``max_tokens`` tokens."""
+    call = MinerCall(miner, choices=1, max_tokens=max_tokens)
     call.start(gateway.client, payload, gateway.call_limits)
     return call
 
@@ -60,13 +62,14 @@ async def all_answers(calls: list[MinerCall], timeout: float) -> None:
     await stop_late(calls, f"no whole answer within the round's {timeout:.1f}s")
 
 
-async def first_answer(gateway: Gateway, candidates: list[MinerRecord], payload: bytes, *, fanout: int, timeout: float,
-                       calls: list[MinerCall]) -> MinerCall:
+async def first_answer(gateway: Gateway, candidates: list[MinerRecord], payload: bytes, *, max_tokens: int,
+                       fanout: int, timeout: float, calls: list[MinerCall]) -> MinerCall:
     """The first call to finish a whole answer. ``fanout`` start at once; a failure is replaced by the
     next candidate (up to ``MAX_ATTEMPTS``). The others go on, for scoring; every call is added to ``calls``.
     502 when every attempt failed, 504 when none finished in time (those still running are then stopped)."""
     deadline = time.monotonic() + timeout
-    fan = FanOut(candidates, start=lambda miner: start_call(gateway, miner, payload), signal=ended, width=fanout,
+    fan = FanOut(candidates, start=lambda miner: start_call(gateway, miner, payload, max_tokens), signal=ended,
+                 width=fanout,
                  max_attempts=max(gateway.settings.max_attempts, fanout), started=calls)
     fan.start()
     while fan.running:

@@ -175,6 +175,14 @@ def model_name(model: Any, what: str) -> Optional[str]:
 SPECIAL_TOKENS = 16  # per choice: end-of-text and the like, counted by a tokenizer but sent as no text
 
 
+def event_budget(max_tokens: int, choices: int) -> int:
+    """The most events a streamed answer may take: four per token asked for (one is the usual), per choice,
+    and a few more (role, finish and usage events). Past it, the miner is sending events for their own sake:
+    every one costs its reader a parse, and a stream of empty ones within ``MINER_MAX_ANSWER_BYTES`` would
+    be millions of them, seconds of the worker's CPU for one request."""
+    return 4 * (max_tokens + SPECIAL_TOKENS) * choices + 64
+
+
 def believable_count(value: Any, ceiling: int) -> Optional[int]:
     """A token count a miner reported, when it can be true: a whole number (not a bool) from 0 to ``ceiling``.
 
@@ -188,11 +196,13 @@ class StreamRecord:
     """Text per choice, arrival times, finish reasons and usage of one miner's answer.
 
     ``choices``: how many the request asked for (its ``n``); a chunk or answer with a choice past them is
-    malformed."""
+    malformed. ``max_events``: the most chunks a stream may bring (``event_budget``; None: no limit)."""
 
-    def __init__(self, started: Optional[float] = None, choices: int = MAX_CHOICES):
+    def __init__(self, started: Optional[float] = None, choices: int = MAX_CHOICES,
+                 max_events: Optional[int] = None):
         self.started = time.monotonic() if started is None else started
         self.choices = choices
+        self.events_left = max_events
         self.texts: dict[int, list[str]] = {}
         self.timings: list[float] = []
         self.finish_reasons: dict[int, str] = {}
@@ -207,6 +217,10 @@ class StreamRecord:
         ``model`` text, ``usage`` an object): a miner's garbage fails its answer here instead of as an error
         in whatever reads the record later. This runs for every chunk of every miner, so it is written out.
         """
+        if self.events_left is not None:
+            self.events_left -= 1
+            if self.events_left < 0:
+                raise StreamBroken("malformed stream: more events than the tokens asked for could take")
         model = chunk.get("model")
         if model is not None:
             model = model_name(model, "chunk")

@@ -19,8 +19,10 @@ from test_http_pool import Scripted
 
 from api.miner_call import CallLimits, MinerCall
 from shared.auth import Signer
-from shared.schemas import MinerRecord
+from shared.chat_stream import event_budget
+from shared.schemas import ChatMessage, MinerChatRequest, MinerRecord, SamplingParameters
 from shared.signed_http import SignedClient
+from validator import synthetic
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
 MINER = bt.sp_core.Keypair.create_from_uri("//Bob")
@@ -53,10 +55,10 @@ def address(port: int, route: str) -> str:
 
 async def call(miner_address: str, *, first_chunk_timeout: float, read_timeout: float = 5.0,
                max_answer_bytes: int | None = None, stream: bool = True,
-               stream_timeout: float | None = None) -> tuple[MinerCall, float]:
+               stream_timeout: float | None = None, max_tokens: int | None = None) -> tuple[MinerCall, float]:
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
     record = MinerRecord(uid=1, hotkey=MINER.ss58_address, address=miner_address, incentive=0.1, stake=1.0)
-    miner_call = MinerCall(record)
+    miner_call = MinerCall(record, max_tokens=max_tokens)
     loop = asyncio.get_running_loop()
     started = loop.time()
     try:
@@ -177,17 +179,43 @@ async def test_a_whole_answer_past_the_cap_fails_and_one_below_it_stands(route):
 
 async def test_the_validator_cuts_an_endless_synthetic_answer_too(monkeypatch):
     """The validator's own streamed rounds (``validator.synthetic.query``) stop at its cap as well."""
-    from validator import synthetic
-
     monkeypatch.setattr(synthetic, "MAX_ANSWER_BYTES", 100_000)
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
     try:
         async with scripted_miner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
             answer = await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}",
-                                           b'{"stream": true}', timeout=5.0)
+                                           MinerChatRequest(messages=[ChatMessage(role="user", content="hi")]),
+                                           timeout=5.0)
     finally:
         await client.close()
     assert answer.status == "error" and "100000 bytes" in answer.error
+
+
+@pytest.mark.parametrize("route", ["pool", "aiohttp"])
+async def test_a_flood_of_events_is_cut_at_what_the_tokens_asked_for_allow(route):
+    """Content at once, then 2,000 empty events, each tiny and in time (60 KB in all, far below the answer
+    cap): every one would cost the worker a parse. Asked for 10 tokens, the stream may bring
+    ``event_budget(10, 1)`` = 168 events; the call fails there. Asked for 1,000, the same stream is whole."""
+    pieces = [(0, content("a")), (0, EMPTY * 1000), (0, EMPTY * 1000), (0, END)]
+    async with scripted_miner(pieces) as miner:
+        outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_tokens=10)
+        assert outcome.status == "error" and "more events than the tokens asked for" in outcome.error
+        assert outcome.record.texts[0] == ["a"] and event_budget(10, 1) == 168
+        outcome, _ = await call(address(miner.port, route), first_chunk_timeout=5.0, max_tokens=1000)
+        assert outcome.status == "ok", outcome.error
+
+
+async def test_the_validator_cuts_a_flood_of_events_too():
+    client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
+    request = MinerChatRequest(messages=[ChatMessage(role="user", content="hi")],
+                               sampling_parameters=SamplingParameters(max_new_tokens=8))
+    try:
+        async with scripted_miner([(0, content("a")), (0, EMPTY * 1000), (0, END)]) as miner:
+            answer = await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}", request,
+                                           timeout=5.0)
+    finally:
+        await client.close()
+    assert answer.status == "error" and "more events than the tokens asked for" in answer.error
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])

@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, sse_chunks
+from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, event_budget, sse_chunks
 from shared.http_pool import HttpPool
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -174,3 +174,14 @@ def test_a_choice_past_the_requests_n_is_malformed():
     with pytest.raises(StreamBroken, match="asked for"):
         StreamRecord(choices=1).take_completion({"choices": [{"index": 0, "message": {"content": "a"}},
                                                              {"index": 1, "message": {"content": "b"}}]})
+
+
+def test_a_record_takes_no_more_events_than_its_budget():
+    """``event_budget``: four events per token asked for, per choice, and 64 more; one more is malformed."""
+    assert event_budget(10, 1) == 168 and event_budget(10, 2) == 272
+    record = StreamRecord(choices=1, max_events=3)
+    for chunk in ({"choices": [{"index": 0, "delta": {"content": "a"}}]}, {"choices": []}, {}):
+        record.take(chunk)
+    with pytest.raises(StreamBroken, match="more events than the tokens asked for"):
+        record.take({"choices": [{"index": 0, "delta": {"content": "b"}}]})
+    assert record.text == "a"

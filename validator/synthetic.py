@@ -25,7 +25,7 @@ import aiohttp
 from loguru import logger
 
 from shared.chain import SubnetState
-from shared.chat_stream import StreamBroken, StreamRecord, finish, sse_chunks
+from shared.chat_stream import StreamBroken, StreamRecord, event_budget, finish, sse_chunks
 from shared.corpus import Corpus
 from shared.request_ids import new_id
 from shared.schemas import (
@@ -102,10 +102,12 @@ def web_retrieval_request(rng: random.Random, corpus: Corpus) -> MinerWebRetriev
     return MinerWebRetrievalRequest(search_query=question, n_results=rng.randint(1, 3))
 
 
-async def query(client: SignedClient, uid: int, hotkey: str, address: str, body: bytes,
+async def query(client: SignedClient, uid: int, hotkey: str, address: str, request: MinerChatRequest,
                 timeout: float) -> MinerResponse:
-    """One miner's whole streamed answer, or how it failed (a synthetic request asks for one choice)."""
-    record = StreamRecord(choices=1)
+    """One miner's whole streamed answer, or how it failed (a synthetic request asks for one choice; its
+    stream may bring as many events as its tokens allow, ``event_budget``)."""
+    body = request.model_dump_json(exclude_none=True).encode()
+    record = StreamRecord(choices=1, max_events=event_budget(request.sampling_parameters.max_new_tokens, 1))
     try:
         async with asyncio.timeout(timeout):
             async with client.post_stream(address, "/v1/chat/completions", body, receiver=hotkey,
@@ -187,8 +189,7 @@ class SyntheticLoop:
         else:
             requests = own_requests(lambda: question_request(self.rng, self.corpus, model), miners, self.rng)
         responses = await asyncio.gather(
-            *(query(self.client, n.uid, n.hotkey, n.axon, requests[n.uid].model_dump_json(exclude_none=True).encode(),
-                    self.timeout) for n in miners)
+            *(query(self.client, n.uid, n.hotkey, n.axon, requests[n.uid], self.timeout) for n in miners)
         )
         self.rounds += 1
         return ScoringItem(request_id=request_id, source="synthetic", task=task, created_at=time.time(),

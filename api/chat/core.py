@@ -85,7 +85,7 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
 
     def launch(miner: MinerRecord) -> MinerCall:
         call = MinerCall(miner, commit_chunks=routing.commit_chunks if miner_request.stream else 1,
-                         choices=miner_request.n)
+                         choices=miner_request.n, max_tokens=miner_request.sampling_parameters.max_new_tokens)
         call.start(gateway.client, payload, gateway.call_limits, stream=miner_request.stream)
         gateway.backlog.run_soon()  # earlier responses' books, while this miner works (``api.backlog``)
         return routing.watch(call)
