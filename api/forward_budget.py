@@ -17,10 +17,10 @@ per window of 6 seconds, a tenth of the validator's: 150 times its caps per minu
 validator would count still reaches it (any minute of the validator's holds nine whole windows of this
 worker's), and a flood's rounds go as a steady trickle. With one window as long as the validator's, the
 first 3,000 rounds of a key went in the minute's first seconds, and the validator's intake of them
-competed with the chain for the same cores. Per key as well as per miner: one key's flood fills its own budget,
-and another key's rounds still go. A round with several miners goes while any of them is within budget.
-Rounds without a key (a mixture's first round, web retrieval) count under one anonymous key, as at the
-validator. ``0`` turns a limit off.
+competed with the chain for the same cores. Per key as well as per miner: one key's flood fills its own
+budget, and another key's rounds still go. A round with several miners goes while any of them is within
+budget. Rounds without a key (a mixture's first round, web retrieval) count under one anonymous key, as at
+the validator. ``0`` turns a limit off.
 """
 
 from __future__ import annotations

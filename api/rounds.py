@@ -69,8 +69,7 @@ async def first_answer(gateway: Gateway, candidates: list[MinerRecord], payload:
     502 when every attempt failed, 504 when none finished in time (those still running are then stopped)."""
     deadline = time.monotonic() + timeout
     fan = FanOut(candidates, start=lambda miner: start_call(gateway, miner, payload, max_tokens), signal=ended,
-                 width=fanout,
-                 max_attempts=max(gateway.settings.max_attempts, fanout), started=calls)
+                 width=fanout, max_attempts=max(gateway.settings.max_attempts, fanout), started=calls)
     fan.start()
     while fan.running:
         finished = sorted(await fan.settled(timeout=max(0.0, deadline - time.monotonic())), key=finished_at)
