@@ -22,6 +22,8 @@ Before it listens, the process raises its open-file limit to the hard limit
   and the connection is closed (uvicorn with httptools keeps any size in memory);
 - a request body that stops arriving for ``HTTP_BODY_TIMEOUT`` seconds (while the
   server is ready to read it) closes the connection: no slow-body trickle holds one;
+- an answer that its client stops reading for ``HTTP_WRITE_TIMEOUT`` seconds (our write
+  buffer full) drops the connection: no slow reader holds an answer, or a stream's miner;
 - an idle kept-alive connection is closed after ``HTTP_KEEPALIVE_TIMEOUT`` s
   (uvicorn's own ``timeout_keep_alive``);
 - a plain request (no query, escapes, ``Expect`` or pipelining) runs on
@@ -78,11 +80,13 @@ class ConnectionLimits:
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     max_header_bytes: int = 64 * 1024
+    write_timeout: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Any) -> "ConnectionLimits":
         return cls(settings.http_max_connections, settings.http_max_connections_per_client,
-                   settings.http_header_timeout, settings.http_body_timeout, settings.http_max_header_bytes)
+                   settings.http_header_timeout, settings.http_body_timeout, settings.http_max_header_bytes,
+                   settings.http_write_timeout)
 
     def fitted(self, open_files: int) -> "ConnectionLimits":
         """These limits with the process cap lowered so that connections never take the last descriptors."""
@@ -117,6 +121,7 @@ class ConnectionGuard:
         self._idle = False  # the deadline is the keep-alive wait between an answer and the next request
         self._header_bytes: Optional[int] = 0  # bytes of the request line and headers so far; None: in a body
         self._events = 0  # headers and messages completed on this connection
+        self._write_stall: Optional[Any] = None  # the timer armed while the client reads none of our answer
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         state = self.server_state  # type: ignore[attr-defined]
@@ -148,6 +153,9 @@ class ConnectionGuard:
         if self._refused:
             return
         self._deadline.stop()
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
         if self._address is not None:
             by_address: Counter = self.server_state.__dict__["connections_by_address"]  # type: ignore[attr-defined]
             by_address[self._address] -= 1
@@ -271,6 +279,29 @@ class ConnectionGuard:
             self._deadline.clear()
         else:
             self._deadline.set(timeout)
+
+    # A client that stops reading our answer (its window full, our write buffer past the high-water mark) gets
+    # ``HTTP_WRITE_TIMEOUT`` seconds to read again, then the connection is dropped: else the answer's task, its
+    # buffered bytes and (for a stream) the miner call behind it stay for as long as the client likes. A loop
+    # timer only while writing is paused, which an answer read as it comes never is.
+
+    def pause_writing(self) -> None:
+        super().pause_writing()  # type: ignore[misc]
+        timeout = self.limits.write_timeout
+        if timeout > 0 and self._write_stall is None:
+            self._write_stall = self.loop.call_later(timeout, self._write_stalled)  # type: ignore[attr-defined]
+
+    def resume_writing(self) -> None:
+        if self._write_stall is not None:
+            self._write_stall.cancel()
+            self._write_stall = None
+        super().resume_writing()  # type: ignore[misc]
+
+    def _write_stalled(self) -> None:
+        self._write_stall = None
+        transport = self.transport  # type: ignore[attr-defined]
+        if transport is not None and not transport.is_closing():
+            transport.abort()  # close() would wait to write what the client is not reading
 
     def _deadline_passed(self) -> None:
         flow = self.flow  # type: ignore[attr-defined]

@@ -39,6 +39,7 @@ class CommonSettings(BaseSettings):
     http_header_timeout: float = Field(10.0, ge=0)  # 0: none
     http_max_header_bytes: int = Field(64 * 1024, ge=1024)  # request line and headers; more is a 431
     http_body_timeout: float = Field(30.0, ge=0)  # a body silent this long closes the connection; 0: never
+    http_write_timeout: float = Field(30.0, ge=0)  # an answer its client stops reading this long: closed; 0: never
     http_keepalive_timeout: float = Field(5.0, gt=0)
     # Signed servers (miner, validator): the most a signed request's body may be; larger is a 413.
     signed_body_max_bytes: int = Field(16 * 1024 * 1024, ge=1024)

@@ -347,6 +347,82 @@ def test_a_body_that_stops_arriving_closes_the_connection():
         assert answer(whole).startswith(b"HTTP/1.1 200")
 
 
+PIECE = b"~" * 65536
+
+
+def streaming_app(pieces: int, ended: list):
+    """An app that answers with ``pieces`` pieces of 64 KiB as fast as the connection takes them, and notes in
+    ``ended`` when it is done (once the connection is dropped, the server's ``send`` returns at once)."""
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+            for _ in range(pieces):
+                await send({"type": "http.response.body", "body": PIECE, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            ended.append(time.monotonic())
+
+    return app
+
+
+def streaming_server(app, coalesce: bool, **settings) -> ContextManager[int]:
+    return config_thread(server_config(app, CommonSettings(**settings), coalesce=coalesce, log_level="warning",
+                                       lifespan="off"))
+
+
+def reader(port: int) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /long HTTP/1.1\r\nHost: x\r\n\r\n")
+    return sock
+
+
+@pytest.mark.parametrize("coalesce", [False, True], ids=["plain", "coalescing"])
+def test_an_answer_nobody_reads_drops_the_connection(coalesce):
+    """A client asks for a 256 MiB answer and reads none of it: after ``HTTP_WRITE_TIMEOUT`` (1 s) with the
+    server's write buffer full, the connection is dropped and the answer's task ends (it would wait for ever)."""
+    ended: list = []
+    with streaming_server(streaming_app(4096, ended), coalesce, http_write_timeout=1.0) as port:
+        sock = reader(port)
+        started = time.monotonic()
+        deadline = started + 10
+        while not ended and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ended, "the answer nobody read was still being written after 10 s"
+        assert 1.0 <= ended[0] - started < 5.0
+        sock.setblocking(True)
+        sock.settimeout(5)
+        received = 0
+        try:
+            while data := sock.recv(1 << 20):
+                received += len(data)
+        except ConnectionResetError:
+            pass
+        assert received < 64 * MiB  # what the kernel's buffers held, not the answer
+
+
+@pytest.mark.parametrize("coalesce", [False, True], ids=["plain", "coalescing"])
+def test_a_slow_but_steady_reader_gets_the_whole_answer(coalesce):
+    """64 KiB every 20 ms: the write buffer fills and empties again and again, never for the 0.5 s timeout."""
+    ended: list = []
+    with streaming_server(streaming_app(64, ended), coalesce, http_write_timeout=0.5) as port:
+        sock = reader(port)
+        data = b""
+        sock.settimeout(5)
+        while not data.endswith(b"0\r\n\r\n"):
+            piece = sock.recv(65536)
+            assert piece, "the server closed the connection of a reader that kept reading"
+            data += piece
+            time.sleep(0.02)
+        assert data.count(b"~") == 64 * len(PIECE) and ended
+
+
 def test_connections_past_the_caps_are_reset_at_once():
     with guarded_server(http_max_connections=50, http_max_connections_per_client=5) as port:
         with idle_connections(port, 20) as flood:
