@@ -44,6 +44,7 @@ from .lazy_deadline import LazyDeadline
 IDLE_SECONDS = 3.0  # below uvicorn's 5 s keep-alive, so the server never closes one we are about to use
 MAX_IDLE_PER_HOST = 256
 HIGH_WATER = 1 << 20  # unread bytes at which the socket stops being read, until the reader catches up
+MAX_HEAD_BYTES = 64 * 1024  # an answer's status line and headers; past it the answer is broken (see ``data_received``)
 
 
 class BrokenAnswer(ConnectionError):
@@ -77,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self.error: Optional[Exception] = None
         self.pieces: deque[bytes] = deque()
         self.buffered = 0
+        self.head_bytes = 0  # bytes read before the headers were complete
         self.paused = False
         self.waiter: Optional[asyncio.Future] = None
         self.until: Optional[float] = None  # the loop time by which the whole answer must be in (``total_timeout``)
@@ -87,6 +89,13 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
+        if not self.headers_done:
+            # httptools keeps a header of any size, and grows it by copying: a server sending megabytes of
+            # one header held a worker's loop for seconds and its memory grew with it.
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEAD_BYTES and self.error is None:
+                self._fail(BrokenAnswer(f"answer headers larger than {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:

@@ -173,6 +173,23 @@ async def test_garbage_is_an_oserror():
             await post(HttpPool(), server.port)
 
 
+async def test_endless_headers_are_a_broken_answer_at_64_kib():
+    """A server sending one header without end (httptools would keep growing it, copying it each time): the
+    answer fails once its head passes 64 KiB, in well under a second, long before 16 MiB of it were sent;
+    headers of 60 KiB in all are still an answer."""
+    loop = asyncio.get_running_loop()
+    endless = [(0, b"HTTP/1.1 200 OK\r\nX-Big: ")] + [(0, b"a" * 65536)] * 256
+    async with Scripted([endless]) as server:
+        started = loop.time()
+        with pytest.raises(OSError, match="answer headers larger than 65536 bytes"):
+            await post(HttpPool(), server.port)
+        assert loop.time() - started < 1.0
+    big_but_fine = OK.replace(b"Content-Length", b"X-Pad: " + b"p" * 60_000 + b"\r\nContent-Length")
+    async with Scripted([big_but_fine]) as server:
+        status, body = await post(HttpPool(), server.port)
+        assert status == 200 and body == b'{"ok": true}'
+
+
 async def test_an_answer_without_length_ends_with_its_connection():
     unframed = b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"
     async with Scripted([[(0, unframed), (0.05, "close")], OK]) as server:
