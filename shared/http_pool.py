@@ -89,13 +89,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.answered = True
-        if not self.headers_done:
-            # httptools keeps a header of any size, and grows it by copying: a server sending megabytes of
-            # one header held a worker's loop for seconds and its memory grew with it.
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEAD_BYTES and self.error is None:
-                self._fail(BrokenAnswer(f"answer headers larger than {MAX_HEAD_BYTES} bytes"))
-                return
+        if self.error is not None:
+            return  # failed already (the connection is closing): nothing more is parsed
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -105,6 +100,14 @@ class _Connection(asyncio.Protocol):
         else:
             if self.pieces:  # the body pieces of this read (one wake for all: a stream's read holds many)
                 self._wake()
+            elif not self.headers_done:
+                # Reads that end with the headers still incomplete: httptools keeps a header of any size and
+                # grows it by copying, so a server sending megabytes of one held a worker's loop for seconds
+                # and its memory grew with it. (A read that completes the headers is not counted: its body
+                # part is no header.)
+                self.head_bytes += len(data)
+                if self.head_bytes > MAX_HEAD_BYTES:
+                    self._fail(BrokenAnswer(f"answer headers larger than {MAX_HEAD_BYTES} bytes"))
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.closed = True
