@@ -177,17 +177,23 @@ async def test_a_whole_answer_past_the_cap_fails_and_one_below_it_stands(route):
         assert outcome.status == "ok" and len(outcome.record.text) == 300_000
 
 
-async def test_the_validator_cuts_an_endless_synthetic_answer_too(monkeypatch):
-    """The validator's own streamed rounds (``validator.synthetic.query``) stop at its cap as well."""
-    monkeypatch.setattr(synthetic, "MAX_ANSWER_BYTES", 100_000)
+async def synthetic_answer(pieces: list[tuple[float, bytes]], max_new_tokens: int = 1024):
+    """What the validator's own streamed round (``validator.synthetic.query``) makes of a scripted miner."""
     client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
+    request = MinerChatRequest(messages=[ChatMessage(role="user", content="hi")],
+                               sampling_parameters=SamplingParameters(max_new_tokens=max_new_tokens))
     try:
-        async with scripted_miner([(0, content("x" * 1000))] * 400 + [(0, END)]) as miner:
-            answer = await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}",
-                                           MinerChatRequest(messages=[ChatMessage(role="user", content="hi")]),
-                                           timeout=5.0)
+        async with scripted_miner(pieces) as miner:
+            return await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}", request,
+                                         timeout=5.0)
     finally:
         await client.close()
+
+
+async def test_the_validator_cuts_an_endless_synthetic_answer_too(monkeypatch):
+    """The validator's own streamed rounds stop at its cap as well."""
+    monkeypatch.setattr(synthetic, "MAX_ANSWER_BYTES", 100_000)
+    answer = await synthetic_answer([(0, content("x" * 1000))] * 400 + [(0, END)])
     assert answer.status == "error" and "100000 bytes" in answer.error
 
 
@@ -206,15 +212,7 @@ async def test_a_flood_of_events_is_cut_at_what_the_tokens_asked_for_allow(route
 
 
 async def test_the_validator_cuts_a_flood_of_events_too():
-    client = SignedClient(Signer(bt.sp_core.Keypair.create_from_uri("//Alice")))
-    request = MinerChatRequest(messages=[ChatMessage(role="user", content="hi")],
-                               sampling_parameters=SamplingParameters(max_new_tokens=8))
-    try:
-        async with scripted_miner([(0, content("a")), (0, EMPTY * 1000), (0, END)]) as miner:
-            answer = await synthetic.query(client, 1, MINER.ss58_address, f"127.0.0.1:{miner.port}", request,
-                                           timeout=5.0)
-    finally:
-        await client.close()
+    answer = await synthetic_answer([(0, content("a")), (0, EMPTY * 1000), (0, END)], max_new_tokens=8)
     assert answer.status == "error" and "more events than the tokens asked for" in answer.error
 
 
