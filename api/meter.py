@@ -97,6 +97,12 @@ class Meter:
         if self.outcome is None:
             self.outcome, self.charge = "client_closed", True
 
+    def client_too_slow(self, error: str) -> None:
+        """The client read the stream too slowly for its buffer (``api.miner_call.Relay``): as ``client_left``,
+        with the reason in the log."""
+        if self.outcome is None:
+            self.outcome, self.charge, self.error = "client_closed", True, error
+
     # -- who was asked, and who answered --------------------------------------------------------------
 
     def won_by(self, call: Any) -> None:

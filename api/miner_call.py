@@ -32,6 +32,8 @@ from shared.schemas import MinerRecord, MinerResponse
 from shared.signed_http import SignedClient, TooLarge, read_capped
 
 END = object()  # sentinel on the relay: the stream is over
+OVERRUN = object()  # sentinel on the relay, alone: the client fell too far behind (``Relay.count``)
+CHUNK_OVERHEAD = 768  # bytes a parsed chunk takes beyond its own: a 184-byte chunk is 915 bytes of dicts and text
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +47,13 @@ class CallLimits:
     first_chunk_timeout: float
     max_answer_bytes: Optional[int] = None  # None: no cap
     stream_timeout: Optional[float] = None  # a whole stream, from the call on; None: no limit
+    relay_buffer_bytes: Optional[int] = None  # of the winner's stream waiting for a slow client; None: no cap
 
     @classmethod
     def of(cls, settings: Any) -> "CallLimits":
         return cls(settings.miner_connect_timeout, settings.miner_read_timeout, settings.first_chunk_timeout,
-                   settings.miner_max_answer_bytes, settings.miner_stream_timeout or None)
+                   settings.miner_max_answer_bytes, settings.miner_stream_timeout or None,
+                   settings.stream_relay_buffer_bytes)
 
 
 ERROR_BODY_BYTES = 65536  # of a miner's error answer: its message is in the first few hundred
@@ -69,14 +73,38 @@ class Relay:
     A stream's chunks are taken in batches anyway (what arrived together leaves in one write), so this is a
     list and, while it is empty, one future to wait on: ``asyncio.Queue`` cost four or five Python calls per
     chunk on each side, about a tenth of an API worker's CPU on a 20-chunk stream.
+
+    The client's side takes only as fast as the client reads (each write waits for the connection's buffer to
+    drain), while the miner's side goes on reading at the miner's pace: its timings are scored, and a client
+    must not be able to slow a miner down by reading slowly. What waits between them is capped (``count``):
+    past ``limit`` (about that much memory: a chunk's bytes and ``CHUNK_OVERHEAD`` for the parsed object) since
+    the client's side last took, the chunks waiting are let go and the client's side is handed ``OVERRUN``
+    alone, once; nothing more is queued. The miner's answer is still read whole and scored (its record keeps
+    the text).
     """
 
-    def __init__(self, items: Optional[list] = None) -> None:
+    def __init__(self, items: Optional[list] = None, limit: Optional[int] = None) -> None:
         self._items: list = items if items is not None else []  # ``items`` is the relay's from now on
         self._waiter: Optional[asyncio.Future] = None
+        self.limit = limit  # None: no cap
+        self.waiting_bytes = 0  # of the miner's stream, since the client's side last took
+        self.overrun = False
 
     def put(self, item: object) -> None:
+        if self.overrun:
+            return
         self._items.append(item)
+        self._wake()
+
+    def count(self, received: int) -> None:
+        """``received`` more bytes' worth of the miner's stream were queued (the chunks of a network read)."""
+        self.waiting_bytes += received
+        if self.limit is not None and self.waiting_bytes > self.limit and not self.overrun:
+            self.overrun = True
+            self._items = [OVERRUN]  # the chunks waiting are let go now, not when the client gets round to them
+            self._wake()
+
+    def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -90,14 +118,17 @@ class Relay:
             finally:
                 self._waiter = None
         items, self._items = self._items, []
+        self.waiting_bytes = 0
         return items
 
 
 class MinerCall:
-    def __init__(self, miner: MinerRecord, commit_chunks: int = 1, choices: int = 1, max_tokens: Optional[int] = None):
+    def __init__(self, miner: MinerRecord, commit_chunks: int = 1, choices: int = 1, max_tokens: Optional[int] = None,
+                 relayed: bool = True):
         """``choices``: the ``n`` the miner is asked for; an answer with a choice past them is malformed.
         ``max_tokens``: what it is asked to generate at most; a stream of more events than that allows
-        (``event_budget``) is malformed too (None: no limit)."""
+        (``event_budget``) is malformed too (None: no limit). ``relayed``: whether its chunks may go to a client
+        (False for the calls of mixture's and reasoning's rounds, which are read whole)."""
         self.miner = miner
         self.commit_chunks = max(commit_chunks, 1)
         self.content_chunks = 0  # chunks with content so far
@@ -105,6 +136,8 @@ class MinerCall:
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.relay: Optional[Relay] = None  # set for the winner: chunks go to the client
         self.backlog: list[dict] = []  # chunks before the winner was chosen
+        self.keeps_chunks = relayed  # False: no chunk will be relayed (a loser, a round's call): none is kept
+        self.relay_limit: Optional[int] = None  # ``CallLimits.relay_buffer_bytes``, once the call runs
         self.record = StreamRecord(choices=choices,
                                    max_events=None if max_tokens is None else event_budget(max_tokens, choices))
         self.status = "ok"
@@ -122,15 +155,24 @@ class MinerCall:
             stream: bool = True) -> Coroutine[Any, Any, None]:
         """The call, for the caller's own task to await (``start`` gives it a task of its own)."""
         self.request_bytes = len(body)
+        self.relay_limit = limits.relay_buffer_bytes
         return self._run(client, body, limits) if stream else self._run_whole(client, body, limits)
 
     def become_winner(self) -> Relay:
-        """Start relaying: what arrived so far first, then every new chunk, then END."""
-        relay = self.relay = Relay(self.backlog)
+        """Start relaying: what arrived so far first, then every new chunk, then END (``Relay``: at most the call
+        limits' ``relay_buffer_bytes`` of the stream wait for the client)."""
+        relay = self.relay = Relay(self.backlog, self.relay_limit)
         self.backlog = []
         if self.task is not None and self.task.done():
             relay.put(END)
         return relay
+
+    def lost(self) -> None:
+        """Another call answers the client: this one's chunks are no longer kept (its record still is, for
+        scoring). A loser goes on to the end of its answer, and its parsed chunks, several times the size of its
+        bytes, were all held until the request was over."""
+        self.keeps_chunks = False
+        self.backlog = []
 
     def response_record(self) -> MinerResponse:
         return self.record.response(self.miner.uid, self.miner.hotkey, self.status, self.error)
@@ -158,7 +200,7 @@ class MinerCall:
         has_content = self.record.take(chunk)
         if self.relay is not None:
             self.relay.put(chunk)
-        else:
+        elif self.keeps_chunks:
             self.backlog.append(chunk)
         if has_content:
             self.content_chunks += 1
@@ -233,9 +275,14 @@ class MinerCall:
                 if response.status != 200:
                     raise StreamBroken(f"HTTP {response.status}: {await error_detail(response)}")
                 waiting_first = True
-                async for chunks in SseBatches(response.content, limits.max_answer_bytes):  # a read's chunks at once
+                batches = SseBatches(response.content, limits.max_answer_bytes)
+                counted = 0  # bytes of the stream already counted on the relay
+                async for chunks in batches:  # a read's chunks at once
                     for chunk in chunks:
                         self._take(chunk)
+                    if self.relay is not None:
+                        self.relay.count(batches.bytes_read - counted + CHUNK_OVERHEAD * len(chunks))
+                        counted = batches.bytes_read
                     if waiting_first and self.first.done():
                         post.extend_total_timeout(limits.stream_timeout)  # past the first-chunk deadline
                         waiting_first = False

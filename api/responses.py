@@ -133,5 +133,5 @@ class ChunkEvents:
         return self._prefix + orjson.dumps(choices) + b"}\n\n"
 
 
-def error_event(message: str, status: int = 502) -> bytes:
-    return sse({"error": {"message": message, "type": "upstream_error", "code": status}})
+def error_event(message: str, status: int = 502, kind: str = "upstream_error") -> bytes:
+    return sse({"error": {"message": message, "type": kind, "code": status}})

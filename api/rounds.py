@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 def start_call(gateway: Gateway, miner: MinerRecord, payload: bytes, max_tokens: int) -> MinerCall:
     """A round's call: mixture's first round and reasoning's steps ask each miner for one choice, of at most
     ``max_tokens`` tokens."""
-    call = MinerCall(miner, choices=1, max_tokens=max_tokens)
+    call = MinerCall(miner, choices=1, max_tokens=max_tokens, relayed=False)  # read whole, never relayed
     call.start(gateway.client, payload, gateway.call_limits)
     return call
 

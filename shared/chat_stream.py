@@ -48,7 +48,7 @@ class SseBatches:
     class, not a generator, for the same reason as ``shared.http_pool.BodyPieces``.
     """
 
-    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_left", "_cap")
+    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_left", "_cap", "bytes_read")
 
     def __init__(self, content: Any, max_bytes: Optional[int] = None) -> None:
         self._pieces = content.iter_any()
@@ -56,6 +56,7 @@ class SseBatches:
         self._failure: Optional[StreamBroken] = None  # found after chunks that were given first
         self._done = False  # [DONE] was read (whatever followed it in its read is not)
         self._left = self._cap = max_bytes  # what more the stream may bring (None: no cap); past it, StreamBroken
+        self.bytes_read = 0  # of the body so far (the API's relay counts what waits for a slow client)
 
     def __aiter__(self) -> "SseBatches":
         return self
@@ -68,6 +69,7 @@ class SseBatches:
                 piece = await anext(self._pieces)
             except StopAsyncIteration:
                 raise StreamBroken("stream ended without [DONE]") from None
+            self.bytes_read += len(piece)
             if self._left is not None:
                 self._left -= len(piece)
                 if self._left < 0:  # a miner that streams without end must not fill the worker's memory

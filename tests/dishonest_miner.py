@@ -23,6 +23,8 @@ miner with its ``Behaviour`` swapped for one of the cheats below, chosen by
   eight), each honest: more text for its client to read and be counted for than it asked.
 - ``injector``: honest text, but each choice ends with fields of its own for the client to act on:
   a ``tool_calls`` delta the request never offered, a ``finish_reason`` of its own, an extra field.
+- ``firehose``: streams ``FIREHOSE_PIECES`` pieces of ``FIREHOSE_PIECE_CHARS`` characters (256 of 64 KiB:
+  16 MiB) as fast as it can, within the event budget and the answer cap: far faster than a slow client reads.
 
 Honest miners run through here too when they are copied: with ``LEAK_DIR`` set,
 ``good`` and ``slow`` write every request they get to ``LEAK_DIR/<label>.jsonl``
@@ -52,7 +54,7 @@ from shared.corpus import Corpus
 from shared.schemas import MAX_CHOICES
 
 CHEATS = ("passage_dump", "specialist", "self_hosted", "duplicate_urls", "relabel", "truncation", "instant_copy",
-          "paraphrase_copy", "framing", "usage_liar", "extra_choices", "injector")
+          "paraphrase_copy", "framing", "usage_liar", "extra_choices", "injector", "firehose")
 HONEST_BASE = {"slow": "slow"}  # every other label runs on the good behaviour
 COPIERS = ("instant_copy", "paraphrase_copy", "framing")
 LEAK_WAIT_SECONDS = 1.0
@@ -136,6 +138,8 @@ class Cheat(Behaviour):
             return ChoiceStream(self.copied(request, model, time.time() - 0.05), stream.outcome)
         if label == "usage_liar":
             return ChoiceStream(lying_about_usage(stream, int(os.environ["USAGE_LIE"])), stream.outcome)
+        if label == "firehose":
+            return ChoiceStream(firehose(), stream.outcome)
         return super().wrap(stream, request, model, index)
 
     async def copied(self, request: Any, model: str, since: float) -> AsyncIterator[list[str]]:
@@ -162,6 +166,14 @@ async def lying_about_usage(stream: ChoiceStream, lie: int) -> AsyncIterator[lis
     async for batch in stream.batches:
         yield batch
     stream.outcome.prompt_tokens = stream.outcome.completion_tokens = lie
+
+
+async def firehose() -> AsyncIterator[list[str]]:
+    """``FIREHOSE_PIECES`` pieces of ``FIREHOSE_PIECE_CHARS`` characters, in batches of 16 (each batch one write)."""
+    count = int(os.environ.get("FIREHOSE_PIECES", "256"))
+    piece = "x" * (int(os.environ.get("FIREHOSE_PIECE_CHARS", "65536")) - 1) + " "
+    for start in range(0, count, 16):
+        yield [piece] * min(16, count - start)
 
 
 def cheat_model(body, settings) -> str:

@@ -85,7 +85,8 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
 
     def launch(miner: MinerRecord) -> MinerCall:
         call = MinerCall(miner, commit_chunks=routing.commit_chunks if miner_request.stream else 1,
-                         choices=miner_request.n, max_tokens=miner_request.sampling_parameters.max_new_tokens)
+                         choices=miner_request.n, max_tokens=miner_request.sampling_parameters.max_new_tokens,
+                         relayed=body.stream)
         call.start(gateway.client, payload, gateway.call_limits, stream=miner_request.stream)
         gateway.backlog.run_soon()  # earlier responses' books, while this miner works (``api.backlog``)
         return routing.watch(call)
@@ -119,6 +120,9 @@ async def answer(gateway: Gateway, key: KeyRecord, body: ChatCompletionRequest, 
                         run_alone=None if miner_request.stream else run_alone)
 
     if body.stream:
+        for call in calls:
+            if call is not winner:
+                call.lost()  # its answer is still read and scored; its chunks will never reach the client
         meter.won_by(winner)
         gateway.backlog.add(routing.served, directory, body.task, body.requested_model, winner.miner)
         return Outcome(request_id, created=created, events=relay(

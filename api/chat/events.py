@@ -52,6 +52,7 @@ class Failed:
 
     message: str
     status: int = 502
+    kind: str = "upstream_error"  # the error's ``type``: the miner's failure, unless said otherwise
 
 
 @dataclass(slots=True)

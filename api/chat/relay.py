@@ -14,7 +14,7 @@ from typing import AsyncIterator, Optional
 
 from ..errors import ApiError
 from ..meter import Meter
-from ..miner_call import END, MinerCall
+from ..miner_call import END, OVERRUN, MinerCall
 from ..race import describe_failures
 from ..responses import client_choices, usage_of
 from .events import DONE, Delta, Event, Failed, Usage
@@ -41,7 +41,9 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
     """Relay the winner's chunks as events (``api.chat.events``); a failure now can only be told in-band.
 
     Charged when the answer completes, or when the client leaves part-way (it
-    had what it read); not when the miner broke mid-stream.
+    had what it read); not when the miner broke mid-stream. A client that reads so much slower than the miner
+    sends that more than ``STREAM_RELAY_BUFFER_BYTES`` of the stream wait for it (``Relay``) is treated as one
+    that left: its stream ends with an error event, and it is charged for what it read.
     """
     chunks_of = winner.become_winner()
     shown: Optional[str] = None  # the model the client is shown: ours, else the miner's first chunk's
@@ -50,6 +52,12 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
         ended = False
         while not ended:
             chunks = await chunks_of.take()  # chunks that arrived together leave in one write
+            if chunks[0] is OVERRUN:
+                message = (f"the client read the stream slower than the miner sent it: more than "
+                           f"{chunks_of.limit} bytes of it waited; the stream was stopped")
+                meter.client_too_slow(message)
+                yield [Failed(message, 408, "client_too_slow"), DONE]
+                return
             if chunks[-1] is END:  # END is always the last thing queued
                 ended = True
                 chunks.pop()

@@ -37,7 +37,7 @@ async def chat_sse(outcome: Outcome) -> AsyncIterator[bytes]:
                                        "model": event.model, "choices": [], "usage": event.usage,
                                        **miner_fields(event.call)}))
                 elif kind is Failed:
-                    pieces.append(error_event(event.message, event.status))
+                    pieces.append(error_event(event.message, event.status, event.kind))
                 else:
                     pieces.append(SSE_DONE)
             yield b"".join(pieces)

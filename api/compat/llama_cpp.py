@@ -114,7 +114,7 @@ async def llama_events(outcome: Outcome) -> AsyncIterator[bytes]:
                 elif isinstance(event, Usage):
                     first, usage = first or event, event.usage
                 elif isinstance(event, Failed):
-                    pieces.append(error_event(event.message, event.status))
+                    pieces.append(error_event(event.message, event.status, event.kind))
                 else:
                     miner = miner_fields(first.call) if first is not None else {}
                     pieces.append(sse({"content": "", **final_fields(first and first.model, finish_reason, usage,

@@ -136,7 +136,7 @@ async def text_events(outcome: Outcome, echo: Optional[str]) -> AsyncIterator[by
                     if choices:
                         pieces.append(sse({**head, "choices": choices}))
                 elif isinstance(event, Failed):
-                    pieces.append(error_event(event.message, event.status))
+                    pieces.append(error_event(event.message, event.status, event.kind))
                 else:
                     pieces.append(SSE_DONE)
             if pieces:
