@@ -27,13 +27,12 @@ from typing import Any, Coroutine, Optional
 import aiohttp
 import orjson
 
-from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, event_budget, finish
+from shared.chat_stream import ShownChoice, SseBatches, StreamBroken, StreamRecord, event_budget, finish
 from shared.schemas import MinerRecord, MinerResponse
 from shared.signed_http import SignedClient, TooLarge, read_capped
 
 END = object()  # sentinel on the relay: the stream is over
 OVERRUN = object()  # sentinel on the relay, alone: the client fell too far behind (``Relay.count``)
-CHUNK_OVERHEAD = 768  # bytes a parsed chunk takes beyond its own: a 184-byte chunk is 915 bytes of dicts and text
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +75,12 @@ class Relay:
 
     The client's side takes only as fast as the client reads (each write waits for the connection's buffer to
     drain), while the miner's side goes on reading at the miner's pace: its timings are scored, and a client
-    must not be able to slow a miner down by reading slowly. What waits between them is capped (``count``):
-    past ``limit`` (about that much memory: a chunk's bytes and ``CHUNK_OVERHEAD`` for the parsed object) since
-    the client's side last took, the chunks waiting are let go and the client's side is handed ``OVERRUN``
-    alone, once; nothing more is queued. The miner's answer is still read whole and scored (its record keeps
-    the text).
+    must not be able to slow a miner down by reading slowly. What waits between them is what the client may be
+    shown of each chunk (``ShownChoice`` tuples, whose text the call's record holds anyway): about as much
+    memory as the stream's own bytes, where the parsed chunks took five times as much. It is capped
+    (``count``): past ``limit`` bytes of the stream since the client's side last took, what waits is let go
+    and the client's side is handed ``OVERRUN`` alone, once; nothing more is queued. The miner's answer is
+    still read whole and scored.
     """
 
     def __init__(self, items: Optional[list] = None, limit: Optional[int] = None) -> None:
@@ -135,7 +135,7 @@ class MinerCall:
         self.shadow = False  # asked alongside the race, never answers the client (api.routing)
         self.first: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.relay: Optional[Relay] = None  # set for the winner: chunks go to the client
-        self.backlog: list[dict] = []  # chunks before the winner was chosen
+        self.backlog: list[list[ShownChoice]] = []  # chunks' choices before the winner was chosen
         self.keeps_chunks = relayed  # False: no chunk will be relayed (a loser, a round's call): none is kept
         self.relay_limit: Optional[int] = None  # ``CallLimits.relay_buffer_bytes``, once the call runs
         self.record = StreamRecord(choices=choices,
@@ -197,11 +197,13 @@ class MinerCall:
                 watcher.set_result(None)
 
     def _take(self, chunk: dict) -> None:
-        has_content = self.record.take(chunk)
-        if self.relay is not None:
-            self.relay.put(chunk)
-        elif self.keeps_chunks:
-            self.backlog.append(chunk)
+        shown: list[ShownChoice] = []  # what a client may be shown of the chunk, kept in the checks' pass
+        has_content = self.record.take(chunk, shown)
+        if shown:  # a chunk without choices (usage, say) has nothing for the client
+            if self.relay is not None:
+                self.relay.put(shown)
+            elif self.keeps_chunks:
+                self.backlog.append(shown)
         if has_content:
             self.content_chunks += 1
             if self.content_chunks == self.commit_chunks:  # once: ``first`` is settled from then on
@@ -281,7 +283,7 @@ class MinerCall:
                     for chunk in chunks:
                         self._take(chunk)
                     if self.relay is not None:
-                        self.relay.count(batches.bytes_read - counted + CHUNK_OVERHEAD * len(chunks))
+                        self.relay.count(batches.bytes_read - counted)
                         counted = batches.bytes_read
                     if waiting_first and self.first.done():
                         post.extend_total_timeout(limits.stream_timeout)  # past the first-chunk deadline

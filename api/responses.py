@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import orjson
 
-from shared.chat_stream import believable_count, finish_reason
+from shared.chat_stream import ShownChoice, believable_count
 
 from .miner_call import MinerCall
 
@@ -82,24 +82,20 @@ def completion_object(call: MinerCall, *, request_id: str, created: int, model: 
     }
 
 
-def client_choices(choices: list) -> list[dict]:
+def client_choices(shown: list[ShownChoice]) -> list[dict]:
     """A miner's streamed ``choices`` as OpenAI's chunk has them, rebuilt from the parts that
-    ``StreamRecord.take`` checked: the index, the assistant's role, the text, a finish reason of OpenAI's.
+    ``StreamRecord.take`` checked and kept (``ShownChoice``): the index, the assistant's role, the text, a finish
+    reason of OpenAI's.
 
     The chunk as the miner sent it could carry anything else a client would act on (``tool_calls`` the
     request never offered, fields of its own); a whole answer is rebuilt the same way (``completion_object``).
     """
     rebuilt = []
-    for choice in choices:
-        delta = choice.get("delta") or {}
-        shown: dict[str, str] = {}
-        if delta.get("role") == "assistant":
-            shown["role"] = "assistant"
-        content = delta.get("content")
-        if type(content) is str:
-            shown["content"] = content
-        rebuilt.append({"index": choice.get("index", 0), "delta": shown, "logprobs": None,
-                        "finish_reason": finish_reason(choice, "chunk")})
+    for index, assistant, content, reason in shown:
+        delta: dict[str, str] = {"role": "assistant"} if assistant else {}
+        if content is not None:
+            delta["content"] = content
+        rebuilt.append({"index": index, "delta": delta, "logprobs": None, "finish_reason": reason})
     return rebuilt
 
 

@@ -76,12 +76,13 @@ class ApiSettings(CommonSettings):
     # without end is cut there instead of filling the worker's memory. 8 choices of 32,768 tokens streamed
     # one event each come to about 50 MiB.
     miner_max_answer_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    # About the most memory the winner's stream may take while it waits for a client reading slower than the
-    # miner sends; past it the client's stream ends with an error event and what waited is let go. Without it a
-    # slow but steady reader had the worker hold the whole answer as parsed chunks, up to five times the
-    # answer's cap. Miners are read at their own pace all the same (their timings are scored). Generous: the
-    # official SDK, parsing every event, falls megabytes behind a miner that answers at memory speed.
-    stream_relay_buffer_bytes: int = Field(256 * 1024 * 1024, ge=1024)
+    # The most of the winner's stream, in its bytes, that may wait for a client reading slower than the miner
+    # sends; past it what waits is let go and the client's stream ends with an error event. What waits is kept
+    # as the parts a client is shown (about the stream's own bytes in memory), and the miner is read at its own
+    # pace all the same (its timings are scored). The default, the answer cap, stops no stream for its
+    # client's pace; lower it to bound a slow client's share of the worker's memory further (the official SDK,
+    # parsing every event, falls megabytes behind a miner that answers at memory speed).
+    stream_relay_buffer_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     forward_batch_size: int = Field(256, ge=1, le=1000)  # the validator takes at most 1,000 items per POST
     forward_batch_bytes: int = Field(8 * 1024 * 1024, ge=1024)  # per POST; the validator's own cap is 64 MiB

@@ -194,6 +194,12 @@ def believable_count(value: Any, ceiling: int) -> Optional[int]:
     return value if type(value) is int and 0 <= value <= ceiling else None
 
 
+# What ``StreamRecord.take`` keeps of a choice for a client: (index, the delta says the assistant speaks, its text if
+# it is text, one of OpenAI's finish reasons). A tuple: one is made for every chunk relayed, and some wait in memory
+# for a slow client (``api.miner_call.Relay``), where a parsed chunk's dicts took five times its bytes.
+ShownChoice = tuple[int, bool, Optional[str], Optional[str]]
+
+
 class StreamRecord:
     """Text per choice, arrival times, finish reasons and usage of one miner's answer.
 
@@ -211,13 +217,17 @@ class StreamRecord:
         self.usage: Optional[dict] = None
         self.model: Optional[str] = None
 
-    def take(self, chunk: dict[str, Any]) -> bool:
+    def take(self, chunk: dict[str, Any], shown: Optional[list] = None) -> bool:
         """Keep what a ``chat.completion.chunk`` adds; True when it carried content.
 
         ``StreamBroken`` for a chunk whose parts are not what OpenAI's have (a list of choices, each an object
         with an integer ``index``, an object ``delta`` whose ``content`` is text, a text ``finish_reason``;
         ``model`` text, ``usage`` an object): a miner's garbage fails its answer here instead of as an error
         in whatever reads the record later. This runs for every chunk of every miner, so it is written out.
+
+        ``shown``: a list to append, per choice, the parts a client may be shown (``ShownChoice``: the index, whether
+        the delta says the assistant speaks, its text if it is text, one of OpenAI's finish reasons), taken in
+        the same pass as the checks: what the API relays is rebuilt from these and nothing else of the chunk.
         """
         if self.events_left is not None:
             self.events_left -= 1
@@ -242,6 +252,7 @@ class StreamRecord:
         for choice in choices:
             index = choice_index(choice, "chunk", self.choices)
             delta = choice.get("delta")
+            content = None
             if delta:
                 if type(delta) is not dict:
                     raise StreamBroken("malformed chunk: a delta is not an object")
@@ -260,6 +271,9 @@ class StreamRecord:
             reason = finish_reason(choice, "chunk")
             if reason:
                 self.finish_reasons[index] = reason
+            if shown is not None:
+                shown.append((index, bool(delta) and delta.get("role") == "assistant",
+                              content if type(content) is str else None, reason))
         return has_content
 
     def take_completion(self, completion: dict[str, Any]) -> bool:

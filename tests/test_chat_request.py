@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 
 from api.miner_call import MinerCall
 from api.responses import ChunkEvents, client_choices
 from api.schemas import DEFAULT_SAMPLING, ChatCompletionRequest
-from shared.schemas import MinerRecord, SamplingParameters
+from shared.chat_stream import StreamBroken, StreamRecord
+from shared.schemas import MAX_CHOICES, MinerRecord, SamplingParameters
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -57,7 +59,7 @@ def test_relayed_chunks_carry_our_fields_and_the_miners_choices():
             {"id": "miner-id", "model": "builtin-small",
              "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
         ]
-        raw = [events.choices(client_choices(chunk["choices"])) for chunk in miner_chunks]
+        raw = [events.choices(client_choices(shown_parts(chunk))) for chunk in miner_chunks]
         assert all(r.startswith(b"data: ") and r.endswith(b"}\n\n") for r in raw)
         return [orjson.loads(r[6:]) for r in raw]
 
@@ -69,12 +71,44 @@ def test_relayed_chunks_carry_our_fields_and_the_miners_choices():
     assert last["choices"][0]["finish_reason"] == "stop" and last["id"] == "chatcmpl-1" and "usage" not in last
 
 
+def shown_parts(chunk: dict) -> list:
+    """What ``StreamRecord.take`` keeps of a chunk for the client (as the API's miner call does)."""
+    shown: list = []
+    StreamRecord(choices=MAX_CHOICES).take(chunk, shown)
+    return shown
+
+
 def test_a_relayed_choice_is_rebuilt_from_what_was_checked():
     """Whatever else a miner puts in a choice (tool calls nobody offered, fields of its own, a finish reason
     no client knows) stays out of the client's chunk."""
     sent = [{"index": 1, "delta": {"role": "assistant", "content": "x", "tool_calls": [{"id": "c"}]},
              "finish_reason": "hijacked", "injected": True, "logprobs": {"content": "fake"}},
             {"delta": {"role": "system", "content": None}, "finish_reason": "length"}]
-    assert client_choices(sent) == [
+    assert client_choices(shown_parts({"choices": sent})) == [
         {"index": 1, "delta": {"role": "assistant", "content": "x"}, "logprobs": None, "finish_reason": "stop"},
         {"index": 0, "delta": {}, "logprobs": None, "finish_reason": "length"}]
+
+
+@pytest.mark.parametrize("choice, expected", [
+    ({"index": 0, "delta": {"content": "a"}}, {"index": 0, "delta": {"content": "a"}, "finish_reason": None}),
+    ({"index": 2, "delta": {"content": ""}, "finish_reason": ""},
+     {"index": 2, "delta": {"content": ""}, "finish_reason": None}),  # empty text is still text
+    ({"delta": {"role": "assistant"}}, {"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}),
+    ({"delta": {"role": "user", "content": "b"}}, {"index": 0, "delta": {"content": "b"}, "finish_reason": None}),
+    ({"delta": None, "finish_reason": "tool_calls"}, {"index": 0, "delta": {}, "finish_reason": "tool_calls"}),
+    ({"delta": [], "finish_reason": "content_filter"}, {"index": 0, "delta": {}, "finish_reason": "content_filter"}),
+    ({"delta": {"content": 0}}, {"index": 0, "delta": {}, "finish_reason": None}),  # no text: nothing shown
+    ({"delta": {"content": "c", "function_call": {"name": "f"}}, "finish_reason": "function_call"},
+     {"index": 0, "delta": {"content": "c"}, "finish_reason": "function_call"}),
+])
+def test_each_choice_is_shown_as_the_parts_that_were_checked(choice, expected):
+    assert client_choices(shown_parts({"choices": [choice]})) == [{**expected, "logprobs": None}]
+
+
+@pytest.mark.parametrize("choice", [{"index": "0", "delta": {"content": "a"}}, {"delta": "text"},
+                                    {"delta": {"content": ["a"]}}, {"delta": {}, "finish_reason": 1}, "choice"])
+def test_a_choice_that_fails_its_checks_shows_nothing(choice):
+    shown: list = []
+    with pytest.raises(StreamBroken):
+        StreamRecord(choices=MAX_CHOICES).take({"choices": [choice]}, shown)
+    assert shown == []

@@ -1,14 +1,15 @@
 """What a stream may leave waiting in the API worker for a client that reads slower than the miner sends.
 
 The winner's miner is read at its own pace (its timings are scored, so a client must not slow it down), and
-the client is written to at the client's: without a cap, a slow but steady reader (one that never trips
-``HTTP_WRITE_TIMEOUT``) had the worker hold the whole answer as parsed chunks, several times its bytes, for as
-long as it liked. ``STREAM_RELAY_BUFFER_BYTES`` caps what waits (``api.miner_call.Relay``): past it the chunks
-waiting are let go at once, and the client's stream ends with a ``client_too_slow`` error event. Losers of a race
-and the calls of mixture's and reasoning's rounds keep no chunks at all (their records are still scored).
+the client is written to at the client's: a slow but steady reader (one that never trips
+``HTTP_WRITE_TIMEOUT``) had the worker hold the whole answer as parsed chunks, five times its bytes, for as
+long as it liked. Now what waits (``api.miner_call.Relay``) is only what the client may be shown of each chunk
+(``ShownChoice``), about the stream's own bytes, and ``STREAM_RELAY_BUFFER_BYTES`` caps it: past it what waits
+is let go at once, and the client's stream ends with a ``client_too_slow`` error event. Losers of a race and the
+calls of mixture's and reasoning's rounds keep nothing for a client (their records are still scored).
 
 The rule is tested on ``MinerCall`` against scripted miners on 127.0.0.1, and through the stack with the
-``firehose`` miner (tests/dishonest_miner.py: 16 MiB as fast as it can) and clients on real sockets.
+``firehose`` miner (tests/dishonest_miner.py: 32 MiB here, as fast as it can) and clients on real sockets.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ async def test_a_relay_under_its_limit_keeps_every_chunk_for_the_client():
         await client.close()
     taken = await relay.take()
     assert not relay.overrun and taken[-1] is not OVERRUN
-    assert "".join(c["choices"][0]["delta"]["content"] for c in taken if isinstance(c, dict)) == PIECE * (PIECES + 1)
+    texts = [shown[0][2] for shown in taken if isinstance(shown, list)]  # each chunk's (index, role, text, reason)
+    assert "".join(texts) == PIECE * (PIECES + 1)
 
 
 async def test_a_loser_keeps_its_record_but_not_its_chunks():
@@ -80,7 +82,7 @@ async def test_a_loser_keeps_its_record_but_not_its_chunks():
     whole = PIECE * (PIECES + 1)
     assert loser.backlog == [] and loser.record.text == whole
     assert round_call.backlog == [] and round_call.record.text == whole
-    assert len(kept.backlog) == PIECES + 1
+    assert len(kept.backlog) == PIECES + 1 and kept.backlog[0] == [(0, False, PIECE, None)]
 
 
 # -- through the stack ------------------------------------------------------------------------------------
@@ -155,8 +157,8 @@ async def test_a_client_that_reads_slower_than_the_miner_sends_is_stopped_at_the
 
 async def test_a_client_that_keeps_up_gets_the_whole_firehose(firehose):
     """A client reading at the socket's pace: 32 MiB in 512 events, against a buffer of 4 MiB. (The official SDK
-    parses each event into objects and falls behind this miner by more than 4 MiB: hence the default of
-    256 MiB, which no miner's answer, capped at 64 MiB of bytes, reaches unless its client is very slow.)"""
+    parses each event into objects and falls behind this miner by more than 4 MiB: hence the default, the
+    answer cap, which stops no stream for its client's pace.)"""
     key = firehose.create_api_key("prompt")
     port = int(firehose.api_url.rsplit(":", 1)[1])
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)

@@ -46,7 +46,7 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
     that left: its stream ends with an error event, and it is charged for what it read.
     """
     chunks_of = winner.become_winner()
-    shown: Optional[str] = None  # the model the client is shown: ours, else the miner's first chunk's
+    shown_model: Optional[str] = None  # the model the client is shown: ours, else the miner's first chunk's
     completed = False
     try:
         ended = False
@@ -62,11 +62,10 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
                 ended = True
                 chunks.pop()
             events: list[Event] = []
-            for chunk in chunks:
-                if chunk.get("choices"):
-                    if shown is None:
-                        shown = model or winner.record.model or "default"
-                    events.append(Delta(client_choices(chunk["choices"]), winner, shown))
+            for shown in chunks:  # each chunk's choices as ``StreamRecord.take`` kept them for the client
+                if shown_model is None:
+                    shown_model = model or winner.record.model or "default"
+                events.append(Delta(client_choices(shown), winner, shown_model))
             if events and not ended:
                 yield events
         if winner.status != "ok":  # the end of the stream leaves with the last chunks, in one write
