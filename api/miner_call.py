@@ -168,9 +168,9 @@ class MinerCall:
         return relay
 
     def lost(self) -> None:
-        """Another call answers the client: this one's chunks are no longer kept (its record still is, for
-        scoring). A loser goes on to the end of its answer, and its parsed chunks, several times the size of its
-        bytes, were all held until the request was over."""
+        """Another call answers the client: nothing of this one's chunks is kept for a client any more (its record
+        still is, for scoring). A loser goes on to the end of its answer, and every chunk it read was held until
+        the request was over."""
         self.keeps_chunks = False
         self.backlog = []
 
@@ -197,7 +197,8 @@ class MinerCall:
                 watcher.set_result(None)
 
     def _take(self, chunk: dict) -> None:
-        shown: list[ShownChoice] = []  # what a client may be shown of the chunk, kept in the checks' pass
+        # what a client may be shown of the chunk, kept in the checks' pass; nothing for a loser or a round's call
+        shown: Optional[list[ShownChoice]] = [] if self.relay is not None or self.keeps_chunks else None
         has_content = self.record.take(chunk, shown)
         if shown:  # a chunk without choices (usage, say) has nothing for the client
             if self.relay is not None:
