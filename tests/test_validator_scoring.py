@@ -264,6 +264,33 @@ def test_organic_answers_to_unadvertised_tasks_or_models_are_not_held_against_th
     assert 0.9 <= evidence.factor(1) < 1.0  # a fair request it failed counts, within the bound
 
 
+def test_answers_their_clients_cut_off_are_not_held_against_the_miner(tmp_path):
+    """A key that leaves every stream after its first words (or reads too slowly for the gateway's buffer) has
+    the winner's call cancelled by the gateway: what the miner had sent so far is no verdict on it. An answer
+    the miner itself broke still counts (within the bound)."""
+    database = Database(tmp_path / "v.sqlite")
+    queue = ScoringQueue(database, max_items=100)
+    book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 1.0})
+    evidence = OrganicEvidence(database, bound=0.1, alpha=0.5, per_key_cap=20, per_miner_cap=50, window=60)
+    scorer = Scorer(database, queue, book, rules=RULES, organic=evidence, advertises=lambda uid, task, model: True)
+    cut = [item("InferenceTask", [answer(1, "The first", status="cancelled")], request_id=f"cut-{i}")
+           for i in range(20)]
+    for cut_item in cut:
+        cut_item.key_id = key_id("sk-impatient")
+    asyncio.run(queue.put(cut))
+    scorer.score_batch()
+    assert evidence.factor(1) == 1.0
+    synthetic = synthetic_round("InferenceTask", {2: "The first"})
+    assert reward_item(synthetic, RULES)[2] < 0  # cut short by the miner itself: caught
+    synthetic.responses[0].status = "cancelled"
+    assert reward_item(synthetic, RULES) == {}  # stopped by the validator (shutting down): no verdict
+    broken = item("InferenceTask", [answer(1, "The first", status="error")], request_id="broken")
+    broken.key_id = key_id("sk-impatient")
+    asyncio.run(queue.put([broken]))
+    scorer.score_batch()
+    assert 0.9 <= evidence.factor(1) < 1.0
+
+
 def test_a_few_rewards_at_a_time_blend_exactly_like_many_at_once(tmp_path):
     rewards = {uid: (f"hotkey-{uid}", (uid % 7) / 7 - 0.2) for uid in range(40)}
     one_by_one = ScoreBook(Database(tmp_path / "a.sqlite"), alpha=0.3)

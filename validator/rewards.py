@@ -83,6 +83,11 @@ def judge_answer(item: ScoringItem, response: MinerResponse, rules: Rules, answe
     request = item.request_for(response.uid)
     text = "".join(response.chunks)
     synthetic = item.source == "synthetic"
+    if response.status == "cancelled":
+        # Stopped by the gateway, not the miner: its client left or fell too far behind (or a validator shut
+        # down). Scoring what was cut off would let any client sink the miner that answered it, one stream at a
+        # time: no verdict.
+        return None, None
     if response.status != "ok" or not text.strip():
         return 0.0, None
     model = answer_model(request, response)
