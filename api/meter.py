@@ -92,16 +92,12 @@ class Meter:
         """The answering miner broke after the first byte (told in-band): not charged."""
         self.outcome, self.error = "miner_error", error
 
-    def client_left(self) -> None:
-        """The client went away part-way through the answer: it had what it read, and is charged for it."""
+    def client_left(self, why: Optional[str] = None) -> None:
+        """The client went away part-way through the answer, or was let go (``why``: e.g. it read a stream too
+        slowly for its buffer, ``api.miner_call.Relay``): it had what it read, and is charged for it."""
         if self.outcome is None:
             self.outcome, self.charge = "client_closed", True
-
-    def client_too_slow(self, error: str) -> None:
-        """The client read the stream too slowly for its buffer (``api.miner_call.Relay``): as ``client_left``,
-        with the reason in the log."""
-        if self.outcome is None:
-            self.outcome, self.charge, self.error = "client_closed", True, error
+            self.error = why or self.error
 
     # -- who was asked, and who answered --------------------------------------------------------------
 

@@ -48,15 +48,15 @@ class SseBatches:
     class, not a generator, for the same reason as ``shared.http_pool.BodyPieces``.
     """
 
-    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_left", "_cap", "bytes_read")
+    __slots__ = ("_pieces", "_pending", "_failure", "_done", "_cap", "bytes_read")
 
     def __init__(self, content: Any, max_bytes: Optional[int] = None) -> None:
         self._pieces = content.iter_any()
         self._pending = b""  # a line begun in an earlier read
         self._failure: Optional[StreamBroken] = None  # found after chunks that were given first
         self._done = False  # [DONE] was read (whatever followed it in its read is not)
-        self._left = self._cap = max_bytes  # what more the stream may bring (None: no cap); past it, StreamBroken
-        self.bytes_read = 0  # of the body so far (the API's relay counts what waits for a slow client)
+        self._cap = max_bytes  # the most the stream may bring (None: no cap); past it, StreamBroken
+        self.bytes_read = 0  # of the body so far (the cap's count; the API's relay counts what waits for a client)
 
     def __aiter__(self) -> "SseBatches":
         return self
@@ -70,10 +70,9 @@ class SseBatches:
             except StopAsyncIteration:
                 raise StreamBroken("stream ended without [DONE]") from None
             self.bytes_read += len(piece)
-            if self._left is not None:
-                self._left -= len(piece)
-                if self._left < 0:  # a miner that streams without end must not fill the worker's memory
-                    raise StreamBroken(f"answer larger than the cap on a miner's answer ({self._cap} bytes)")
+            if self._cap is not None and self.bytes_read > self._cap:
+                # a miner that streams without end must not fill the worker's memory
+                raise StreamBroken(f"answer larger than the cap on a miner's answer ({self._cap} bytes)")
             chunks = self._feed(piece)
             if chunks:
                 return chunks

@@ -55,7 +55,7 @@ async def relay(winner: MinerCall, meter: Meter, *, model: Optional[str], includ
             if chunks[0] is OVERRUN:
                 message = (f"the client read the stream slower than the miner sent it: more than "
                            f"{chunks_of.limit} bytes of it waited; the stream was stopped")
-                meter.client_too_slow(message)
+                meter.client_left(message)
                 yield [Failed(message, 408, "client_too_slow"), DONE]
                 return
             if chunks[-1] is END:  # END is always the last thing queued
