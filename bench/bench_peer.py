@@ -38,7 +38,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -144,21 +144,22 @@ def start_litellm(venv: Path, directory: Path, upstream_url: str) -> tuple[Optio
 
 
 # -- the run ----------------------------------------------------------------------------------------
-def start_ours(directory: Path, upstream_url: str) -> LocalSubnet:
+def start_ours(directory: Path, upstream_url: str, start_timeout: float = 60.0, **subnet: Any) -> LocalSubnet:
+    """``subnet``: more of ``LocalSubnet``'s arguments (``bench/instructions.py``: the code to run, and how)."""
     net = LocalSubnet(directory, api_port=free_port(), validator_port=free_port(), miner_ports=[free_port()],
                       behaviours=["good"], api_workers=1, web_port=free_port(),
                       miner_settings=[{"miner_backend": "upstream", "upstream_url": upstream_url,
                                        "upstream_api_key": "unused",  # as LiteLLM's: a key-checking upstream
                                        "upstream_model": MODEL}],
                       validator_settings={"synthetic_interval_seconds": 3600},
-                      extra_env={"LOG_LEVEL": "WARNING"})
-    return started(net)
+                      extra_env={"LOG_LEVEL": "WARNING"}, **subnet)
+    return started(net, start_timeout)
 
 
-def started(net: LocalSubnet) -> LocalSubnet:
+def started(net: LocalSubnet, timeout: float = 60.0) -> LocalSubnet:
     """``net`` started, or every process it had started stopped again and the error raised."""
     try:
-        net.start()
+        net.start(timeout)
     except Exception:
         net.stop()
         raise
@@ -166,8 +167,9 @@ def started(net: LocalSubnet) -> LocalSubnet:
 
 
 @contextmanager
-def upstream_and_ours(directory: Path) -> Iterator[tuple[LocalSubnet, str]]:
-    """The fake upstream and our stack in front of it (``start_ours``), stopped on the way out; (net, upstream URL)."""
+def upstream_and_ours(directory: Path, **ours: Any) -> Iterator[tuple[LocalSubnet, str]]:
+    """The fake upstream and our stack in front of it (``start_ours``, given ``ours``), stopped on the way out;
+    (net, upstream URL)."""
     port = free_port()
     upstream_url = f"http://127.0.0.1:{port}/v1"
     upstream = spawn([sys.executable, str(ROOT / "bench" / "fake_upstream.py"), "--port", str(port)],
@@ -175,7 +177,7 @@ def upstream_and_ours(directory: Path) -> Iterator[tuple[LocalSubnet, str]]:
     net: Optional[LocalSubnet] = None
     try:
         wait_http(upstream_url + "/models", 30, upstream)
-        net = start_ours(directory / "localnet", upstream_url)
+        net = start_ours(directory / "localnet", upstream_url, **ours)
         yield net, upstream_url
     finally:
         if net is not None:

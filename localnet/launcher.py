@@ -138,6 +138,8 @@ class LocalSubnet:
         miner_settings: Optional[list[dict[str, object]]] = None,
         web_port: int = 8093,
         miner_modules: Optional[list[str]] = None,
+        launchers: Optional[dict[str, list[str]]] = None,
+        code_root: Optional[Path] = None,
     ):
         self.directory = directory.resolve()
         self.behaviours = behaviours or list(DEFAULT_BEHAVIOURS)
@@ -153,6 +155,11 @@ class LocalSubnet:
         self.miner_settings = miner_settings or [{} for _ in self.behaviours]
         # Per miner: the module run as ``python -m`` (the tests run dishonest miners built from the reference one).
         self.miner_modules = miner_modules or ["miner" for _ in self.behaviours]
+        # Per module: a command that runs its ``python -m`` (``bench/instructions.py`` runs some under valgrind).
+        self.launchers = launchers or {}
+        # The checkout whose ``api``, ``validator`` and ``miner`` run (``python -m`` finds them in its directory):
+        # this one, or another for a side-by-side of two versions (``bench/instructions.py --compare``).
+        self.code_root = code_root or Path(__file__).resolve().parent.parent
         self.pages = PageServer(web_port)
         self.processes: dict[str, subprocess.Popen] = {}
         self.groups: dict[int, subprocess.Popen] = {}  # every group we started, by pgid, until it is gone
@@ -218,8 +225,9 @@ class LocalSubnet:
         logs = self.directory / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         log = open(logs / f"{name}.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", module], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   cwd=Path(__file__).resolve().parent.parent, start_new_session=True,
+        command = [*self.launchers.get(module, []), sys.executable, "-m", module]
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.code_root,
+                                   start_new_session=True,
                                    preexec_fn=_die_with_parent)
         log.close()
         self.processes[name] = process

@@ -4,7 +4,7 @@ Both the API (which relays the winner to the client) and the validator (which
 sends synthetic tasks) read miners' SSE streams the same way::
 
     record = StreamRecord(started=time.monotonic())
-    async for chunk in sse_chunks(response.content):   # dicts; raises StreamBroken
+    async for chunk in sse_chunks(response.content):   # WireChunk (or dict); raises StreamBroken
         record.take(chunk)                              # True when the chunk carried content
     await finish(response)                              # keep the connection reusable
     record.response(uid, hotkey, "ok")                  # -> shared.schemas.MinerResponse
@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, AsyncIterator, Optional
-
-import orjson
+from typing import Any, AsyncIterator, Optional, Union
 
 from .http_pool import PooledResponse
 from .schemas import MAX_CHOICES, MinerResponse
+from .wire_chunks import StreamBroken, WireChunk, decode_event, parse_event
+
+__all__ = ["StreamBroken", "WireChunk", "parse_event", "sse_chunks", "SseBatches", "StreamRecord", "finish"]
 
 
-class StreamBroken(Exception):
-    """The miner broke the protocol: an error event, garbage, or no ``[DONE]``."""
-
-
-async def sse_chunks(content: Any, max_bytes: Optional[int] = None) -> AsyncIterator[dict]:
-    """The JSON objects of ``data:`` lines up to ``[DONE]``, one at a time (``SseBatches``: a read's at once).
+async def sse_chunks(content: Any, max_bytes: Optional[int] = None) -> AsyncIterator[Union[WireChunk, dict]]:
+    """The chunks of ``data:`` lines up to ``[DONE]``, one at a time (``SseBatches``: a read's at once), as
+    ``shared.wire_chunks.decode_event`` gives them.
 
     ``content`` is an aiohttp ``StreamReader`` (or the pooled client's body): it is read in whatever pieces
     arrive (``iter_any``) and split into lines here, which costs one await per network read instead of one
@@ -61,7 +59,7 @@ class SseBatches:
     def __aiter__(self) -> "SseBatches":
         return self
 
-    async def __anext__(self) -> list[dict]:
+    async def __anext__(self) -> list[Union[WireChunk, dict]]:
         if self._failure is not None:
             raise self._failure
         while not self._done:
@@ -80,39 +78,28 @@ class SseBatches:
                 raise self._failure
         raise StopAsyncIteration
 
-    def _feed(self, piece: bytes) -> list[dict]:
+    def _feed(self, piece: bytes) -> list[Union[WireChunk, dict]]:
         if self._pending:
             piece = self._pending + piece
         lines = piece.split(b"\n")
         self._pending = lines.pop()
-        chunks: list[dict] = []
+        chunks: list[Union[WireChunk, dict]] = []
         for raw in lines:
             line = raw.strip()
-            if not line.startswith(b"data:"):
+            # a slice's comparison, not ``startswith``: bytes' ``startswith`` parses its arguments the slow way,
+            # and this runs for every line of every stream (the blank line after each event included)
+            if line[:5] != b"data:":
                 continue
             data = line[5:].strip()
             if data == b"[DONE]":
                 self._done = True
                 break
             try:
-                chunks.append(parse_event(data))
+                chunks.append(decode_event(data))
             except StreamBroken as failure:
                 self._failure = failure
                 break
         return chunks
-
-
-def parse_event(data: bytes) -> dict:
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise StreamBroken("unparsable chunk") from None
-    if not isinstance(chunk, dict):
-        raise StreamBroken("chunk is not a JSON object")
-    if "error" in chunk:
-        error = chunk["error"]
-        raise StreamBroken(error.get("message", str(error)) if isinstance(error, dict) else str(error))
-    return chunk
 
 
 async def finish(response: Any, seconds: float = 1.0) -> None:
@@ -216,18 +203,22 @@ class StreamRecord:
         self.usage: Optional[dict] = None
         self.model: Optional[str] = None
 
-    def take(self, chunk: dict[str, Any], shown: Optional[list] = None) -> bool:
+    def take(self, chunk: Union[WireChunk, dict[str, Any]], shown: Optional[list] = None) -> bool:
         """Keep what a ``chat.completion.chunk`` adds; True when it carried content.
 
         ``StreamBroken`` for a chunk whose parts are not what OpenAI's have (a list of choices, each an object
         with an integer ``index``, an object ``delta`` whose ``content`` is text, a text ``finish_reason``;
         ``model`` text, ``usage`` an object): a miner's garbage fails its answer here instead of as an error
         in whatever reads the record later. This runs for every chunk of every miner, so it is written out.
+        Most chunks arrive typed (``shared.wire_chunks.WireChunk``) and take the short way (``_take_wire``);
+        the rules below are the whole of them, for the chunks the types did not fit.
 
         ``shown``: a list to append, per choice, the parts a client may be shown (``ShownChoice``: the index, whether
         the delta says the assistant speaks, its text if it is text, one of OpenAI's finish reasons), taken in
         the same pass as the checks: what the API relays is rebuilt from these and nothing else of the chunk.
         """
+        if type(chunk) is WireChunk:
+            return self._take_wire(chunk, shown)
         if self.events_left is not None:
             self.events_left -= 1
             if self.events_left < 0:
@@ -259,13 +250,7 @@ class StreamRecord:
                 if content:
                     if type(content) is not str:
                         raise StreamBroken("malformed chunk: content is not text")
-                    texts = self.texts.get(index)
-                    if texts is None:
-                        self.texts[index] = [content]
-                    else:
-                        texts.append(content)
-                    if index == 0:
-                        self.timings.append(time.monotonic() - self.started)
+                    self._keep(index, content)
                     has_content = True
             reason = finish_reason(choice, "chunk")
             if reason:
@@ -274,6 +259,56 @@ class StreamRecord:
                 shown.append((index, bool(delta) and delta.get("role") == "assistant",
                               content if type(content) is str else None, reason))
         return has_content
+
+    def _take_wire(self, chunk: WireChunk, shown: Optional[list]) -> bool:
+        """``take`` for a chunk whose types the decoder checked (``shared.wire_chunks``): what is left are the
+        rules that types cannot say (the event budget, the index range, the model name's length, OpenAI's
+        finish reasons), each with the message ``take`` gives."""
+        if self.events_left is not None:
+            self.events_left -= 1
+            if self.events_left < 0:
+                raise StreamBroken("malformed stream: more events than the tokens asked for could take")
+        model = chunk.model
+        if model is not None and model != self.model:
+            model = model_name(model, "chunk")
+            if self.model is None:
+                self.model = model
+        if chunk.usage:
+            self.usage = chunk.usage
+        choices = chunk.choices
+        if not choices:
+            return False
+        has_content = False
+        for choice in choices:
+            index = choice.index
+            if not 0 <= index < self.choices:
+                raise StreamBroken("malformed chunk: a choice's index is not one the request asked for")
+            delta = choice.delta
+            content = None
+            if delta is not None:
+                content = delta.content
+                if content:
+                    self._keep(index, content)
+                    has_content = True
+            reason = choice.finish_reason
+            if reason:
+                reason = reason if reason in FINISH_REASONS else "stop"
+                self.finish_reasons[index] = reason
+            else:
+                reason = None
+            if shown is not None:
+                shown.append((index, delta is not None and delta.role == "assistant", content, reason))
+        return has_content
+
+    def _keep(self, index: int, content: str) -> None:
+        """A choice's next piece of text, and for the first choice the time it arrived (what speed is scored on)."""
+        texts = self.texts.get(index)
+        if texts is None:
+            self.texts[index] = [content]
+        else:
+            texts.append(content)
+        if index == 0:
+            self.timings.append(time.monotonic() - self.started)
 
     def take_completion(self, completion: dict[str, Any]) -> bool:
         """A whole ``chat.completion`` (a non-streamed answer): one chunk per choice, arriving now.

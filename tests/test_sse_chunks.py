@@ -10,7 +10,7 @@ import asyncio
 
 import pytest
 
-from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, event_budget, sse_chunks
+from shared.chat_stream import SseBatches, StreamBroken, StreamRecord, WireChunk, event_budget, sse_chunks
 from shared.http_pool import HttpPool
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -57,8 +57,8 @@ async def chunks_of(writes: list[bytes], batches: bool = False) -> tuple[list, B
     return got, failure
 
 
-def texts(chunks: list[dict]) -> list[str]:
-    return [chunk["choices"][0]["delta"]["content"] for chunk in chunks]
+def texts(chunks: list[WireChunk]) -> list[str]:
+    return [chunk.choices[0].delta.content for chunk in chunks]
 
 
 async def test_chunks_in_order_across_reads_and_done_ends_them():

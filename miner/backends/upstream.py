@@ -25,7 +25,9 @@ from typing import Any, AsyncIterator, Optional
 from urllib.parse import urlsplit
 
 import aiohttp
+import msgspec
 import orjson
+from msgspec import UNSET
 
 from shared.chat_stream import finish
 from shared.http_pool import HttpPool
@@ -97,9 +99,9 @@ def _take_lines(lines: list[bytes], data: list[bytes]) -> list[bytes]:
     """The events that ``lines`` complete; ``data`` carries an unfinished event's lines over."""
     events = []
     for line in lines:
-        if line.startswith(b"data:"):
+        if line[:5] == b"data:":  # slices, not ``startswith``: bytes' ``startswith`` parses its arguments slowly
             line = line[5:].rstrip(b"\r")
-            data.append(line[1:] if line.startswith(b" ") else line)
+            data.append(line[1:] if line[:1] == b" " else line)
         elif not line.rstrip(b"\r") and data:
             events.append(data[0] if len(data) == 1 else b"\n".join(data))
             data.clear()
@@ -190,6 +192,30 @@ class UpstreamBackend:
         return self.session.post(self.url, data=body, headers=self.headers)
 
 
+class UpstreamDelta(msgspec.Struct):
+    content: Any = None
+
+
+class UpstreamChoice(msgspec.Struct):
+    delta: Optional[UpstreamDelta] = None
+    message: Any = UNSET  # a whole answer's: such an event is read as a dict (``_read``)
+    finish_reason: Any = None
+
+
+class UpstreamEvent(msgspec.Struct):
+    """What the miner reads of an upstream's streamed event, typed as the decoder reads it: a third fewer
+    instructions than a dict of every field (``shared.wire_chunks``, where the API reads miners the same way).
+    An event these types do not fit is read as a dict, by the same rules."""
+
+    error: Any = None
+    usage: Optional[dict] = None
+    choices: Optional[list[UpstreamChoice]] = None
+
+
+_UPSTREAM_EVENT = msgspec.json.Decoder(UpstreamEvent)
+_FITS_NOT = (msgspec.ValidationError, msgspec.DecodeError)
+
+
 class _EventReader:
     """Reads upstream chunks into content pieces, filling in the outcome as it goes."""
 
@@ -207,12 +233,36 @@ class _EventReader:
                 self.done = True
                 break
             try:
-                self._read(orjson.loads(data), pieces)
+                event = _UPSTREAM_EVENT.decode(data)
+            except _FITS_NOT:
+                event = None
+            try:
+                if event is None or event.error or not self._read_typed(event, pieces):
+                    # odd types, not JSON, an error event, a whole message: read as a dict, as always
+                    self._read(orjson.loads(data), pieces)
             except MinerError as exc:
                 return pieces, exc
             except ValueError as exc:
                 return pieces, MinerError(502, f"upstream sent an unreadable event: {exc}"[:300])
         return pieces, None
+
+    def _read_typed(self, event: UpstreamEvent, pieces: list[str]) -> bool:
+        """``_read`` for an event the decoder typed, without an error; False, having read nothing, when a choice
+        carries a whole ``message`` (then ``_read`` decides between it and the delta, as it always has)."""
+        choices = event.choices or ()
+        for choice in choices:
+            if choice.message is not UNSET:
+                return False
+        usage = event.usage
+        if usage:
+            self._usage(usage)
+        for choice in choices:
+            if choice.finish_reason:
+                self.outcome.finish_reason = choice.finish_reason
+            content = choice.delta.content if choice.delta is not None else None
+            if content:
+                pieces.append(content)
+        return True
 
     def _read(self, event: Any, pieces: list[str]) -> None:
         if not isinstance(event, dict):
@@ -221,11 +271,7 @@ class _EventReader:
             raise MinerError(502, upstream_error_message(502, json.dumps(event)))
         usage = event.get("usage")
         if usage:
-            self.reported_usage = True
-            if "prompt_tokens" in usage:
-                self.reported_prompt = True
-                self.outcome.prompt_tokens = int(usage["prompt_tokens"])
-            self.outcome.completion_tokens = int(usage.get("completion_tokens", 0))
+            self._usage(usage)
         for choice in event.get("choices") or []:
             part = choice.get("delta") or choice.get("message") or {}
             content = part.get("content")
@@ -233,3 +279,10 @@ class _EventReader:
                 self.outcome.finish_reason = choice["finish_reason"]
             if content:
                 pieces.append(content)
+
+    def _usage(self, usage: Any) -> None:
+        self.reported_usage = True
+        if "prompt_tokens" in usage:
+            self.reported_prompt = True
+            self.outcome.prompt_tokens = int(usage["prompt_tokens"])
+        self.outcome.completion_tokens = int(usage.get("completion_tokens", 0))
