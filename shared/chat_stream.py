@@ -18,9 +18,7 @@ from typing import Any, AsyncIterator, Optional, Union
 
 from .http_pool import PooledResponse
 from .schemas import MAX_CHOICES, MinerResponse
-from .wire_chunks import StreamBroken, WireChunk, decode_event, parse_event
-
-__all__ = ["StreamBroken", "WireChunk", "parse_event", "sse_chunks", "SseBatches", "StreamRecord", "finish"]
+from .wire_chunks import StreamBroken, WireChunk, decode_event  # StreamBroken: imported from here too
 
 
 async def sse_chunks(content: Any, max_bytes: Optional[int] = None) -> AsyncIterator[Union[WireChunk, dict]]:

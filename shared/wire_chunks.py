@@ -47,7 +47,7 @@ class WireChunk(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(WireChunk)
-_FITS_NOT = (msgspec.ValidationError, msgspec.DecodeError)
+DOES_NOT_FIT = (msgspec.ValidationError, msgspec.DecodeError)  # what a typed decoder raises for the rest
 
 
 def decode_event(data: bytes) -> Union[WireChunk, dict]:
@@ -55,7 +55,7 @@ def decode_event(data: bytes) -> Union[WireChunk, dict]:
     ``StreamBroken``: not JSON, not an object, an error event)."""
     try:
         chunk = _DECODER.decode(data)
-    except _FITS_NOT:
+    except DOES_NOT_FIT:
         return parse_event(data)
     if chunk.error is not msgspec.UNSET:
         return parse_event(data)  # raises, with the miner's message

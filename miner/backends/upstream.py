@@ -31,6 +31,7 @@ from msgspec import UNSET
 
 from shared.chat_stream import finish
 from shared.http_pool import HttpPool
+from shared.wire_chunks import DOES_NOT_FIT
 
 from ..errors import MinerError
 from .base import ChoiceStream, Outcome, all_at_once
@@ -213,7 +214,6 @@ class UpstreamEvent(msgspec.Struct):
 
 
 _UPSTREAM_EVENT = msgspec.json.Decoder(UpstreamEvent)
-_FITS_NOT = (msgspec.ValidationError, msgspec.DecodeError)
 
 
 class _EventReader:
@@ -234,7 +234,7 @@ class _EventReader:
                 break
             try:
                 event = _UPSTREAM_EVENT.decode(data)
-            except _FITS_NOT:
+            except DOES_NOT_FIT:
                 event = None
             try:
                 if event is None or event.error or not self._read_typed(event, pieces):
