@@ -13,7 +13,10 @@ The types say what a well-formed chunk has. A chunk they do not fit is not yet a
 rules (``shared.chat_stream.StreamRecord.take``) tolerate some parts that are present but empty in odd
 ways (a ``false`` finish reason, a ``0`` content), and tell what is wrong with the rest. Such a chunk
 is decoded again as a dict and takes that way, so both ways accept the same chunks with the same result
-(tests/test_wire_chunks.py compares them on generated chunks).
+(tests/test_wire_chunks.py compares them on generated chunks). So do bytes msgspec cannot decode at all
+(invalid UTF-8 in a part that is read, nesting past its depth): orjson then says they are unparsable, as it
+always did. One difference is left: msgspec skips the fields nobody reads without checking their UTF-8, so a
+chunk with an invalid byte only there is taken (nothing of those fields reaches a client or the validator).
 """
 
 from __future__ import annotations
@@ -47,7 +50,11 @@ class WireChunk(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(WireChunk)
-DOES_NOT_FIT = (msgspec.ValidationError, msgspec.DecodeError)  # what a typed decoder raises for the rest
+# Whatever a typed decoder refuses, orjson then decides, as it did before: not only the types (ValidationError) and
+# JSON (DecodeError), but invalid UTF-8 in a string (msgspec raises UnicodeDecodeError, orjson its JSONDecodeError)
+# and nesting past the interpreter's recursion limit (RecursionError; orjson stops at 1,024 levels). Any exception:
+# a miner's bytes must never raise anything but StreamBroken out of ``decode_event``.
+DOES_NOT_FIT = Exception
 
 
 def decode_event(data: bytes) -> Union[WireChunk, dict]:

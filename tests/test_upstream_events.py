@@ -76,3 +76,12 @@ def test_a_usual_event_and_a_whole_message_both_give_their_text():
     pieces, sent, crashed, finish_reason, prompt_tokens, completion_tokens, _, _ = read([usual, whole], typed=True)
     assert (pieces, sent, crashed, finish_reason, prompt_tokens, completion_tokens) == \
         (["Hi", " there"], None, None, "stop", 3, 2)
+
+
+def test_garbled_upstream_events_are_an_unreadable_event_not_a_crash():
+    """Invalid UTF-8 in a part the miner reads, and nesting past the decoders' limits: a clean 502 from the
+    miner, as orjson alone gave (msgspec raises UnicodeDecodeError and RecursionError for these)."""
+    for data in (b'{"choices":[{"delta":{"content":"a\xffb"}}]}', b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}"):
+        pieces, failure = _EventReader(Outcome()).take([data])
+        assert pieces == [] and failure is not None and "unreadable event" in failure.body()["error"]["message"]
+

@@ -116,6 +116,9 @@ def test_a_well_formed_chunk_is_decoded_typed_and_an_odd_one_as_a_dict():
     (b'{"error":null}', "None"),
     (b'[1]', "not a JSON object"),
     (b'{"choices":', "unparsable"),
+    (b'{"model":"\xff"}', "unparsable"),  # invalid UTF-8 in a part that is read (msgspec: UnicodeDecodeError)
+    (b'{"choices":[{"delta":{"content":"a\xffb"}}]}', "unparsable"),
+    (b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}", "unparsable"),  # nesting past the limits (msgspec: RecursionError)
 ])
 def test_what_the_typed_path_refuses_is_refused_with_the_rules_message(data, message):
     record = StreamRecord(choices=2)
@@ -135,3 +138,23 @@ def test_the_typed_path_keeps_the_event_budget_and_maps_unknown_finish_reasons()
         record.take(decode_event(b'{"choices":[]}'))
     with pytest.raises(StreamBroken, match="more events"):
         record.take(decode_event(b'{"choices":[]}'))
+
+
+@settings(max_examples=3000, deadline=None, derandomize=True)
+@given(base=st.sampled_from([
+    b'{"id":"x","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"hi"},"finish_reason":null}]}',
+    b'{"model":"m","usage":{"completion_tokens":1},"choices":[]}', b'{"error":{"message":"boom"}}']),
+    changes=st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), min_size=1, max_size=3))
+def test_a_miners_garbled_bytes_raise_nothing_but_a_broken_stream(base, changes):
+    """Bytes changed at random: decoding gives a chunk or ``StreamBroken``, never another exception that would
+    escape the miner call; and what it refuses, the dict path refuses too, with the same message."""
+    data = bytearray(base)
+    for position, value in changes:
+        data[position % len(data)] = value
+    try:
+        decode_event(bytes(data))
+    except StreamBroken as broken:
+        with pytest.raises(StreamBroken) as plain:
+            parse_event(bytes(data))
+        assert str(plain.value) == str(broken)
+
