@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from miner.backends.base import Outcome
-from miner.backends.upstream import _EventReader
+from miner.backends.upstream import _EventReader, sse_batches
 from miner.errors import MinerError
 
 ODD = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text(max_size=3), st.lists(st.integers(0, 2),
@@ -84,4 +84,51 @@ def test_garbled_upstream_events_are_an_unreadable_event_not_a_crash():
     for data in (b'{"choices":[{"delta":{"content":"a\xffb"}}]}', b'{"x":' + b"[" * 2000 + b"]" * 2000 + b"}"):
         pieces, failure = _EventReader(Outcome()).take([data])
         assert pieces == [] and failure is not None and "unreadable event" in failure.body()["error"]["message"]
+
+
+def events_by_lines(text: bytes) -> list[bytes]:
+    """The SSE format read the plain way, line by line over the whole text: the oracle for ``sse_batches``."""
+    events, data = [], []
+    for line in text.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n") + [b""]:
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif not line and data:
+            events.append(b"\n".join(data))
+            data = []
+    return events
+
+
+class Pieces:
+    """A body that arrives in the given pieces, one per read."""
+
+    def __init__(self, pieces: list[bytes]):
+        self.pieces = pieces
+
+    async def _iterate(self):
+        for piece in self.pieces:
+            yield piece
+
+    def iter_any(self):
+        return self._iterate()
+
+
+LINE = st.sampled_from([b'data: {"choices":[]}', b"data:x", b"data:  two spaces", b"data:", b": a comment",
+                        b"event: message", b"id: 7", b"", b"data: [DONE]"])
+ENDING = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(lines=st.lists(st.tuples(LINE, ENDING), max_size=12), cuts=st.lists(st.integers(0, 400), max_size=6))
+def test_events_are_the_same_however_the_text_is_cut_into_reads(lines, cuts):
+    import asyncio
+
+    text = b"".join(line + ending for line, ending in lines)
+    bounds = sorted({cut % (len(text) + 1) for cut in cuts} | {0, len(text)})
+    pieces = [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+    async def read() -> list[bytes]:
+        return [event async for batch in sse_batches(Pieces(pieces)) for event in batch]
+
+    assert asyncio.run(read()) == events_by_lines(text)
 
