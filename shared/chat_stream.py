@@ -144,6 +144,11 @@ def finish_reason(choice: dict, what: str) -> Optional[str]:
         return None
     if type(reason) is not str:
         raise StreamBroken(f"malformed {what}: finish_reason is not text")
+    return openai_reason(reason)
+
+
+def openai_reason(reason: str) -> str:
+    """A finish reason as one of OpenAI's: any other text is ``stop``, the usual end."""
     return reason if reason in FINISH_REASONS else "stop"
 
 
@@ -290,8 +295,7 @@ class StreamRecord:
                     has_content = True
             reason = choice.finish_reason
             if reason:
-                reason = reason if reason in FINISH_REASONS else "stop"
-                self.finish_reasons[index] = reason
+                reason = self.finish_reasons[index] = openai_reason(reason)
             else:
                 reason = None
             if shown is not None:
