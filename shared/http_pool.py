@@ -60,6 +60,11 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: Optional[asyncio.Transport] = None
+        self.pieces: deque[bytes] = deque()
+        # A body piece is appended by the deque's own method, with no Python frame per piece: a stream's
+        # events are an HTTP chunk each, and httptools calls ``on_body`` for every one. (httptools takes its
+        # callbacks from the protocol when the parser is made, so this is set before.)
+        self.on_body = self.pieces.append
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
@@ -76,8 +81,8 @@ class _Connection(asyncio.Protocol):
         self.headers_done = False
         self.complete = False
         self.error: Optional[Exception] = None
-        self.pieces: deque[bytes] = deque()
-        self.buffered = 0
+        self.pieces.clear()
+        self.buffered = 0  # unread body bytes, over-counted by the chunks' framing (see ``data_received``)
         self.head_bytes = 0  # bytes read before the headers were complete
         self.paused = False
         self.waiter: Optional[asyncio.Future] = None
@@ -99,6 +104,12 @@ class _Connection(asyncio.Protocol):
             self._fail(BrokenAnswer(f"malformed HTTP answer: {exc}"))
         else:
             if self.pieces:  # the body pieces of this read (one wake for all: a stream's read holds many)
+                # Counted by the read, not by the piece (``on_body`` is the deque's append): the read's size
+                # bounds its pieces' from above, so the socket is paused at the latest when they pass the mark.
+                self.buffered += len(data)
+                if self.buffered > HIGH_WATER and not self.paused:
+                    self.paused = True
+                    self.transport.pause_reading()
                 self._wake()
             elif not self.headers_done:
                 # Reads that end with the headers still incomplete: httptools keeps a header of any size and
@@ -132,13 +143,6 @@ class _Connection(asyncio.Protocol):
         self.status = self.parser.get_status_code()
         self.headers_done = True
         self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        self.pieces.append(body)
-        self.buffered += len(body)
-        if self.buffered > HIGH_WATER and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
 
     def on_message_complete(self) -> None:
         self.complete = True

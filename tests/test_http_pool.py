@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from shared.http_pool import HttpPool
+from shared.http_pool import HIGH_WATER, HttpPool
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}'
 
@@ -188,6 +188,29 @@ async def test_endless_headers_are_a_broken_answer_at_64_kib():
     async with Scripted([big_but_fine]) as server:
         status, body = await post(HttpPool(), server.port)
         assert status == 200 and body == b'{"ok": true}'
+
+
+@pytest.mark.parametrize("piece_size", [65536, 16])
+async def test_a_reader_that_does_not_read_stops_the_socket_being_read(piece_size):
+    """What a caller has not read yet stays bounded: past ``HIGH_WATER`` unread bytes the socket is paused (the
+    server's writes back up) until the caller takes them; then the rest arrives, nothing lost. Tiny chunks,
+    where the framing outweighs the text, pause it earlier, never later."""
+    head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    size = 6 * HIGH_WATER if piece_size > 1024 else HIGH_WATER * 3 // 2
+    chunk = b"%x\r\n%b\r\n" % (piece_size, b"x" * piece_size)
+    per_write = max(1, 65536 // len(chunk))
+    writes = [(0, head)] + [(0, chunk * per_write)] * (size // piece_size // per_write) + [(0, b"0\r\n\r\n")]
+    async with Scripted([writes]) as server:
+        pool = HttpPool()
+        async with pool.post("127.0.0.1", server.port, "/", {}, b"", connect_timeout=2, read_timeout=5) as response:
+            connection = response._connection
+            await asyncio.sleep(0.5)  # nothing read meanwhile: the server writes as fast as it can
+            unread = sum(map(len, connection.pieces))
+            assert connection.paused and not connection.complete
+            assert HIGH_WATER // 8 < unread <= HIGH_WATER + 256 * 1024
+            body = await response.read()
+        assert len(body) == size // piece_size // per_write * per_write * piece_size and set(body) == {ord("x")}
+        await pool.close()
 
 
 async def test_an_answer_without_length_ends_with_its_connection():
