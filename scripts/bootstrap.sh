@@ -3,9 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The interpreter: PYTHON_BIN when given; else the distribution's own Python 3 when it is 3.11 or newer and can
-# make a venv, else python3 on PATH. Distributions build their Python with profile-guided optimisation and LTO;
-# pyenv's default build has neither, and served this stack's requests with 13-18% more CPU on the same machine
-# (docs/performance.md, round 15).
+# make a venv, else python3 on PATH. Debian builds its Python with profile-guided optimisation and LTO, as
+# python.org and the Docker images do; pyenv's default build has neither. On one machine Debian's served this
+# stack's requests with 13-35% less CPU than pyenv's (docs/performance.md, round 15).
 pick_python() {
   local candidate
   for candidate in /usr/bin/python3 python3; do
