@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The interpreter: PYTHON_BIN when given; else the distribution's own Python 3 when it is 3.11 or newer and can
 # make a venv, else python3 on PATH. Debian builds its Python with profile-guided optimisation and LTO, as
-# python.org and the Docker images do; pyenv's default build has neither. On one machine Debian's served this
+# the Docker images do; pyenv's default build has neither. On one machine Debian's served this
 # stack's requests with 13-35% less CPU than pyenv's (docs/performance.md, round 15).
 pick_python() {
   local candidate
@@ -17,9 +17,8 @@ pick_python() {
   done
   echo python3
 }
-PYTHON_BIN="${PYTHON_BIN:-$(pick_python)}"
 if [ ! -x .venv/bin/python ]; then
-  "$PYTHON_BIN" -m venv .venv
+  "${PYTHON_BIN:-$(pick_python)}" -m venv .venv
 fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then

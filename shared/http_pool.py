@@ -105,7 +105,7 @@ class _Connection(asyncio.Protocol):
         else:
             if self.pieces:  # the body pieces of this read (one wake for all: a stream's read holds many)
                 # Counted by the read, not by the piece (``on_body`` is the deque's append): the read's size
-                # bounds its pieces' from above, so the socket is paused at the latest when they pass the mark.
+                # bounds its pieces from above, so the socket is paused at the latest when they pass the mark.
                 self.buffered += len(data)
                 if self.buffered > HIGH_WATER and not self.paused:
                     self.paused = True
