@@ -76,16 +76,26 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
                                daemon=True)
     griefer.start()
 
+    last: dict = {}
+
     def settled():
+        """Enough evidence for every miner, and every caught cheat below zero. A cheat that cheats at one task
+        only (``duplicate_urls``, at web retrieval) is caught once that task's average has fallen far enough to
+        outweigh its honest work elsewhere: after ten or so caught answers of that task, however many rewards
+        it has in all, and the task mix is drawn at random. Never caught within the time is the failure."""
         table = validator_get(subnet, signer, "/scores")
         rows = {m.behaviour: r for m in subnet.members if m.role == "miner"
                 for r in table["scores"] if r["uid"] == m.uid}
+        last.update(scores={b: r["score"] for b, r in rows.items()}, steps=table["weight_steps"])
         ready = (table["weight_steps"] >= 3 and len(rows) == len(BEHAVIOURS)
-                 and min(r["rewards"] for r in rows.values()) >= 20)
+                 and min(r["rewards"] for r in rows.values()) >= 20
+                 and all(rows[cheat]["score"] < 0 for cheat in CAUGHT_CHEATS))
         return rows if ready else None
 
     try:
-        rows = wait_until(settled, 240, "three weight steps and 20 rewards per miner")
+        rows = wait_until(settled, 240, "three weight steps, 20 rewards per miner and every caught cheat below 0")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {last}") from None
     finally:
         stop.set()
         griefer.join(15)
