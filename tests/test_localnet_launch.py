@@ -7,7 +7,6 @@ A real child process; what it prints lands in the member's log.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 from localnet.launcher import LocalSubnet
@@ -30,8 +29,6 @@ def test_a_member_runs_from_the_given_checkout_behind_the_given_command(tmp_path
 def test_without_them_a_member_runs_from_this_checkout(tmp_path: Path):
     net = LocalSubnet(tmp_path / "net")
     process = net.spawn("probe", MODULE, dict(os.environ))
-    deadline = time.monotonic() + 30
-    while process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process.wait(timeout=30)
     assert process.returncode not in (None, 0)  # this checkout has no such module
     assert f"No module named {MODULE}" in (tmp_path / "net" / "logs" / "probe.log").read_text()
