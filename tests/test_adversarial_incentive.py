@@ -8,8 +8,9 @@ HTTP; only the chain is the local subnet file.
 
 Expected: every answering honest miner (good, slow, noisy) ends above every
 cheat; the honest order good > slow > noisy > broken holds; cheats caught at
-their tricks end below zero (so below the broken miner too) and get no weight;
-the griefed good miner stays on top, within the organic bound.
+their tricks go below zero, end on probation at or below zero (so no higher
+than the broken miner) and get no weight; the griefed good miner stays on top,
+within the organic bound.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ CAUGHT_CHEATS = ["passage_dump", "self_hosted", "duplicate_urls", "relabel", "tr
                  "paraphrase_copy", "framing"]
 BEHAVIOURS = HONEST + ["specialist"] + CAUGHT_CHEATS
 # Cheats at some answers only: ``duplicate_urls`` asked for one result returns one page, no duplicate. Caught at the
-# others, it restarts at -2 and climbs back with its honest work until the next catch, so at the end of a run it
-# may be above zero (once +0.33, its web retrieval average -0.60), still below every honest miner
-# (docs/incentive.md, known limits).
+# others, it restarts at -2 and its averages climb back with its honest work until the next catch (once +0.33 at
+# the end of a run, before the probation): the probation (PROBATION_SECONDS, 6 h by default) holds its score at or
+# below zero meanwhile, so it ends at 0 or below, with no weight.
 INTERMITTENT = {"duplicate_urls"}
 MODULE = "tests.dishonest_miner"
 ORGANIC_BOUND = 0.1
@@ -107,10 +108,14 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
     for honest in ("good", "slow", "noisy"):
         for cheat in cheats:
             assert score[honest] > score[cheat], (honest, cheat, score)
-    for cheat in CAUGHT_CHEATS:  # caught at their tricks: below zero at least once (a caught miner restarts at -2)
-        assert lowest[cheat] < 0, (cheat, lowest)
-    for cheat in set(CAUGHT_CHEATS) - INTERMITTENT:  # and, cheating at every answer, still there: no weight
-        assert score[cheat] < 0 <= score["broken"] and weight[cheat] == 0.0, (cheat, score)
+    for cheat in CAUGHT_CHEATS:  # caught at their tricks: below zero at least once (a caught miner restarts at -2),
+        assert lowest[cheat] < 0, (cheat, lowest)  # and on probation since, at or below zero with no weight
+        assert score[cheat] <= 0 <= score["broken"] and weight[cheat] == 0.0, (cheat, score)
+        assert rows[cheat]["probation_until"] > time.time() + 3600, (cheat, rows[cheat])
+    for cheat in set(CAUGHT_CHEATS) - INTERMITTENT:  # cheating at every answer: still below zero
+        assert score[cheat] < 0, (cheat, score)
+    for honest in HONEST:
+        assert rows[honest]["probation_until"] is None, (honest, rows[honest])
     assert weight["good"] > weight["slow"] > weight["noisy"] > weight["specialist"] == 0.0, weight
     assert score["specialist"] <= score["broken"], score  # serves 40% of the mix: no score until it serves all
     assert rows["good"]["organic_factor"] >= 1 - ORGANIC_BOUND, rows["good"]

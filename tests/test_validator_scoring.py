@@ -415,6 +415,112 @@ def test_a_caught_copycat_restarts_from_the_penalty(tmp_path):
     assert book.scores[1] > before  # the miner that was copied is rewarded as usual
 
 
+class Clock:
+    """The score book's clock, moved by the test."""
+
+    def __init__(self, now: float = 1_000_000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MIX = {"InferenceTask": 0.5, "WebRetrievalTask": 0.5}
+
+
+def test_a_cheat_caught_at_some_answers_is_paid_nothing_while_it_keeps_cheating(tmp_path):
+    """The attack the probation is for: honest on one task, caught at its trick on the other now and then.
+    Restarting at the penalty alone lets its honest answers lift it above zero between catches."""
+    clock = Clock()
+    database = Database(tmp_path / "v.sqlite")
+    book = ScoreBook(database, alpha=0.1, task_weights=MIX, probation_seconds=3600, clock=clock)
+    without = ScoreBook(Database(tmp_path / "w.sqlite"), alpha=0.1, task_weights=MIX, clock=clock)
+    peak = {"probation": -9.0, "none": -9.0}
+    for catch in range(5):  # caught every 30 minutes, 60 honest answers in between
+        for scores in (book, without):
+            scores.restart({1: "hotkey-1"}, -2.0)
+        for _ in range(60):
+            clock.now += 30
+            for scores in (book, without):
+                scores.apply({1: ("hotkey-1", 1.0), 2: ("hotkey-2", 0.5)}, "InferenceTask")
+                scores.apply({1: ("hotkey-1", 1.0), 2: ("hotkey-2", 0.5)}, "WebRetrievalTask")
+            peak["probation"] = max(peak["probation"], float(book.scores[1]))
+            peak["none"] = max(peak["none"], float(without.scores[1]))
+            assert 1 not in book.weights() and book.on_probation(1)
+    assert peak["none"] > 0.5 and 1 in without.weights()  # without a probation it is paid between catches
+    rows = {row["uid"]: row for row in book.table()}
+    assert peak["probation"] <= 0.0 and rows[1]["probation_until"] == clock.now - 60 * 30 + 3600
+    assert set(book.weights()) == {2}  # the honest miner takes it all
+
+
+def test_a_probation_ends_survives_a_restart_and_does_not_follow_the_uid_to_a_new_owner(tmp_path):
+    clock = Clock()
+    path = tmp_path / "v.sqlite"
+    database = Database(path)
+    book = ScoreBook(database, alpha=1.0, task_weights=MIX, probation_seconds=3600, clock=clock)
+    changed = book.apply({1: ("hotkey-1", 1.0), 2: ("hotkey-2", 1.0)}, "InferenceTask")
+    changed += book.restart({1: "hotkey-1"}, -2.0)
+    clock.now += 1800
+    changed += book.restart({1: "hotkey-1"}, -2.0)  # a second catch: the probation runs from the last one
+    for task in MIX:
+        changed += book.apply({1: ("hotkey-1", 0.8)}, task)  # honest again, at once
+    with database.transaction() as db:
+        book.save(db, sorted(set(changed)))
+    database.close()
+    assert book.scores[1] == 0.0 and book.task_scores[1].tolist() == [0.8, 0.8]
+
+    clock.now += 3000  # 4800 s after the first catch, 3000 after the last: a restarted validator still holds it
+    reloaded = ScoreBook(Database(path), alpha=1.0, task_weights=MIX, probation_seconds=3600, clock=clock)
+    assert reloaded.scores[1] == 0.0 and 1 not in reloaded.weights() and reloaded.on_probation(1)
+    clock.now += 601  # over: its averages count again, with nothing more saved or scored
+    assert reloaded.weights() == pytest.approx({1: 0.8 / 1.3, 2: 0.5 / 1.3})
+    assert reloaded.scores[1] == pytest.approx(0.8)
+    assert {row["uid"]: row for row in reloaded.table()}[1]["probation_until"] is None
+
+    later = ScoreBook(Database(path), alpha=1.0, task_weights=MIX, probation_seconds=3600, clock=clock)
+    assert later.scores[1] == pytest.approx(0.8)  # the saved score was capped; composed again on load
+
+    reloaded.restart({1: "hotkey-1"}, -2.0)
+    assert reloaded.align(state_with({1: "new-owner", 2: "hotkey-2"})) == [1]
+    reloaded.apply({1: ("new-owner", 0.9)}, "InferenceTask")
+    assert not reloaded.on_probation(1) and reloaded.scores[1] == pytest.approx(0.45)
+
+
+def test_the_caps_hold_when_many_miners_are_blended_at_once(tmp_path):
+    """More than a few rewards at a time are blended as arrays: the coverage gate and the probation apply there
+    too (a round of 17 miners once skipped the coverage gate)."""
+    clock = Clock()
+    book = ScoreBook(Database(tmp_path / "v.sqlite"), alpha=1.0, task_weights=MIX, min_coverage=1.0,
+                     probation_seconds=60, clock=clock)
+    everything = set(MIX)
+    book.set_coverage(3, "hotkey-3", {"InferenceTask"}, everything)
+    book.restart({4: "hotkey-4"}, -2.0)
+    many = {uid: (f"hotkey-{uid}", 1.0) for uid in range(20)}
+    for task in MIX:
+        book.apply(many, task)
+    assert book.scores[3] == 0.0 and book.scores[4] == 0.0 and book.scores[5] == pytest.approx(1.0)
+    assert not {3, 4} & set(book.weights())
+
+
+def test_only_a_catch_on_a_synthetic_item_starts_a_probation(tmp_path):
+    """Organic items are never caught (the client chose the request), so no key holder can put a miner on
+    probation by sending it requests it answers badly; a synthetic round's junk does."""
+    database = Database(tmp_path / "validator.sqlite")
+    queue = ScoringQueue(database, max_items=100)
+    book = ScoreBook(database, alpha=0.1, task_weights={"InferenceTask": 1.0}, probation_seconds=3600)
+    scorer = Scorer(database, queue, book, rules=RULES, advertises=lambda uid, task, model: True)
+    organic = item("InferenceTask", [answer(1, "filler " * 30), answer(2, exact_text())], request_id="organic")
+    organic.key_id = key_id("sk-griefer")
+    asyncio.run(queue.put([organic]))
+    scorer.score_batch()
+    assert not book.on_probation(1) and not book.on_probation(2)
+    task = "InferenceTask"
+    junk = synthetic_round(task, {1: "filler " * 30, 2: honest(task, 2)})
+    asyncio.run(queue.put([junk]))
+    scorer.score_batch()
+    assert book.on_probation(1) and not book.on_probation(2) and book.scores[1] < 0
+
+
 def test_the_validator_does_not_import_the_miner():
     import subprocess
     import sys

@@ -11,7 +11,8 @@ validator's own state at each scrape (one process, so nothing to sum):
     validator_scoring_queue_depth                     items waiting to be scored
     validator_scoring_items_total{event}              received, duplicates, dropped, scored (kept across restarts)
     validator_miner_responses_total{source,uid,status} every miner answer queued for scoring (since start)
-    validator_miner_score{uid}, validator_miner_weight{uid}, validator_miner_rewards_total{uid}
+    validator_miner_score{uid}, validator_miner_weight{uid}, validator_miner_rewards_total{uid},
+    validator_miner_probation_seconds{uid}
     validator_weight_sets_total{result}               set, rate_limited, failed, error, skipped
     validator_weight_set_last_timestamp_seconds, validator_weight_set_last_success
     validator_synthetic_rounds_total
@@ -86,12 +87,17 @@ def families(services: Services, queue: dict) -> Iterator[Metric]:
     score = GaugeMetricFamily("validator_miner_score", "Moving-average score", labels=["uid"])
     weight = GaugeMetricFamily("validator_miner_weight", "Weight the scores give now (normalised)", labels=["uid"])
     rewards = CounterMetricFamily("validator_miner_rewards", "Rewards blended into the score", labels=["uid"])
+    probation = GaugeMetricFamily("validator_miner_probation_seconds",
+                                  "Seconds left of the probation after the miner's last catch (0: none)",
+                                  labels=["uid"])
+    now = time.time()
     for row in services.book.table():
         uid = str(row["uid"])
         score.add_metric([uid], row["score"])
         weight.add_metric([uid], weights.get(row["uid"], 0.0))
         rewards.add_metric([uid], row["rewards"])
-    yield from (score, weight, rewards)
+        probation.add_metric([uid], max(0.0, (row["probation_until"] or now) - now))
+    yield from (score, weight, rewards, probation)
 
     setter = services.weights
     sets = CounterMetricFamily("validator_weight_sets", "Weight-setting attempts by result", labels=["result"])

@@ -105,7 +105,7 @@ class Services:
         database = Database(settings.database_path)
         queue = ScoringQueue(database, settings.scoring_queue_max)
         book = ScoreBook(database, settings.score_alpha, settings.task_weights(),
-                         min_coverage=settings.min_task_coverage)
+                         min_coverage=settings.min_task_coverage, probation_seconds=settings.probation_seconds)
         web = WebJudge(PageFetcher(timeout=settings.web_fetch_timeout, max_bytes=settings.web_fetch_max_bytes,
                                    allow_private=settings.web_fetch_allow_private),
                        allowed_hosts=settings.allowed_web_hosts, max_per_host=settings.web_max_results_per_host)

@@ -39,6 +39,8 @@ class ValidatorSettings(CommonSettings):
     task_mix: str = "InferenceTask:0.4,WebQuestionAnsweringTask:0.4,WebRetrievalTask:0.2"
     score_alpha: float = 0.1
     copycat_penalty: float = Field(2.0, ge=0.0)  # what a caught answer earns, and where the scores restart
+    # After each catch the miner's score is held at or below 0 this long (validator.scores); 0: no probation.
+    probation_seconds: float = Field(21600.0, ge=0.0)
     speed_scale_seconds: float = Field(7.5, gt=0.0)
     junk_below: float = Field(0.2, ge=0.0, le=1.0)
     copy_similarity: float = Field(0.6, gt=0.0, le=1.0)
