@@ -21,6 +21,7 @@ import time
 import pytest
 from openai import OpenAI
 from test_incentive_loop import validator_get, wait_until
+from test_resilience import dashboard_cookie, get_json
 
 HONEST = ["good", "slow", "noisy", "broken"]
 CAUGHT_CHEATS = ["passage_dump", "self_hosted", "duplicate_urls", "relabel", "truncation", "instant_copy",
@@ -120,3 +121,8 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
     assert score["specialist"] <= score["broken"], score  # serves 40% of the mix: no score until it serves all
     assert rows["good"]["organic_factor"] >= 1 - ORGANIC_BOUND, rows["good"]
     assert max(score, key=score.get) == "good"
+    # the admin sees who is on probation in the dashboard
+    status, miners = get_json(subnet.api_url + "/dashboard/api/miners", dashboard_cookie(subnet))
+    on_probation = {m.behaviour for m in subnet.members if m.role == "miner"
+                    for row in miners["miners"] if row["uid"] == m.uid and row["probation_until"]}
+    assert status == 200 and on_probation == set(CAUGHT_CHEATS), on_probation

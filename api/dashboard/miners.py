@@ -96,6 +96,7 @@ async def miners(request: Request, window: int = Query(3600, ge=60, le=86400)) -
             "score": score.get("score") if score else None, "weight": score.get("weight") if score else None,
             "rewards": score.get("rewards") if score else None,
             "last_reward": score.get("last_reward") if score else None,
+            "probation_until": score.get("probation_until") if score else None,  # caught cheating: held at 0 until
         })
     fetched_at = gateway.directory.fetched_at or (directory.generated_at if directory else None)
     return {

@@ -50,7 +50,9 @@ export async function render(view) {
     h("td", { class: "num" }, withBar(pct(m.recent.success_rate), m.recent.success_rate, "ok")),
     h("td", { class: "num" }, ms(m.recent.mean_latency_ms)), h("td", { class: "num" }, ms(m.recent.mean_first_chunk_ms)),
     h("td", { class: "num" }, num(m.recent.wins)),
-    h("td", { class: "num" }, m.score === null ? "—" : dec(m.score, 3)),
+    h("td", { class: "num" }, m.score === null ? "—" : dec(m.score, 3), m.probation_until ? " " : null,
+      m.probation_until ? h("span", { class: "badge bad", title: "Caught cheating: the validator holds its score " +
+        `at or below 0 until ${new Date(m.probation_until * 1000).toLocaleString()}` }, "probation") : null),
     h("td", { class: "num" }, m.weight === null ? "—" : withBar(dec(m.weight, 3), m.weight)),
     h("td", { class: "num" }, m.rewards === null ? "—" : num(m.rewards))));
   const directory = d ? h("div", { class: d.validator_reachable ? "banner info" : "banner bad", id: "directory-state" },
@@ -67,6 +69,7 @@ export async function render(view) {
       ["Score", "num"], ["Weight", "num"], ["Rewards", "num"]], rows, "The directory is empty."),
     h("p", { class: "muted small" }, "Calls, success, latency and answered: this gateway's requests over the window ",
       "(cancelled calls, whose race another miner won, are not judged). Score, weight and rewards: the validator's ",
-      "view, from synthetic and organic traffic.")),
+      "view, from synthetic and organic traffic; a miner caught cheating is on probation, its score held at or ",
+      "below 0, for some hours after its last catch.")),
   data.validator.reachable ? validatorPanel(data) : null);
 }
