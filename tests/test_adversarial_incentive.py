@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.request
 
 import pytest
 from openai import OpenAI
 from test_incentive_loop import validator_get, wait_until
+from test_metrics_health import value
 from test_resilience import dashboard_cookie, get_json
 
 HONEST = ["good", "slow", "noisy", "broken"]
@@ -126,3 +128,8 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
     on_probation = {m.behaviour for m in subnet.members if m.role == "miner"
                     for row in miners["miners"] if row["uid"] == m.uid and row["probation_until"]}
     assert status == 200 and on_probation == set(CAUGHT_CHEATS), on_probation
+    with urllib.request.urlopen(subnet.validator_url + "/metrics", timeout=10) as response:  # and the operator
+        metrics = response.read().decode()
+    left = {m.behaviour: value(metrics, "validator_miner_probation_seconds", {"uid": str(m.uid)})
+            for m in subnet.members if m.role == "miner"}
+    assert all(left[cheat] > 3600 for cheat in CAUGHT_CHEATS) and all(left[h] == 0 for h in HONEST), left
