@@ -44,8 +44,9 @@ def score_table(net: LocalSubnet, signer: Signer) -> str:
     for member in sorted((m for m in net.members if m.role == "miner"), key=lambda m: -rows.get(m.uid, {}).get(
             "score", 0.0)):
         row = rows.get(member.uid, {"score": 0.0, "weight": 0.0, "rewards": 0})
+        probation = "  on probation (caught cheating)" if row.get("probation_until") else ""
         lines.append(f"  uid {member.uid} {member.behaviour:<8} score {row['score']:>7.3f}  weight {row['weight']:.3f}"
-                     f"  ({row['rewards']} rewards)")
+                     f"  ({row['rewards']} rewards){probation}")
     return "\n".join(lines)
 
 

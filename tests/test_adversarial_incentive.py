@@ -25,6 +25,8 @@ from test_incentive_loop import validator_get, wait_until
 from test_metrics_health import value
 from test_resilience import dashboard_cookie, get_json
 
+from localnet.__main__ import score_table
+
 HONEST = ["good", "slow", "noisy", "broken"]
 CAUGHT_CHEATS = ["passage_dump", "self_hosted", "duplicate_urls", "relabel", "truncation", "instant_copy",
                  "paraphrase_copy", "framing"]
@@ -133,3 +135,5 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
     left = {m.behaviour: value(metrics, "validator_miner_probation_seconds", {"uid": str(m.uid)})
             for m in subnet.members if m.role == "miner"}
     assert all(left[cheat] > 3600 for cheat in CAUGHT_CHEATS) and all(left[h] == 0 for h in HONEST), left
+    flagged = {line.split()[2] for line in score_table(subnet, signer).splitlines() if "on probation" in line}
+    assert flagged == set(CAUGHT_CHEATS), flagged  # the demo's table says so too
