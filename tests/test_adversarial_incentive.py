@@ -96,11 +96,12 @@ def test_honest_miners_out_earn_every_cheat(subnet, signer_for):
         for behaviour, row in rows.items():
             lowest[behaviour] = min(lowest.get(behaviour, row["score"]), row["score"])
         ready = (table["weight_steps"] >= 3 and len(rows) == len(BEHAVIOURS)
-                 and min(r["rewards"] for r in rows.values()) >= 20)
+                 and min(r["rewards"] for r in rows.values()) >= 20
+                 and all(lowest[cheat] < 0 for cheat in CAUGHT_CHEATS))  # the task mix is random: wait for it
         return rows if ready else None
 
     try:
-        rows = wait_until(settled, 240, "three weight steps and 20 rewards per miner")
+        rows = wait_until(settled, 240, "three weight steps, 20 rewards per miner and every cheat caught once")
     finally:
         stop.set()
         griefer.join(15)
