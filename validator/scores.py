@@ -150,8 +150,12 @@ class ScoreBook:
 
     def _compose(self, uid: int) -> None:
         score = float(self.task_scores[uid] @ self.task_weights) * float(self.organic_factor[uid])
-        capped = not self.covered[uid] or self.probation_until[uid] > self.clock()
-        self.scores[uid] = min(score, 0.0) if capped else score
+        self.scores[uid] = min(score, 0.0) if self._held(uid) else score
+
+    def _held(self, uids: int | np.ndarray) -> np.bool_ | np.ndarray:
+        """Whether each score is held at or below 0: below the coverage gate, or on probation (one uid or an
+        array of them)."""
+        return ~self.covered[uids] | (self.probation_until[uids] > self.clock())
 
     def on_probation(self, uid: int) -> bool:
         return uid < len(self.probation_until) and bool(self.probation_until[uid] > self.clock())
@@ -226,8 +230,7 @@ class ScoreBook:
             values = np.fromiter(fresh.values(), dtype=np.float64, count=len(fresh))
             self.task_scores[uids, column] = (1 - self.alpha) * self.task_scores[uids, column] + self.alpha * values
             scores = (self.task_scores[uids] @ self.task_weights) * self.organic_factor[uids]
-            capped = ~self.covered[uids] | (self.probation_until[uids] > self.clock())
-            self.scores[uids] = np.where(capped, np.minimum(scores, 0.0), scores)
+            self.scores[uids] = np.where(self._held(uids), np.minimum(scores, 0.0), scores)
             self.rewards[uids] += 1
             self.last_reward[uids] = values
         else:  # one item's few miners: numpy's per-call overhead would cost more than the arithmetic
